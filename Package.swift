@@ -1,0 +1,43 @@
+// swift-tools-version:5.10
+// CoverGenre: album-cover genre classification. Layout and module boundaries: see README.md.
+import PackageDescription
+
+let package = Package(
+    name: "CoverGenre",
+    products: [
+        // The Swift API.
+        //.library(name: "CoverGenre", targets: ["CoverGenre"]),
+        // The C API; scripts/build.sh installs it as libcovergenre.so (the name `covergenre`
+        // belongs to the command-line tool's product).
+        //.library(name: "CoverGenreC", type: .dynamic, targets: ["CAPI"]),
+        //.executable(name: "covergenre", targets: ["CLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // System libraries from Debian's -dev packages.
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg", providers: [.apt(["libjpeg-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CWebP", pkgConfig: "libwebp", providers: [.apt(["libwebp-dev"])]),
+
+        // C: codec shims (setjmp error handling) and the vectorized inner loops.
+        .target(name: "CCodecs", dependencies: ["CJPEG", "CPNG", "CWebP"]),
+        .target(name: "CKernels"),
+
+        // Swift modules, bottom to top.
+        .target(name: "SystemIO"),
+        .target(name: "Kernels", dependencies: ["CKernels", "CBLAS"]),
+        .target(name: "ModelFormat", dependencies: ["CKernels", "Kernels", "SystemIO"]),
+        .target(name: "Graph", dependencies: ["Kernels", "ModelFormat", "SystemIO"]),
+        .target(name: "Architectures", dependencies: ["Graph", "Kernels", "ModelFormat"]),
+        .target(name: "ImageIO", dependencies: ["CCodecs", "CKernels", "SystemIO"]),
+        .target(name: "Inference", dependencies: ["Graph", "Kernels", "ModelFormat", "SystemIO"]),
+        .target(name: "CoverGenre", dependencies: ["Graph", "ImageIO", "Inference", "Kernels", "ModelFormat", "SystemIO"]),
+
+        // Tests mirror the modules; TestSupport holds naive reference implementations and fixtures.
+        .target(name: "TestSupport", dependencies: ["Architectures", "Graph", "Kernels", "ImageIO"], path: "Tests/TestSupport"),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CKernels", "TestSupport"]),
+    ]
+)

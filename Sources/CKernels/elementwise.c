@@ -1,0 +1,111 @@
+// Element-wise and per-channel loops, written so the compiler vectorizes them over channels.
+#include "kernel_internal.h"
+
+// The activation is hoisted out of the loops so each variant vectorizes as straight-line code.
+CGK_MULTIVERSION
+void cgk_bias_activation(float *y, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ldy, const float *bias, int activation) {
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        float *restrict row = y + r * ldy;
+        if (bias != NULL) {
+            const float *restrict b = bias;
+            for (ptrdiff_t c = 0; c < cols; c++) row[c] += b[c];
+        }
+        if (activation == CGK_ACT_RELU) {
+            for (ptrdiff_t c = 0; c < cols; c++) row[c] = row[c] > 0.0f ? row[c] : 0.0f;
+        } else if (activation == CGK_ACT_RELU6) {
+            for (ptrdiff_t c = 0; c < cols; c++) {
+                float v = row[c] > 0.0f ? row[c] : 0.0f;
+                row[c] = v < 6.0f ? v : 6.0f;
+            }
+        }
+    }
+}
+
+CGK_MULTIVERSION
+void cgk_add(const float *a, const float *b, ptrdiff_t n, int activation, float *y) {
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = cgk_activate(a[i] + b[i], activation);
+}
+
+CGK_MULTIVERSION
+void cgk_scale_shift(const float *x, ptrdiff_t rows, ptrdiff_t cols, const float *scale, const float *shift,
+                     int activation, float *y) {
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        float *yr = y + r * cols;
+        for (ptrdiff_t c = 0; c < cols; c++) yr[c] = cgk_activate(xr[c] * scale[c] + shift[c], activation);
+    }
+}
+
+CGK_MULTIVERSION
+void cgk_activation_backward(const float *y, const float *dy, ptrdiff_t n, int activation, float *dx) {
+    if (activation == CGK_ACT_RELU) {
+        for (ptrdiff_t i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    } else if (activation == CGK_ACT_RELU6) {
+        for (ptrdiff_t i = 0; i < n; i++) dx[i] = (y[i] > 0.0f && y[i] < 6.0f) ? dy[i] : 0.0f;
+    } else if (dx != dy) {
+        for (ptrdiff_t i = 0; i < n; i++) dx[i] = dy[i];
+    }
+}
+
+CGK_MULTIVERSION
+void cgk_column_sum(const float *x, ptrdiff_t rows, ptrdiff_t cols, float *out) {
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const float *restrict row = x + r * cols;
+        float *restrict o = out;
+        for (ptrdiff_t c = 0; c < cols; c++) o[c] += row[c];
+    }
+}
+
+CGK_MULTIVERSION
+void cgk_multiply(const float *x, const float *mask, ptrdiff_t n, float *y) {
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = x[i] * mask[i];
+}
+
+CGK_MULTIVERSION
+void cgk_channel_moments(const float *x, ptrdiff_t rows, int32_t channels, double *sum, double *sum_squares) {
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const float *restrict row = x + r * channels;
+        for (int32_t c = 0; c < channels; c++) {
+            double v = row[c];
+            sum[c] += v;
+            sum_squares[c] += v * v;
+        }
+    }
+}
+
+CGK_MULTIVERSION
+void cgk_batchnorm_backward_reduce(const float *dy, const float *x, ptrdiff_t rows, int32_t channels,
+                                   const float *mean, const float *inv_std, double *sum_dy, double *sum_dy_xhat) {
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const float *restrict g = dy + r * channels;
+        const float *restrict v = x + r * channels;
+        for (int32_t c = 0; c < channels; c++) {
+            sum_dy[c] += g[c];
+            sum_dy_xhat[c] += (double)g[c] * ((v[c] - mean[c]) * inv_std[c]);
+        }
+    }
+}
+
+CGK_MULTIVERSION
+void cgk_batchnorm_backward_apply(const float *dy, const float *x, ptrdiff_t rows, int32_t channels,
+                                  const float *mean, const float *inv_std, const float *gamma,
+                                  const float *mean_dy, const float *mean_dy_xhat, float *dx) {
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const float *restrict g = dy + r * channels;
+        const float *restrict v = x + r * channels;
+        float *restrict d = dx + r * channels;
+        for (int32_t c = 0; c < channels; c++) {
+            float xhat = (v[c] - mean[c]) * inv_std[c];
+            d[c] = gamma[c] * inv_std[c] * (g[c] - mean_dy[c] - xhat * mean_dy_xhat[c]);
+        }
+    }
+}
+
+CGK_MULTIVERSION
+void cgk_normalize_rgb(float *x, ptrdiff_t pixels, const float scale[3], const float shift[3]) {
+    for (ptrdiff_t p = 0; p < pixels; p++) {
+        x[3 * p] = x[3 * p] * scale[0] + shift[0];
+        x[3 * p + 1] = x[3 * p + 1] * scale[1] + shift[1];
+        x[3 * p + 2] = x[3 * p + 2] * scale[2] + shift[2];
+    }
+}

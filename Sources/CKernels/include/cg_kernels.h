@@ -1,0 +1,136 @@
+// CoverGenre's numeric inner loops: everything that is not a GEMM (OpenBLAS does those).
+//
+// Layout: NHWC, float32, rows contiguous. Functions take one image (or a range of its rows) so the
+// Swift side decides how work is split across threads; none of them allocates (except the image
+// resampler, documented below), locks, or keeps state. Each is compiled for AVX-512, AVX2+FMA and
+// baseline x86-64 and picked at load time (target_clones), since Swift code itself targets the
+// baseline CPU.
+#ifndef CG_KERNELS_H
+#define CG_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    CGK_ACT_NONE = 0,
+    CGK_ACT_RELU = 1,
+    CGK_ACT_RELU6 = 2,
+} cgk_activation;
+
+// A sliding window over one NHWC image: convolution or pooling geometry.
+typedef struct {
+    int32_t height, width, channels;   // input
+    int32_t kernel_h, kernel_w;
+    int32_t stride_h, stride_w;
+    int32_t pad_top, pad_left;         // bottom/right padding follows from the output size
+    int32_t out_height, out_width;
+} cgk_window;
+
+// ---- element-wise ---------------------------------------------------------------------------
+
+// y[r, c] = act(y[r, c] + bias[c]) for a rows x cols block with row stride ldy; bias may be NULL.
+void cgk_bias_activation(float *y, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ldy, const float *bias, int activation);
+
+// y = act(a + b), n elements; y may alias a or b.
+void cgk_add(const float *a, const float *b, ptrdiff_t n, int activation, float *y);
+
+// y[r, c] = act(x[r, c] * scale[c] + shift[c]): batch norm at inference; y may alias x.
+void cgk_scale_shift(const float *x, ptrdiff_t rows, ptrdiff_t cols, const float *scale, const float *shift,
+                     int activation, float *y);
+
+// dx = dy where the activation's output y let the gradient through (relu: y > 0; relu6: 0 < y < 6).
+// dx may alias dy.
+void cgk_activation_backward(const float *y, const float *dy, ptrdiff_t n, int activation, float *dx);
+
+// out[c] += sum over rows of x[r, c]: bias gradients and channel sums.
+void cgk_column_sum(const float *x, ptrdiff_t rows, ptrdiff_t cols, float *out);
+
+// y = x * a (in place allowed); dropout masks and scaling.
+void cgk_multiply(const float *x, const float *mask, ptrdiff_t n, float *y);
+
+// ---- convolution ----------------------------------------------------------------------------
+
+// Writes im2col rows [row_begin, row_end) of one image: row r is output pixel (r / out_width,
+// r % out_width), columns are (kh, kw, c) for channels [channel_begin, channel_begin + channel_count),
+// zero outside the image. col has row stride ldcol >= kernel_h * kernel_w * channel_count.
+void cgk_im2col(const float *x, const cgk_window *w, int32_t channel_begin, int32_t channel_count,
+                ptrdiff_t row_begin, ptrdiff_t row_end, float *col, ptrdiff_t ldcol);
+
+// The adjoint of cgk_im2col: adds each column entry back onto dx (which the caller zeroes first).
+// Rows overlap in dx, so one image's col2im must run on one thread.
+void cgk_col2im(const float *col, ptrdiff_t ldcol, const cgk_window *w, int32_t channel_begin, int32_t channel_count,
+                ptrdiff_t row_begin, ptrdiff_t row_end, float *dx);
+
+// Depthwise convolution (one filter per channel, weight [kh][kw][c]) with fused bias and
+// activation, for output rows [oh_begin, oh_end) of one image.
+void cgk_depthwise(const float *x, const cgk_window *w, const float *weight, const float *bias, int activation,
+                   int32_t oh_begin, int32_t oh_end, float *y);
+
+// Depthwise backward for one image: dx += conv^T(dy) (dx zeroed by the caller), dweight += x * dy.
+void cgk_depthwise_backward(const float *x, const float *dy, const cgk_window *w, const float *weight,
+                            float *dx, float *dweight);
+
+// ---- pooling --------------------------------------------------------------------------------
+
+// Max pooling for output rows [oh_begin, oh_end) of one image; padding never wins the max.
+// When argmax is not NULL it receives, per output element, the input element index (pixel * C + c).
+void cgk_maxpool(const float *x, const cgk_window *w, int32_t oh_begin, int32_t oh_end, float *y, int32_t *argmax);
+
+// dx[argmax[i]] += dy[i] for one image's n output elements.
+void cgk_maxpool_backward(const float *dy, const int32_t *argmax, ptrdiff_t n, float *dx);
+
+// y[c] = mean over pixels of x[p, c] (one image).
+void cgk_global_avgpool(const float *x, ptrdiff_t pixels, int32_t channels, float *y);
+
+// Per-channel mean and standard deviation over one image's pixels (population statistics).
+void cgk_channel_mean_std(const float *x, ptrdiff_t pixels, int32_t channels, float *mean, float *std);
+
+// Adaptive average pooling (PyTorch's bins: start = floor(i*in/out), end = ceil((i+1)*in/out)).
+void cgk_adaptive_avgpool(const float *x, int32_t height, int32_t width, int32_t channels, int32_t out_height,
+                          int32_t out_width, float *y);
+
+// ---- batch normalization (training) --------------------------------------------------------
+
+// Per-channel sum and sum of squares over rows, accumulated in double.
+void cgk_channel_moments(const float *x, ptrdiff_t rows, int32_t channels, double *sum, double *sum_squares);
+
+// Per-channel sum(dy) and sum(dy * (x - mean) * inv_std), accumulated in double.
+void cgk_batchnorm_backward_reduce(const float *dy, const float *x, ptrdiff_t rows, int32_t channels,
+                                   const float *mean, const float *inv_std, double *sum_dy, double *sum_dy_xhat);
+
+// dx = gamma * inv_std * (dy - sum_dy / m - xhat * sum_dy_xhat / m), m = count.
+void cgk_batchnorm_backward_apply(const float *dy, const float *x, ptrdiff_t rows, int32_t channels,
+                                  const float *mean, const float *inv_std, const float *gamma,
+                                  const float *mean_dy, const float *mean_dy_xhat, float *dx);
+
+// ---- images ---------------------------------------------------------------------------------
+
+// Resamples the source rectangle (x0, y0, region_w, region_h) of an RGB888 image to out_w x out_h
+// float RGB in [0, 255] (NHWC, one image), with a triangle filter widened by the scale factor when
+// shrinking (antialiasing, as PIL's bilinear). Pixels outside the source are clamped to its edge.
+// mirror != 0 flips horizontally. Allocates and frees its own scratch; returns 0 on success,
+// -1 on bad arguments, -2 when out of memory.
+int cgk_resample_rgb(const uint8_t *src, int32_t src_w, int32_t src_h, ptrdiff_t src_stride, double x0, double y0,
+                     double region_w, double region_h, int32_t out_w, int32_t out_h, int mirror, float *out);
+
+// y[p, ch] = x[p, ch] * scale[ch] + shift[ch] for 3-channel pixels; normalizes in place.
+void cgk_normalize_rgb(float *x, ptrdiff_t pixels, const float scale[3], const float shift[3]);
+
+// ---- storage --------------------------------------------------------------------------------
+
+// XXH64 of a byte range (the model file's checksum).
+uint64_t cgk_xxh64(const void *data, size_t length, uint64_t seed);
+
+// IEEE half <-> float, round-to-nearest-even.
+void cgk_half_to_float(const uint16_t *src, float *dst, size_t n);
+void cgk_float_to_half(const float *src, uint16_t *dst, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

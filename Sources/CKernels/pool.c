@@ -1,0 +1,101 @@
+// Pooling: max (with optional argmax for training), global and adaptive average, channel stats.
+#include "kernel_internal.h"
+
+#include <math.h>
+
+static inline int32_t cgk_max(int32_t a, int32_t b) { return a > b ? a : b; }
+static inline int32_t cgk_min(int32_t a, int32_t b) { return a < b ? a : b; }
+
+CGK_MULTIVERSION
+void cgk_maxpool(const float *x, const cgk_window *w, int32_t oh_begin, int32_t oh_end, float *y, int32_t *argmax) {
+    const int32_t H = w->height, W = w->width, C = w->channels, KH = w->kernel_h, KW = w->kernel_w;
+    for (int32_t oh = oh_begin; oh < oh_end; oh++) {
+        const int32_t ih0 = oh * w->stride_h - w->pad_top;
+        const int32_t kh_lo = cgk_max(0, -ih0), kh_hi = cgk_min(KH, H - ih0);
+        for (int32_t ow = 0; ow < w->out_width; ow++) {
+            const int32_t iw0 = ow * w->stride_w - w->pad_left;
+            const int32_t kw_lo = cgk_max(0, -iw0), kw_hi = cgk_min(KW, W - iw0);
+            const ptrdiff_t out = ((ptrdiff_t)oh * w->out_width + ow) * C;
+            float *restrict yp = y + out;
+            int first = 1;
+            for (int32_t kh = kh_lo; kh < kh_hi; kh++) {
+                for (int32_t kw = kw_lo; kw < kw_hi; kw++) {
+                    const ptrdiff_t in = ((ptrdiff_t)(ih0 + kh) * W + iw0 + kw) * C;
+                    const float *restrict xp = x + in;
+                    if (argmax != NULL) {
+                        int32_t *restrict ap = argmax + out;
+                        for (int32_t c = 0; c < C; c++) {
+                            if (first || xp[c] > yp[c]) { yp[c] = xp[c]; ap[c] = (int32_t)(in + c); }
+                        }
+                    } else if (first) {
+                        for (int32_t c = 0; c < C; c++) yp[c] = xp[c];
+                    } else {
+                        for (int32_t c = 0; c < C; c++) yp[c] = xp[c] > yp[c] ? xp[c] : yp[c];
+                    }
+                    first = 0;
+                }
+            }
+            if (first) { // a window entirely in the padding (impossible with sane geometry)
+                for (int32_t c = 0; c < C; c++) yp[c] = 0.0f;
+                if (argmax != NULL) for (int32_t c = 0; c < C; c++) argmax[out + c] = -1;
+            }
+        }
+    }
+}
+
+void cgk_maxpool_backward(const float *dy, const int32_t *argmax, ptrdiff_t n, float *dx) {
+    for (ptrdiff_t i = 0; i < n; i++) {
+        if (argmax[i] >= 0) dx[argmax[i]] += dy[i];
+    }
+}
+
+CGK_MULTIVERSION
+void cgk_global_avgpool(const float *x, ptrdiff_t pixels, int32_t channels, float *y) {
+    for (int32_t c = 0; c < channels; c++) y[c] = 0.0f;
+    for (ptrdiff_t p = 0; p < pixels; p++) {
+        const float *restrict xp = x + p * channels;
+        float *restrict yp = y;
+        for (int32_t c = 0; c < channels; c++) yp[c] += xp[c];
+    }
+    const float inv = pixels > 0 ? 1.0f / (float)pixels : 0.0f;
+    for (int32_t c = 0; c < channels; c++) y[c] *= inv;
+}
+
+CGK_MULTIVERSION
+void cgk_channel_mean_std(const float *x, ptrdiff_t pixels, int32_t channels, float *mean, float *std) {
+    // Two passes in float: the mean first, then squared deviations, which stays accurate for the
+    // large, nearly constant activations where E[x^2] - E[x]^2 would cancel.
+    cgk_global_avgpool(x, pixels, channels, mean);
+    for (int32_t c = 0; c < channels; c++) std[c] = 0.0f;
+    for (ptrdiff_t p = 0; p < pixels; p++) {
+        const float *restrict xp = x + p * channels;
+        float *restrict sp = std;
+        for (int32_t c = 0; c < channels; c++) {
+            float d = xp[c] - mean[c];
+            sp[c] += d * d;
+        }
+    }
+    const float inv = pixels > 0 ? 1.0f / (float)pixels : 0.0f;
+    for (int32_t c = 0; c < channels; c++) std[c] = sqrtf(std[c] * inv);
+}
+
+void cgk_adaptive_avgpool(const float *x, int32_t height, int32_t width, int32_t channels, int32_t out_height,
+                          int32_t out_width, float *y) {
+    for (int32_t oh = 0; oh < out_height; oh++) {
+        const int32_t h0 = (int32_t)(((int64_t)oh * height) / out_height);
+        const int32_t h1 = (int32_t)((((int64_t)oh + 1) * height + out_height - 1) / out_height);
+        for (int32_t ow = 0; ow < out_width; ow++) {
+            const int32_t w0 = (int32_t)(((int64_t)ow * width) / out_width);
+            const int32_t w1 = (int32_t)((((int64_t)ow + 1) * width + out_width - 1) / out_width);
+            float *yp = y + ((ptrdiff_t)oh * out_width + ow) * channels;
+            for (int32_t c = 0; c < channels; c++) yp[c] = 0.0f;
+            for (int32_t ih = h0; ih < h1; ih++)
+                for (int32_t iw = w0; iw < w1; iw++) {
+                    const float *xp = x + ((ptrdiff_t)ih * width + iw) * channels;
+                    for (int32_t c = 0; c < channels; c++) yp[c] += xp[c];
+                }
+            const float inv = 1.0f / (float)((h1 - h0) * (w1 - w0));
+            for (int32_t c = 0; c < channels; c++) yp[c] *= inv;
+        }
+    }
+}

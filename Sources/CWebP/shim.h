@@ -1,0 +1,2 @@
+// libwebp's decoder (Debian: libwebp-dev, pkg-config name "libwebp").
+#include <webp/decode.h>

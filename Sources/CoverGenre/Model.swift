@@ -1,0 +1,299 @@
+@_exported import Graph
+@_exported import ImageIO
+import Inference
+import Kernels
+@_exported import ModelFormat
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+@_exported import SystemIO
+
+/// Options fixed when a model is loaded.
+public struct ModelOptions: Sendable {
+    /// Threads one call may use; 0 means every core. A batch call gives each thread whole images.
+    public var threads = 0
+    public var fileLimits = ModelFileLimits()
+    public var graphLimits = GraphLimits()
+    public var imageLimits = ImageLimits()
+
+    public init() {}
+}
+
+/// One class and its probability.
+public struct Prediction: Equatable, Sendable {
+    public let index: Int
+    public let label: String
+    public let probability: Float
+}
+
+/// An image to classify.
+public enum ImageInput {
+    case path(String)
+    /// Encoded JPEG/PNG/WebP bytes, read during the call only.
+    case encoded(UnsafeRawBufferPointer)
+    case bytes([UInt8])
+    case rgb(RGBImage)
+}
+
+/// A loaded model: immutable and safe to use from any number of threads at once.
+public final class Model: @unchecked Sendable {
+    public let description: ModelDescription
+    public let file: ModelFile
+    public let graph: CompiledGraph
+    /// Threads one call uses.
+    public let threads: Int
+    public let imageLimits: ImageLimits
+    private let pool: ContextPool
+
+    public convenience init(path: String, options: ModelOptions = ModelOptions()) throws {
+        try self.init(file: try ModelFile(path: path, limits: options.fileLimits), options: options)
+    }
+
+    /// Loads a model from bytes in memory (copied; the caller may free them afterwards).
+    public convenience init(bytes: UnsafeRawBufferPointer, options: ModelOptions = ModelOptions()) throws {
+        try self.init(file: try ModelFile(copying: bytes, limits: options.fileLimits), options: options)
+    }
+
+    public init(file: ModelFile, options: ModelOptions = ModelOptions()) throws {
+        let description = try ModelDescription(json: file.metadata, limits: options.graphLimits)
+        let graph = try CompiledGraph(graph: description.graph, weights: file, limits: options.graphLimits)
+        guard graph.classCount == description.labels.count else {
+            throw CoverGenreError(.modelFormat, "the graph outputs \(graph.classCount) scores for \(description.labels.count) labels")
+        }
+        guard graph.inputShape.channels == 3 else {
+            throw CoverGenreError(.modelUnsupported, "the graph takes \(graph.inputShape.channels) channels; covers are RGB")
+        }
+        self.description = description
+        self.file = file
+        self.graph = graph
+        self.threads = options.threads > 0 ? options.threads : Parallel.availableCores
+        self.imageLimits = options.imageLimits
+        self.pool = ContextPool(graph: graph)
+    }
+
+    public var labels: [String] { description.labels }
+    public var classCount: Int { description.labels.count }
+    public var inputWidth: Int { graph.inputShape.width }
+    public var inputHeight: Int { graph.inputShape.height }
+    /// Length of `embedding(_:)`'s vector (0 when the model names no embedding).
+    public var embeddingSize: Int { graph.embeddingSize }
+    private var inputCount: Int { graph.inputShape.count }
+    /// Images run per cover: 2 when the model averages over the mirror image.
+    private var views: Int { description.preprocessing.flipAverage ? 2 : 1 }
+
+    // MARK: Single images
+
+    /// Class probabilities (softmax of the logits; averaged over the mirror image when the model
+    /// asks for it).
+    public func probabilities(_ input: ImageInput) throws -> [Float] {
+        var out = [Float](repeating: 0, count: classCount)
+        try out.withUnsafeMutableBufferPointer { try probabilities(input, into: $0) }
+        return out
+    }
+
+    /// The same, written into caller-provided storage of at least `classCount` floats.
+    public func probabilities(_ input: ImageInput, into out: UnsafeMutableBufferPointer<Float>) throws {
+        try checkCapacity(out.count, classCount, "probabilities")
+        let image = try decode(input)
+        try pool.withContext(batch: views, threads: threads) { context in
+            try run(image, context: context, slot: 0)
+            collectProbabilities(context, slot: 0, into: out.baseAddress!)
+        }
+    }
+
+    /// The `top` most probable classes, most probable first.
+    public func classify(_ input: ImageInput, top: Int = 3) throws -> [Prediction] {
+        predictions(try probabilities(input), top: top)
+    }
+
+    /// The penultimate feature vector (the model's "embedding" node), for similarity search.
+    public func embedding(_ input: ImageInput) throws -> [Float] {
+        var out = [Float](repeating: 0, count: embeddingSize)
+        try out.withUnsafeMutableBufferPointer { try embedding(input, into: $0) }
+        return out
+    }
+
+    public func embedding(_ input: ImageInput, into out: UnsafeMutableBufferPointer<Float>) throws {
+        guard embeddingSize > 0 else { throw CoverGenreError(.invalidArgument, "this model has no embedding output") }
+        try checkCapacity(out.count, embeddingSize, "embedding")
+        let image = try decode(input)
+        try pool.withContext(batch: views, threads: threads) { context in
+            try run(image, context: context, slot: 0)
+            collectEmbedding(context, slot: 0, into: out.baseAddress!)
+        }
+    }
+
+    public func predictions(_ probabilities: [Float], top: Int) -> [Prediction] {
+        let order = probabilities.indices.sorted { probabilities[$0] > probabilities[$1] || (probabilities[$0] == probabilities[$1] && $0 < $1) }
+        return order.prefix(max(0, top)).map { Prediction(index: $0, label: labels[$0], probability: probabilities[$0]) }
+    }
+
+    // MARK: Many images
+
+    /// Probabilities for many images, decoded and run in parallel: each of `threads` workers
+    /// (default: the model's) takes whole images, so both decoding and inference use every core.
+    /// A failing image gives its error in its slot; it never fails the others.
+    public func probabilities(batch inputs: [ImageInput], threads: Int? = nil) -> [Result<[Float], CoverGenreError>] {
+        var results = [Result<[Float], CoverGenreError>](repeating: .failure(CoverGenreError(.internal, "not run")), count: inputs.count)
+        results.withUnsafeMutableBufferPointer { slots in
+            forEachInParallel(inputs.count, threads: threads ?? self.threads) { i in
+                slots[i] = Result { try self.probabilitiesSingleThreaded(inputs[i]) }.mapError(Model.wrap)
+            }
+        }
+        return results
+    }
+
+    /// Runs `body(i)` for i in 0..<count on `threads` workers that take the next index when free
+    /// (images differ in decoding cost, so fixed blocks would leave a worker idle).
+    public func forEachInParallel(_ count: Int, threads: Int, _ body: (Int) -> Void) {
+        let next = Atomic<Int>(0)
+        Parallel.forEach(min(max(threads, 1), count), threads: threads) { _ in
+            while true {
+                let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                if i >= count { break }
+                body(i)
+            }
+        }
+    }
+
+    /// Probabilities of one image using one thread: the building block of batch calls.
+    public func probabilitiesSingleThreaded(_ input: ImageInput) throws -> [Float] {
+        var out = [Float](repeating: 0, count: classCount)
+        let image = try decode(input)
+        try pool.withContext(batch: views, threads: 1) { context in
+            try run(image, context: context, slot: 0)
+            out.withUnsafeMutableBufferPointer { collectProbabilities(context, slot: 0, into: $0.baseAddress!) }
+        }
+        return out
+    }
+
+    /// Embeddings of one image using one thread.
+    public func embeddingSingleThreaded(_ input: ImageInput) throws -> [Float] {
+        guard embeddingSize > 0 else { throw CoverGenreError(.invalidArgument, "this model has no embedding output") }
+        var out = [Float](repeating: 0, count: embeddingSize)
+        let image = try decode(input)
+        try pool.withContext(batch: views, threads: 1) { context in
+            try run(image, context: context, slot: 0)
+            out.withUnsafeMutableBufferPointer { collectEmbedding(context, slot: 0, into: $0.baseAddress!) }
+        }
+        return out
+    }
+
+    // MARK: Tensors
+
+    /// Runs already preprocessed NHWC input (`batch` images of inputHeight x inputWidth x 3) and
+    /// writes `batch x classCount` logits. Batches are split into per-thread groups of whole
+    /// images. This is the engine without image handling: parity tests and benchmarks use it.
+    public func logits(preprocessed input: UnsafePointer<Float>, batch: Int, into out: UnsafeMutablePointer<Float>,
+                       threads: Int? = nil) throws {
+        try runTensor(input, batch: batch, threads: threads ?? self.threads) { context, n, first in
+            for i in 0..<n { (out + (first + i) * classCount).update(from: context.logits(i).baseAddress!, count: classCount) }
+        }
+    }
+
+    /// Like `logits`, for the embedding vectors (batch x embeddingSize).
+    public func embeddings(preprocessed input: UnsafePointer<Float>, batch: Int, into out: UnsafeMutablePointer<Float>,
+                           threads: Int? = nil) throws {
+        guard embeddingSize > 0 else { throw CoverGenreError(.invalidArgument, "this model has no embedding output") }
+        try runTensor(input, batch: batch, threads: threads ?? self.threads) { context, n, first in
+            for i in 0..<n {
+                (out + (first + i) * embeddingSize).update(from: context.embedding(i)!.baseAddress!, count: embeddingSize)
+            }
+        }
+    }
+
+    private func runTensor(_ input: UnsafePointer<Float>, batch: Int, threads: Int,
+                           _ collect: (ExecutionContext, Int, Int) -> Void) throws {
+        guard batch > 0 else { return }
+        if batch == 1 || threads <= 1 {
+            try pool.withContext(batch: batch, threads: threads) { context in
+                context.input.update(from: input, count: batch * inputCount)
+                context.run()
+                collect(context, batch, 0)
+            }
+            return
+        }
+        let groups = min(threads, batch)
+        var failure: CoverGenreError?
+        let lock = Mutex<Void>(())
+        Parallel.forEach(groups, threads: groups) { g in
+            let first = g * batch / groups, n = (g + 1) * batch / groups - first
+            do {
+                try pool.withContext(batch: n, threads: 1) { context in
+                    context.input.update(from: input + first * inputCount, count: n * inputCount)
+                    context.run()
+                    collect(context, n, first)
+                }
+            } catch {
+                lock.withLock { _ in failure = Model.wrap(error) }
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    // MARK: Preprocessing
+
+    /// Decodes an input, using JPEG DCT scaling when the image is far larger than needed.
+    public func decode(_ input: ImageInput) throws -> RGBImage {
+        let minimumSize: Int
+        switch description.preprocessing.resize {
+        case .centerCrop(let side): minimumSize = side
+        case .stretch: minimumSize = max(inputWidth, inputHeight)
+        }
+        switch input {
+        case .path(let path): return try ImageDecoder.decode(path: path, limits: imageLimits, minimumSize: minimumSize)
+        case .encoded(let bytes): return try ImageDecoder.decode(bytes, limits: imageLimits, minimumSize: minimumSize)
+        case .bytes(let bytes): return try ImageDecoder.decode(bytes, limits: imageLimits, minimumSize: minimumSize)
+        case .rgb(let image):
+            guard image.width > 0, image.height > 0 else { throw CoverGenreError(.invalidArgument, "image has no pixels") }
+            guard image.width <= imageLimits.maxWidth, image.height <= imageLimits.maxHeight,
+                  image.width * image.height <= imageLimits.maxPixels else {
+                throw CoverGenreError(.imageTooLarge, "image is \(image.width)x\(image.height); beyond the configured limits")
+            }
+            return image
+        }
+    }
+
+    /// Writes the model's input for `image` (resized, cropped, normalized) at `output`.
+    public func preprocess(_ image: RGBImage, mirror: Bool = false, into output: UnsafeMutablePointer<Float>) throws {
+        let p = description.preprocessing
+        let r = p.sourceRegion(imageWidth: image.width, imageHeight: image.height, outWidth: inputWidth, outHeight: inputHeight)
+        try ImageResampler.resample(image, region: (r.0, r.1, r.2, r.3), width: inputWidth, height: inputHeight,
+                                    mirror: mirror, into: output)
+        ImageResampler.normalize(output, count: inputWidth * inputHeight, mean: p.mean, std: p.std)
+    }
+
+    /// Fills context image slots [slot, slot + views) with the image (and its mirror) and runs.
+    private func run(_ image: RGBImage, context: ExecutionContext, slot: Int) throws {
+        for v in 0..<views { try preprocess(image, mirror: v == 1, into: context.input + (slot + v) * inputCount) }
+        context.run()
+    }
+
+    private func collectProbabilities(_ context: ExecutionContext, slot: Int, into out: UnsafeMutablePointer<Float>) {
+        for c in 0..<classCount { out[c] = 0 }
+        for v in 0..<views {
+            let logits = context.logits(slot + v)
+            let peak = logits.max() ?? 0
+            var total: Float = 0
+            for c in 0..<classCount { total += expf(logits[c] - peak) }
+            for c in 0..<classCount { out[c] += expf(logits[c] - peak) / total / Float(views) }
+        }
+    }
+
+    private func collectEmbedding(_ context: ExecutionContext, slot: Int, into out: UnsafeMutablePointer<Float>) {
+        for c in 0..<embeddingSize { out[c] = 0 }
+        for v in 0..<views {
+            let e = context.embedding(slot + v)!
+            for c in 0..<embeddingSize { out[c] += e[c] / Float(views) }
+        }
+    }
+
+    private func checkCapacity(_ have: Int, _ need: Int, _ what: String) throws {
+        guard have >= need else { throw CoverGenreError(.bufferTooSmall, "\(what) needs \(need) floats; the buffer holds \(have)") }
+    }
+
+    static func wrap(_ error: Error) -> CoverGenreError {
+        error as? CoverGenreError ?? CoverGenreError(.internal, "\(error)")
+    }
+}

@@ -1,0 +1,182 @@
+import Graph
+import Kernels
+import ModelFormat
+import SystemIO
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a compiled graph gets its weights.
+public protocol WeightSource {
+    func floats(_ name: String) throws -> FloatTensor
+    func shape(_ name: String) -> [Int]?
+}
+
+extension ModelFile: WeightSource {
+    public func shape(_ name: String) -> [Int]? { info(name)?.shape }
+}
+
+/// A graph bound to its weights, ready to run: one step per node, weights resolved to pointers,
+/// batch norms turned into per-channel scale and shift. Immutable, so any number of threads may
+/// run it at once, each with its own `ExecutionContext`.
+public final class CompiledGraph: @unchecked Sendable {
+    enum Kernel {
+        case conv(ConvShape, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, Activation)
+        case linear(inFeatures: Int, outFeatures: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, Activation)
+        case scaleShift(scale: UnsafePointer<Float>, shift: UnsafePointer<Float>, Activation)
+        case maxPool(WindowGeometry)
+        case globalAveragePool
+        case adaptiveAveragePool(height: Int, width: Int)
+        case channelStats
+        case concat
+        case add(Activation)
+        case activation(Activation)
+        case softmax
+        /// Flatten and dropout: the output is the input's buffer.
+        case alias
+    }
+
+    struct Step {
+        let kernel: Kernel
+        let inputs: [Int]            // value indices; value 0 is the graph input
+        let inputShapes: [ActivationShape]
+        let output: Int              // value index
+        let outputShape: ActivationShape
+    }
+
+    let steps: [Step]
+    /// Per-image element count of each value (value 0 = graph input, value i+1 = node i).
+    let valueSizes: [Int]
+    public let inputShape: ActivationShape
+    let logitsValue: Int
+    let embeddingValue: Int?
+    public let classCount: Int
+    public let embeddingSize: Int
+    /// Multiply-adds per image.
+    public let macs: Int
+    private let retained: [AnyObject]
+    private(set) var plan: BufferPlan!
+
+    public init(graph: GraphSpec, weights: WeightSource, limits: GraphLimits = GraphLimits()) throws {
+        let resolved = try graph.resolve(tensorShape: weights.shape, limits: limits)
+        var retained: [AnyObject] = []
+        func pointer(_ name: String) throws -> UnsafePointer<Float> {
+            let tensor = try weights.floats(name)
+            retained.append(tensor.owner)
+            return tensor.pointer
+        }
+        func ownedCopy(_ values: [Float]) throws -> UnsafePointer<Float> {
+            guard let buffer = FloatBuffer(count: values.count) else { throw CoverGenreError(.outOfMemory, "out of memory compiling the graph") }
+            values.withUnsafeBufferPointer { buffer.pointer.update(from: $0.baseAddress!, count: values.count) }
+            retained.append(buffer)
+            return UnsafePointer(buffer.pointer)
+        }
+        var steps: [Step] = []
+        for (i, r) in resolved.enumerated() {
+            let kernel: Kernel
+            switch r.node.op {
+            case .conv2d(let a):
+                kernel = .conv(r.conv!, weight: try pointer(a.weight), bias: try a.bias.map(pointer), a.activation)
+            case .linear(let a):
+                kernel = .linear(inFeatures: r.inputShapes[0].channels, outFeatures: a.outFeatures,
+                                 weight: try pointer(a.weight), bias: try a.bias.map(pointer), a.activation)
+            case .batchNorm(let a):
+                let gamma = try weights.floats(a.gamma).values, beta = try weights.floats(a.beta).values
+                let mean = try weights.floats(a.mean).values, variance = try weights.floats(a.variance).values
+                var scale = [Float](repeating: 0, count: gamma.count), shift = scale
+                for c in 0..<gamma.count {
+                    scale[c] = gamma[c] / (variance[c] + Float(a.epsilon)).squareRoot()
+                    shift[c] = beta[c] - mean[c] * scale[c]
+                }
+                guard scale.allSatisfy(\.isFinite), shift.allSatisfy(\.isFinite) else {
+                    throw CoverGenreError(.modelFormat, "graph node \"\(r.node.name)\": batch norm statistics give non-finite scales")
+                }
+                kernel = .scaleShift(scale: try ownedCopy(scale), shift: try ownedCopy(shift), a.activation)
+            case .maxPool: kernel = .maxPool(r.window!)
+            case .globalAveragePool: kernel = .globalAveragePool
+            case .adaptiveAveragePool(let h, let w): kernel = .adaptiveAveragePool(height: h, width: w)
+            case .channelStats: kernel = .channelStats
+            case .concat: kernel = .concat
+            case .add(let act): kernel = .add(act)
+            case .activation(let act): kernel = .activation(act)
+            case .softmax: kernel = .softmax
+            case .flatten, .dropout: kernel = .alias
+            }
+            steps.append(Step(kernel: kernel, inputs: r.inputIndices.map { $0 + 1 }, inputShapes: r.inputShapes,
+                              output: i + 1, outputShape: r.outputShape))
+        }
+        let index = Dictionary(uniqueKeysWithValues: resolved.enumerated().map { ($1.node.name, $0 + 1) })
+        self.steps = steps
+        self.valueSizes = [graph.inputShape.count] + resolved.map(\.outputShape.count)
+        self.inputShape = graph.inputShape
+        self.logitsValue = index[graph.logits]!
+        self.embeddingValue = graph.embedding.map { index[$0]! }
+        let sizes = [graph.inputShape.count] + resolved.map(\.outputShape.count)
+        self.classCount = sizes[index[graph.logits]!]
+        self.embeddingSize = graph.embedding.map { sizes[index[$0]!] } ?? 0
+        self.macs = graph.macs(resolved)
+        self.retained = retained
+        self.plan = BufferPlan(self)
+    }
+
+    /// Floats of conv scratch one context needs.
+    func scratchCount(batch: Int, threads: Int) -> Int {
+        steps.reduce(0) { m, step in
+            if case .conv(let shape, _, _, _) = step.kernel { return max(m, Conv2D.scratchCount(shape, batch: batch, threads: threads)) }
+            return m
+        }
+    }
+
+    /// Runs every step. `buffers[v]` is the storage of value v for `batch` images.
+    func run(buffers: [UnsafeMutablePointer<Float>], scratch: UnsafeMutablePointer<Float>?, batch: Int, threads: Int) {
+        for step in steps {
+            let y = buffers[step.output]
+            let x = UnsafePointer(buffers[step.inputs[0]])
+            let inShape = step.inputShapes[0]
+            switch step.kernel {
+            case .conv(let shape, let weight, let bias, let act):
+                Conv2D.forward(shape, batch: batch, x: x, weight: weight, bias: bias, activation: act, y: y,
+                               scratch: scratch, threads: threads)
+            case .linear(let inFeatures, let outFeatures, let weight, let bias, let act):
+                Dense.forward(rows: batch, inFeatures: inFeatures, outFeatures: outFeatures, x: x, weight: weight,
+                              bias: bias, activation: act, y: y, threads: threads)
+            case .scaleShift(let scale, let shift, let act):
+                Elementwise.scaleShift(x, rows: batch * inShape.pixels, channels: inShape.channels, scale: scale,
+                                       shift: shift, activation: act, y: y, threads: threads)
+            case .maxPool(let window):
+                Pooling.max(window, batch: batch, x: x, y: y, threads: threads)
+            case .globalAveragePool:
+                Pooling.globalAverage(batch: batch, pixels: inShape.pixels, channels: inShape.channels, x: x, y: y, threads: threads)
+            case .adaptiveAveragePool(let h, let w):
+                Pooling.adaptiveAverage(batch: batch, height: inShape.height, width: inShape.width, channels: inShape.channels,
+                                        outHeight: h, outWidth: w, x: x, y: y, threads: threads)
+            case .channelStats:
+                Pooling.channelMeanStd(batch: batch, pixels: inShape.pixels, channels: inShape.channels, x: x, y: y, threads: threads)
+            case .concat:
+                let outChannels = step.outputShape.channels
+                for n in 0..<batch {
+                    for p in 0..<inShape.pixels {
+                        var offset = 0
+                        for (value, shape) in zip(step.inputs, step.inputShapes) {
+                            let c = shape.channels
+                            (y + (n * inShape.pixels + p) * outChannels + offset)
+                                .update(from: buffers[value] + (n * inShape.pixels + p) * c, count: c)
+                            offset += c
+                        }
+                    }
+                }
+            case .add(let act):
+                Elementwise.add(x, buffers[step.inputs[1]], count: batch * inShape.count, activation: act, y: y, threads: threads)
+            case .activation(let act):
+                if y != buffers[step.inputs[0]] { y.update(from: x, count: batch * inShape.count) }
+                Elementwise.activate(y, count: batch * inShape.count, activation: act)
+            case .softmax:
+                if y != buffers[step.inputs[0]] { y.update(from: x, count: batch * inShape.count) }
+                Elementwise.softmax(y, rows: batch * inShape.pixels, columns: inShape.channels)
+            case .alias:
+                break
+            }
+        }
+    }
+}

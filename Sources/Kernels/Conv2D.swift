@@ -1,0 +1,184 @@
+import CKernels
+
+/// A 2-D convolution on NHWC images with weights laid out [KH, KW, Cin/groups, Cout] (so each
+/// group's weights are a row-major [KH*KW*Cin/groups, Cout] GEMM operand, columns of its group).
+/// Depthwise convolution (groups == Cin == Cout) stores [KH, KW, C].
+public struct ConvShape: Equatable, Sendable {
+    public var window: WindowGeometry
+    public var outChannels: Int
+    public var groups: Int
+
+    public init(window: WindowGeometry, outChannels: Int, groups: Int = 1) {
+        self.window = window
+        self.outChannels = outChannels
+        self.groups = groups
+    }
+
+    public enum Method: Sendable { case depthwise, pointwise, im2col }
+
+    public var method: Method {
+        if groups > 1 && groups == window.inChannels && outChannels == window.inChannels { return .depthwise }
+        if groups == 1 && window.kernelH == 1 && window.kernelW == 1 && window.strideH == 1 && window.strideW == 1
+            && window.padTop == 0 && window.padLeft == 0 && window.padBottom == 0 && window.padRight == 0
+        {
+            return .pointwise
+        }
+        return .im2col
+    }
+
+    /// GEMM depth per group: KH * KW * Cin / groups.
+    public var depth: Int { window.taps * (window.inChannels / groups) }
+    public var weightCount: Int { method == .depthwise ? window.taps * outChannels : depth * outChannels }
+    public var outElementsPerImage: Int { window.outPixels * outChannels }
+    public var inElementsPerImage: Int { window.inPixels * window.inChannels }
+    /// Multiply-adds per image.
+    public var macsPerImage: Int { window.outPixels * outChannels * (method == .depthwise ? window.taps : depth) }
+
+    /// Checks the invariants the kernels rely on; a model file's graph is validated through this.
+    public var problem: String? {
+        let w = window
+        if w.inHeight <= 0 || w.inWidth <= 0 || w.inChannels <= 0 || outChannels <= 0 { return "non-positive size" }
+        if w.kernelH <= 0 || w.kernelW <= 0 || w.strideH <= 0 || w.strideW <= 0 { return "non-positive kernel or stride" }
+        if w.padTop < 0 || w.padLeft < 0 || w.padBottom < 0 || w.padRight < 0 { return "negative padding" }
+        if w.padTop >= w.kernelH || w.padBottom >= w.kernelH || w.padLeft >= w.kernelW || w.padRight >= w.kernelW {
+            return "padding as large as the kernel"
+        }
+        if w.outHeight <= 0 || w.outWidth <= 0 { return "kernel larger than the padded input" }
+        if groups <= 0 || w.inChannels % groups != 0 || outChannels % groups != 0 {
+            return "groups \(groups) do not divide channels \(w.inChannels) -> \(outChannels)"
+        }
+        return nil
+    }
+}
+
+public enum Conv2D {
+    /// im2col tiles are sized to stay in the L2 cache next to the weights.
+    @usableFromInline static let tileFloats = 128 * 1024
+
+    @usableFromInline static func tileRows(_ shape: ConvShape) -> Int {
+        max(16, min(shape.window.outPixels, tileFloats / max(shape.depth, 1)))
+    }
+
+    /// Whether a multi-threaded forward splits output rows (many row tiles) or, for small
+    /// images, im2cols once and splits output channels.
+    @usableFromInline static func splitsRows(_ shape: ConvShape, batch: Int, threads: Int) -> Bool {
+        let tiles = (shape.window.outPixels + tileRows(shape) - 1) / tileRows(shape)
+        return threads <= 1 || batch * tiles >= threads
+    }
+
+    /// Floats of scratch `forward` needs for this shape, batch and thread count.
+    public static func scratchCount(_ shape: ConvShape, batch: Int, threads: Int) -> Int {
+        guard shape.method == .im2col else { return 0 }
+        if splitsRows(shape, batch: batch, threads: threads) {
+            return max(threads, 1) * tileRows(shape) * shape.depth
+        }
+        return shape.window.outPixels * shape.depth
+    }
+
+    /// y = act(conv(x, weight) + bias) for `batch` images.
+    public static func forward(
+        _ shape: ConvShape, batch: Int, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        bias: UnsafePointer<Float>?, activation: Activation, y: UnsafeMutablePointer<Float>,
+        scratch: UnsafeMutablePointer<Float>?, threads: Int
+    ) {
+        switch shape.method {
+        case .depthwise: depthwise(shape, batch: batch, x: x, weight: weight, bias: bias, activation: activation, y: y, threads: threads)
+        case .pointwise: pointwise(shape, batch: batch, x: x, weight: weight, bias: bias, activation: activation, y: y, threads: threads)
+        case .im2col: general(shape, batch: batch, x: x, weight: weight, bias: bias, activation: activation, y: y, scratch: scratch!, threads: threads)
+        }
+    }
+
+    static func depthwise(
+        _ shape: ConvShape, batch: Int, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        bias: UnsafePointer<Float>?, activation: Activation, y: UnsafeMutablePointer<Float>, threads: Int
+    ) {
+        var window = shape.window.c
+        let rows = shape.window.outHeight
+        // Work items are (image, output row band); bands keep every thread busy at batch 1.
+        let bands = threads > 1 ? min(rows, threads * 4) : 1
+        Parallel.forEach(batch * bands, threads: threads) { item in
+            let n = item / bands, band = item % bands
+            let lo = band * rows / bands, hi = (band + 1) * rows / bands
+            cgk_depthwise(x + n * shape.inElementsPerImage, &window, weight, bias, activation.code,
+                          Int32(lo), Int32(hi), y + n * shape.outElementsPerImage)
+        }
+    }
+
+    static func pointwise(
+        _ shape: ConvShape, batch: Int, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        bias: UnsafePointer<Float>?, activation: Activation, y: UnsafeMutablePointer<Float>, threads: Int
+    ) {
+        Dense.forward(rows: batch * shape.window.inPixels, inFeatures: shape.window.inChannels,
+                      outFeatures: shape.outChannels, x: x, weight: weight, bias: bias,
+                      activation: activation, y: y, threads: threads)
+    }
+
+    static func general(
+        _ shape: ConvShape, batch: Int, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        bias: UnsafePointer<Float>?, activation: Activation, y: UnsafeMutablePointer<Float>,
+        scratch: UnsafeMutablePointer<Float>, threads: Int
+    ) {
+        var window = shape.window.c
+        let pixels = shape.window.outPixels, depth = shape.depth, cout = shape.outChannels
+        let groupIn = shape.window.inChannels / shape.groups, groupOut = cout / shape.groups
+        if splitsRows(shape, batch: batch, threads: threads) {
+            let rowsPerTile = tileRows(shape)
+            let tiles = (pixels + rowsPerTile - 1) / rowsPerTile
+            Parallel.forRanges(batch * tiles, threads: threads) { worker, items in
+                let col = scratch + worker * rowsPerTile * depth
+                for item in items {
+                    let n = item / tiles, r0 = (item % tiles) * rowsPerTile, r1 = min(r0 + rowsPerTile, pixels)
+                    let image = x + n * shape.inElementsPerImage
+                    let out = y + (n * pixels + r0) * cout
+                    for g in 0..<shape.groups {
+                        cgk_im2col(image, &window, Int32(g * groupIn), Int32(groupIn), r0, r1, col, depth)
+                        sgemm(m: r1 - r0, n: groupOut, k: depth, a: col, lda: depth, b: weight + g * groupOut,
+                              ldb: cout, c: out + g * groupOut, ldc: cout)
+                    }
+                    cgk_bias_activation(out, r1 - r0, cout, cout, bias, activation.code)
+                }
+            }
+            return
+        }
+        // Few, small images: im2col each once, then split the output channels across threads.
+        for n in 0..<batch {
+            let image = x + n * shape.inElementsPerImage
+            let out = y + n * pixels * cout
+            for g in 0..<shape.groups {
+                cgk_im2col(image, &window, Int32(g * groupIn), Int32(groupIn), 0, pixels, scratch, depth)
+                Parallel.forRanges(groupOut, threads: threads) { _, columns in
+                    let c0 = g * groupOut + columns.lowerBound
+                    sgemm(m: pixels, n: columns.count, k: depth, a: scratch, lda: depth, b: weight + c0, ldb: cout,
+                          c: out + c0, ldc: cout)
+                    cgk_bias_activation(out + c0, pixels, columns.count, cout, bias.map { $0 + c0 }, activation.code)
+                }
+            }
+        }
+    }
+}
+
+/// A fully connected layer: y[rows, out] = act(x[rows, in] * W[in, out] + b).
+public enum Dense {
+    public static func forward(
+        rows: Int, inFeatures: Int, outFeatures: Int, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        bias: UnsafePointer<Float>?, activation: Activation, y: UnsafeMutablePointer<Float>, threads: Int
+    ) {
+        // Enough rows for every thread: split rows (each GEMM streams all of W). Otherwise split
+        // the output columns, so a batch-1 layer still uses every thread.
+        if threads <= 1 || rows >= threads * 32 {
+            Parallel.forRanges(rows, threads: threads) { _, range in
+                let out = y + range.lowerBound * outFeatures
+                sgemm(m: range.count, n: outFeatures, k: inFeatures, a: x + range.lowerBound * inFeatures,
+                      lda: inFeatures, b: weight, ldb: outFeatures, c: out, ldc: outFeatures)
+                cgk_bias_activation(out, range.count, outFeatures, outFeatures, bias, activation.code)
+            }
+        } else {
+            Parallel.forRanges(outFeatures, threads: threads) { _, columns in
+                let c0 = columns.lowerBound
+                sgemm(m: rows, n: columns.count, k: inFeatures, a: x, lda: inFeatures, b: weight + c0,
+                      ldb: outFeatures, c: y + c0, ldc: outFeatures)
+                cgk_bias_activation(y + c0, rows, columns.count, outFeatures, bias.map { $0 + c0 }, activation.code)
+            }
+        }
+    }
+}
