@@ -39,5 +39,8 @@ let package = Package(
         // Tests mirror the modules; TestSupport holds naive reference implementations and fixtures.
         .target(name: "TestSupport", dependencies: ["Architectures", "Graph", "Kernels", "ImageIO"], path: "Tests/TestSupport"),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CKernels", "TestSupport"]),
+        .testTarget(name: "ImageIOTests", dependencies: ["ImageIO", "SystemIO", "TestSupport"]),
+        .testTarget(name: "ModelFormatTests", dependencies: ["ModelFormat", "SystemIO", "TestSupport"]),
+        .testTarget(name: "InferenceTests", dependencies: ["Architectures", "CoverGenre", "Graph", "Inference", "TestSupport"]),
     ]
 )

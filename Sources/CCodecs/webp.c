@@ -1,4 +1,4 @@
-// WebP decoding through libwebp (still images only).
+// WebP decoding through libwebp (still images only), and encoding for test fixtures.
 #include "cg_codecs.h"
 #include "codec_internal.h"
 
@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include <webp/decode.h>
+#include <webp/encode.h>
 
 static const char *cg_webp_reason(VP8StatusCode code) {
     switch (code) {
@@ -74,5 +75,34 @@ cgc_status cgc_probe_webp(const uint8_t *data, size_t size, uint32_t *width, uin
     }
     *width = (uint32_t)w;
     *height = (uint32_t)h;
+    return CGC_OK;
+}
+
+
+cgc_status cgc_encode_webp(const uint8_t *rgb, uint32_t width, uint32_t height, float quality, uint8_t **out,
+                           size_t *out_size, char message[192]) {
+    *out = NULL;
+    *out_size = 0;
+    if (rgb == NULL || width == 0 || height == 0 || width > 16383 || height > 16383) {
+        cgc_set_message(message, "WebP: cannot encode %ux%u", width, height);
+        return CGC_ERR_UNSUPPORTED;
+    }
+    uint8_t *encoded = NULL;
+    size_t size = quality < 0 ? WebPEncodeLosslessRGB(rgb, (int)width, (int)height, (int)width * 3, &encoded)
+                              : WebPEncodeRGB(rgb, (int)width, (int)height, (int)width * 3, quality, &encoded);
+    if (size == 0 || encoded == NULL) {
+        cgc_set_message(message, "WebP: encoding failed");
+        return CGC_ERR_NO_MEMORY;
+    }
+    // Hand back a malloc'd copy so every encoder's output is released with cgc_buffer_free.
+    *out = (uint8_t *)malloc(size);
+    if (*out == NULL) {
+        WebPFree(encoded);
+        cgc_set_message(message, "WebP: out of memory");
+        return CGC_ERR_NO_MEMORY;
+    }
+    memcpy(*out, encoded, size);
+    *out_size = size;
+    WebPFree(encoded);
     return CGC_OK;
 }

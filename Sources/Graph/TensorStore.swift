@@ -48,7 +48,7 @@ public struct TensorStore: Sendable {
     public init(file: ModelFile) throws {
         for info in file.tensors {
             let t = try file.floats(info.name)
-            self[info.name] = HostTensor(shape: info.shape, values: Array(t.values))
+            self[info.name] = HostTensor(shape: info.shape, values: t.array)
         }
     }
 }

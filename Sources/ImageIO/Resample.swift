@@ -55,4 +55,15 @@ public enum ImageEncoder {
         defer { cgc_buffer_free(out) }
         return Array(UnsafeBufferPointer(start: out, count: size))
     }
+
+    /// WebP bytes of 8-bit RGB: lossless when `quality` is nil.
+    public static func webp(_ rgb: UnsafePointer<UInt8>, width: Int, height: Int, quality: Float? = nil) throws -> [UInt8] {
+        var out: UnsafeMutablePointer<UInt8>?
+        var size = 0
+        var message = [CChar](repeating: 0, count: 192)
+        let status = cgc_encode_webp(rgb, UInt32(width), UInt32(height), quality ?? -1, &out, &size, &message)
+        guard status == CGC_OK, let out else { throw CoverGenreError(.internal, String(cString: message)) }
+        defer { cgc_buffer_free(out) }
+        return Array(UnsafeBufferPointer(start: out, count: size))
+    }
 }

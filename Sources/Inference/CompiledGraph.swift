@@ -82,8 +82,8 @@ public final class CompiledGraph: @unchecked Sendable {
                 kernel = .linear(inFeatures: r.inputShapes[0].channels, outFeatures: a.outFeatures,
                                  weight: try pointer(a.weight), bias: try a.bias.map(pointer), a.activation)
             case .batchNorm(let a):
-                let gamma = try weights.floats(a.gamma).values, beta = try weights.floats(a.beta).values
-                let mean = try weights.floats(a.mean).values, variance = try weights.floats(a.variance).values
+                let gamma = try weights.floats(a.gamma).array, beta = try weights.floats(a.beta).array
+                let mean = try weights.floats(a.mean).array, variance = try weights.floats(a.variance).array
                 var scale = [Float](repeating: 0, count: gamma.count), shift = scale
                 for c in 0..<gamma.count {
                     scale[c] = gamma[c] / (variance[c] + Float(a.epsilon)).squareRoot()

@@ -239,7 +239,10 @@ public struct FloatTensor: @unchecked Sendable {
     }
 
     public var count: Int { shape.reduce(1, *) }
-    public var values: UnsafeBufferPointer<Float> { UnsafeBufferPointer(start: pointer, count: count) }
+
+    /// A copy of the values. (A view would dangle once this struct, the last owner of a widened
+    /// f16 buffer, is released; callers that need the pointer keep `owner` alive themselves.)
+    public var array: [Float] { withExtendedLifetime(owner) { Array(UnsafeBufferPointer(start: pointer, count: count)) } }
 }
 
 /// A 64-byte-aligned byte block owned by a class, so pointers into it stay valid while it lives.

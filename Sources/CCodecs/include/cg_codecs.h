@@ -76,6 +76,11 @@ cgc_status cgc_encode_jpeg(const uint8_t *pixels, uint32_t width, uint32_t heigh
                            int quality, int progressive, uint8_t **out, size_t *out_size,
                            char message[192]);
 
+// Encodes 8-bit RGB as WebP (lossless when quality < 0, else lossy at that quality). For tests and
+// tools; the library only decodes WebP.
+cgc_status cgc_encode_webp(const uint8_t *rgb, uint32_t width, uint32_t height, float quality, uint8_t **out,
+                           size_t *out_size, char message[192]);
+
 void cgc_buffer_free(uint8_t *buffer);
 
 // Applies EXIF orientation 2..8 to an RGB image in place of `image->pixels` (may reallocate).

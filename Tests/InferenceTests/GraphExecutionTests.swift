@@ -1,0 +1,91 @@
+import Architectures
+import CoverGenre
+import Graph
+import Inference
+import TestSupport
+import XCTest
+
+/// Whole graphs through the engine against the naive reference executor.
+final class GraphExecutionTests: XCTestCase {
+    func randomized(_ architecture: Architecture, seed: UInt64) -> TensorStore {
+        var tensors = architecture.initialTensors(seed: seed)
+        var random = TestRandom(seed: seed + 1)
+        // Non-trivial batch-norm statistics and biases, so folding and biases are exercised.
+        for p in architecture.parameters {
+            var t = tensors[p.name]!
+            if p.name.hasSuffix(".variance") { t.values = t.values.map { _ in Float(random.generator.unit() + 0.5) } }
+            else if p.name.hasSuffix(".mean") || p.name.hasSuffix(".beta") || p.name.hasSuffix(".bias") {
+                t.values = random.floats(t.count, scale: 0.2)
+            } else if p.name.hasSuffix(".gamma") { t.values = t.values.map { _ in Float(random.generator.unit() + 0.5) } }
+            tensors[p.name] = t
+        }
+        return tensors
+    }
+
+    func compare(_ architecture: Architecture, seed: UInt64, fold: Bool, tolerance: Float = 1e-4,
+                 file: StaticString = #filePath, line: UInt = #line) throws {
+        let tensors = randomized(architecture, seed: seed)
+        var graph = architecture.graph, weights = tensors
+        if fold { (graph, weights) = try graph.foldingBatchNorms(tensors) }
+        let compiled = try CompiledGraph(graph: graph, weights: InMemoryWeights(weights))
+        var random = TestRandom(seed: seed + 2)
+        let batch = 2
+        let input = random.floats(batch * graph.inputShape.count)
+        for threads in [1, 2] {
+            let context = try ExecutionContext(graph: compiled, batch: batch, threads: threads)
+            context.input.update(from: input, count: input.count)
+            context.run()
+            for n in 0..<batch {
+                let image = Array(input[(n * graph.inputShape.count)..<((n + 1) * graph.inputShape.count)])
+                // The reference always runs the unfolded graph: folding must not change the result.
+                let expected = try ReferenceGraph.run(architecture.graph, tensors: tensors, input: image)
+                let logits = Array(context.logits(n))
+                XCTAssertLessThan(maxRelativeError(logits, expected[architecture.graph.logits]!), tolerance,
+                                  "\(architecture.name) fold \(fold) threads \(threads) image \(n)", file: file, line: line)
+                if let e = architecture.graph.embedding {
+                    XCTAssertLessThan(maxRelativeError(Array(context.embedding(n)!), expected[e]!), tolerance, file: file, line: line)
+                }
+            }
+        }
+    }
+
+    func testBaselineCNN() throws {
+        try compare(Networks.baselineCNN(classes: 5, inputSize: 32, channels: [4, 6, 8, 8, 10], hidden: 12), seed: 1, fold: false)
+        try compare(Networks.baselineCNN(classes: 5, inputSize: 32, channels: [4, 6, 8, 8, 10], hidden: 12, batchNorm: true),
+                    seed: 2, fold: true)
+    }
+
+    func testReducedVGG16() throws {
+        try compare(Networks.vgg16(classes: 4, inputSize: 32, widthDivisor: 16, hidden: 16), seed: 3, fold: false)
+    }
+
+    func testEfficientNetLiteWithResidualsFoldedAndUnfolded() throws {
+        let blocks = [
+            Networks.MBConvBlock(inChannels: 8, outChannels: 8, expandRatio: 1, kernel: 3, stride: 1),
+            Networks.MBConvBlock(inChannels: 8, outChannels: 12, expandRatio: 3, kernel: 5, stride: 2),
+            Networks.MBConvBlock(inChannels: 12, outChannels: 12, expandRatio: 3, kernel: 3, stride: 1),
+        ]
+        let lite = Networks.efficientNetLite(name: "lite-test", blocks: blocks, classes: 3, inputSize: 33, stemChannels: 8,
+                                             headChannels: 16)
+        try compare(lite, seed: 4, fold: false)
+        try compare(lite, seed: 5, fold: true)
+    }
+
+    func testFoldingRemovesEveryBatchNormAfterAConvolution() throws {
+        let lite = Networks.efficientNetLite0(classes: 10)
+        let (folded, tensors) = try lite.graph.foldingBatchNorms(lite.initialTensors(seed: 1))
+        XCTAssertFalse(folded.nodes.contains { if case .batchNorm = $0.op { return true } else { return false } })
+        XCTAssertEqual(Set(folded.tensorNames), Set(tensors.names))
+        // The ImageNet state dict folds to 4,631,000 values, 1,281,000 of them its 1000-class head.
+        XCTAssertEqual(tensors.parameterCount, 3_350_000 + 1280 * 10 + 10)
+    }
+
+    func testBufferPlanReusesMemory() throws {
+        let lite = Networks.efficientNetLite0(classes: 10)
+        let (graph, tensors) = try lite.graph.foldingBatchNorms(lite.initialTensors(seed: 1))
+        let compiled = try CompiledGraph(graph: graph, weights: InMemoryWeights(tensors))
+        let context = try ExecutionContext(graph: compiled, batch: 1, threads: 1)
+        // All activations would take ~40 MB; reuse keeps a handful of buffers.
+        XCTAssertLessThan(context.byteCount, 12 << 20)
+    }
+}
