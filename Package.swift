@@ -6,11 +6,11 @@ let package = Package(
     name: "CoverGenre",
     products: [
         // The Swift API.
-        //.library(name: "CoverGenre", targets: ["CoverGenre"]),
+        .library(name: "CoverGenre", targets: ["CoverGenre"]),
         // The C API; scripts/build.sh installs it as libcovergenre.so (the name `covergenre`
         // belongs to the command-line tool's product).
-        //.library(name: "CoverGenreC", type: .dynamic, targets: ["CAPI"]),
-        //.executable(name: "covergenre", targets: ["CLI"]),
+        .library(name: "CoverGenreC", type: .dynamic, targets: ["CAPI"]),
+        .executable(name: "covergenre", targets: ["CLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -35,6 +35,12 @@ let package = Package(
         .target(name: "ImageIO", dependencies: ["CCodecs", "CKernels", "SystemIO"]),
         .target(name: "Inference", dependencies: ["Graph", "Kernels", "ModelFormat", "SystemIO"]),
         .target(name: "CoverGenre", dependencies: ["Graph", "ImageIO", "Inference", "Kernels", "ModelFormat", "SystemIO"]),
+        .systemLibrary(name: "CCoverGenreAPI"),
+        .target(name: "CAPI", dependencies: ["CCoverGenreAPI", "CoverGenre"]),
+        .executableTarget(name: "CLI", dependencies: [
+            "Architectures", "CoverGenre",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
 
         // Tests mirror the modules; TestSupport holds naive reference implementations and fixtures.
         .target(name: "TestSupport", dependencies: ["Architectures", "Graph", "Kernels", "ImageIO"], path: "Tests/TestSupport"),

@@ -35,61 +35,77 @@ public enum ImageFormat: String, Sendable {
     public var fileExtension: String { self == .jpeg ? "jpg" : rawValue }
 }
 
-/// A decoded image: 8-bit RGB, rows contiguous. Owns its pixels.
+/// A decoded image: 8-bit RGB, `rowStride` bytes between rows.
 public final class RGBImage: @unchecked Sendable {
     public let width: Int
     public let height: Int
+    public let rowStride: Int
     public let format: ImageFormat?
     /// Size as stored in the file (before DCT scaling and EXIF rotation).
     public let sourceWidth: Int
     public let sourceHeight: Int
     public let pixels: UnsafeMutablePointer<UInt8>
-    private let freeWithC: Bool
+    private enum Ownership { case mallocByCodec, swiftAllocated, borrowed }
+    private let ownership: Ownership
 
     init(decoded image: cgc_image) {
         width = Int(image.width)
         height = Int(image.height)
+        rowStride = width * 3
         sourceWidth = Int(image.source_width)
         sourceHeight = Int(image.source_height)
         format = ImageFormat(image.format)
         pixels = image.pixels
-        freeWithC = true
+        ownership = .mallocByCodec
     }
 
-    /// Copies `width * height * 3` bytes of RGB rows spaced `rowStride` bytes apart.
-    public init(width: Int, height: Int, rgb: UnsafePointer<UInt8>, rowStride: Int? = nil) {
-        self.width = width
-        self.height = height
-        sourceWidth = width
-        sourceHeight = height
-        format = nil
+    /// Copies the pixels: `width * 3` bytes per row, rows `rowStride` bytes apart.
+    public convenience init(width: Int, height: Int, copying rgb: UnsafePointer<UInt8>, rowStride: Int? = nil) {
+        let storage = UnsafeMutablePointer<UInt8>.allocate(capacity: max(width * height * 3, 1))
         let stride = rowStride ?? width * 3
-        pixels = .allocate(capacity: max(width * height * 3, 1))
-        for y in 0..<height { (pixels + y * width * 3).update(from: rgb + y * stride, count: width * 3) }
-        freeWithC = false
+        for y in 0..<height { (storage + y * width * 3).update(from: rgb + y * stride, count: width * 3) }
+        self.init(width: width, height: height, pixels: storage, rowStride: width * 3, ownership: .swiftAllocated)
     }
 
-    public init(width: Int, height: Int, rgb: [UInt8]) {
+    public convenience init(width: Int, height: Int, rgb: [UInt8]) {
         precondition(rgb.count == width * height * 3, "RGB data does not match \(width)x\(height)")
+        let storage = UnsafeMutablePointer<UInt8>.allocate(capacity: max(rgb.count, 1))
+        rgb.withUnsafeBufferPointer { if !rgb.isEmpty { storage.update(from: $0.baseAddress!, count: rgb.count) } }
+        self.init(width: width, height: height, pixels: storage, rowStride: width * 3, ownership: .swiftAllocated)
+    }
+
+    /// Wraps the caller's pixels without copying; they must outlive this object (the C API uses
+    /// it for the duration of one call).
+    public convenience init(borrowing rgb: UnsafePointer<UInt8>, width: Int, height: Int, rowStride: Int) {
+        self.init(width: width, height: height, pixels: UnsafeMutablePointer(mutating: rgb), rowStride: rowStride, ownership: .borrowed)
+    }
+
+    private init(width: Int, height: Int, pixels: UnsafeMutablePointer<UInt8>, rowStride: Int, ownership: Ownership) {
         self.width = width
         self.height = height
+        self.rowStride = rowStride
         sourceWidth = width
         sourceHeight = height
         format = nil
-        let storage = UnsafeMutablePointer<UInt8>.allocate(capacity: max(rgb.count, 1))
-        rgb.withUnsafeBufferPointer { storage.update(from: $0.baseAddress!, count: rgb.count) }
-        pixels = storage
-        freeWithC = false
+        self.pixels = pixels
+        self.ownership = ownership
     }
 
     deinit {
-        if freeWithC { free(pixels) } else { pixels.deallocate() }
+        switch ownership {
+        case .mallocByCodec: free(pixels)
+        case .swiftAllocated: pixels.deallocate()
+        case .borrowed: break
+        }
     }
 
-    public var bytes: UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(start: pixels, count: width * height * 3) }
+    /// The pixel rows, tightly packed.
+    public var bytes: [UInt8] {
+        (0..<height).flatMap { y in Array(UnsafeBufferPointer(start: pixels + y * rowStride, count: width * 3)) }
+    }
 
     public subscript(x: Int, y: Int) -> (UInt8, UInt8, UInt8) {
-        let p = pixels + (y * width + x) * 3
+        let p = pixels + y * rowStride + x * 3
         return (p[0], p[1], p[2])
     }
 }

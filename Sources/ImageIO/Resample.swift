@@ -10,7 +10,7 @@ public enum ImageResampler {
         _ image: RGBImage, region: (x: Double, y: Double, width: Double, height: Double), width: Int, height: Int,
         mirror: Bool = false, into output: UnsafeMutablePointer<Float>
     ) throws {
-        let status = cgk_resample_rgb(image.pixels, Int32(image.width), Int32(image.height), image.width * 3,
+        let status = cgk_resample_rgb(image.pixels, Int32(image.width), Int32(image.height), image.rowStride,
                                       region.x, region.y, region.width, region.height, Int32(width), Int32(height),
                                       mirror ? 1 : 0, output)
         if status == -2 { throw CoverGenreError(.outOfMemory, "out of memory resizing a \(image.width)x\(image.height) image") }

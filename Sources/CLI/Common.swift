@@ -1,0 +1,50 @@
+import ArgumentParser
+import CoverGenre
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Options every command that loads a model shares.
+struct ModelArguments: ParsableArguments {
+    @Option(name: .shortAndLong, help: "Model file (.cgm). Default: $COVERGENRE_MODEL, else models/covergenre-default.cgm.")
+    var model: String?
+
+    @Option(help: "Threads per image (0 = every core).")
+    var threads = 0
+
+    var path: String {
+        if let model { return model }
+        if let env = getenv("COVERGENRE_MODEL") { return String(cString: env) }
+        return "models/covergenre-default.cgm"
+    }
+
+    func load() throws -> Model {
+        var options = ModelOptions()
+        options.threads = threads
+        do {
+            return try Model(path: path, options: options)
+        } catch let error as CoverGenreError where error.code == .io && model == nil {
+            throw CLIError("no model at \(path): \(error.message). Pass --model, or run scripts/setup-default-model.sh.")
+        }
+    }
+}
+
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Writes to standard error (status, progress and warnings; results go to standard output).
+func printError(_ text: String) {
+    fputs(text + "\n", stderr)
+}
+
+func format(_ value: Double, decimals: Int) -> String {
+    var buffer = [CChar](repeating: 0, count: 64)
+    _ = withVaList([value]) { vsnprintf(&buffer, 64, "%.\(decimals)f", $0) }
+    return String(cString: buffer)
+}
+
+func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s : s + String(repeating: " ", count: width - s.count) }
+func padLeft(_ s: String, _ width: Int) -> String { s.count >= width ? s : String(repeating: " ", count: width - s.count) + s }

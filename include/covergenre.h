@@ -1,0 +1,201 @@
+/*
+ * covergenre.h - CoverGenre's C API: predict an album's genre from its cover art.
+ *
+ * Read top to bottom, this header is the manual. The library is one shared object,
+ * libcovergenre.so, with the Swift runtime linked in statically: link with -lcovergenre
+ * (pkg-config --cflags --libs covergenre) and nothing else.
+ *
+ *   cg_model *model = NULL;
+ *   if (cg_model_load("models/covergenre-default.cgm", &model) != CG_OK) {
+ *       fprintf(stderr, "%s\n", cg_last_error());
+ *       return 1;
+ *   }
+ *   cg_prediction top[3];
+ *   size_t n = 0;
+ *   if (cg_classify_file(model, "cover.jpg", 3, top, &n) == CG_OK)
+ *       for (size_t i = 0; i < n; i++) printf("%s %.3f\n", top[i].label, top[i].probability);
+ *   cg_model_free(model);
+ *
+ * Conventions
+ * - Every fallible function returns a cg_status; CG_OK is 0. On failure, cg_last_error() gives a
+ *   sentence for a human, kept per thread until that thread's next failure.
+ * - The library never prints, never exits, never aborts on bad input (images, model files,
+ *   arguments), and never writes past a buffer whose size the caller passed.
+ * - Strings returned by the library are owned by it. Those from a model (labels, name, metadata)
+ *   live until cg_model_free; the rest live for the process.
+ * - A loaded model is immutable: any number of threads may call any function taking a
+ *   `const cg_model *` at the same time. Only cg_model_free needs exclusive access.
+ * - Threads: each call may use up to `n_threads` threads (load option; 0 = every core). Batch calls
+ *   give each thread whole images. The library keeps OpenBLAS single-threaded (its process-wide
+ *   setting, applied on first use) so that its pool and CoverGenre's never oversubscribe the CPU.
+ * - Images: JPEG (baseline, progressive, gray, CMYK, EXIF orientation applied), PNG (every bit
+ *   depth and colour type, interlaced; alpha is dropped) and still WebP, recognised by content.
+ */
+#ifndef COVERGENRE_H
+#define COVERGENRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Version ------------------------------------------------------------------------------ */
+
+#define CG_API_VERSION_MAJOR 1
+#define CG_API_VERSION_MINOR 0
+#define CG_API_VERSION_PATCH 0
+/* MAJOR * 10000 + MINOR * 100 + PATCH. A header and library with the same MAJOR are compatible. */
+#define CG_API_VERSION (CG_API_VERSION_MAJOR * 10000 + CG_API_VERSION_MINOR * 100 + CG_API_VERSION_PATCH)
+
+/* The API version the library was built with; compare with CG_API_VERSION. Any thread. */
+uint32_t cg_api_version(void);
+
+/* The library's release, e.g. "0.1.0". Static string. Any thread. */
+const char *cg_version_string(void);
+
+/* ---- Errors ------------------------------------------------------------------------------- */
+
+typedef enum cg_status {
+    CG_OK = 0,
+    CG_ERR_INVALID_ARGUMENT = 1,  /* a NULL pointer, a zero size, top_k of 0, ... */
+    CG_ERR_IO = 2,                /* a file could not be opened or read */
+    CG_ERR_MODEL_FORMAT = 3,      /* not a valid .cgm file: bad magic, truncated, inconsistent */
+    CG_ERR_MODEL_UNSUPPORTED = 4, /* a valid file of a newer format version or unknown operator */
+    CG_ERR_CHECKSUM = 5,          /* the model file's checksum does not match: damaged */
+    CG_ERR_IMAGE_DECODE = 6,      /* corrupt or truncated image data */
+    CG_ERR_IMAGE_UNSUPPORTED = 7, /* not JPEG, PNG or WebP (or an animated WebP) */
+    CG_ERR_IMAGE_TOO_LARGE = 8,   /* beyond the image limits, refused before decoding */
+    CG_ERR_BUFFER_TOO_SMALL = 9,  /* the caller's buffer cannot hold the result */
+    CG_ERR_OUT_OF_MEMORY = 10,
+    CG_ERR_INTERNAL = 11,         /* a bug in CoverGenre; please report it with cg_last_error() */
+    CG_ERR_LIMIT_EXCEEDED = 12,   /* a model file beyond the configured size/count limits */
+} cg_status;
+
+/* A short constant name for a status ("CG_ERR_IMAGE_DECODE"). Static string. Any thread. */
+const char *cg_status_string(cg_status status);
+
+/* Why the calling thread's most recent failed call failed; "" if none failed yet. The string
+ * stays valid until this thread's next failing call. Any thread. */
+const char *cg_last_error(void);
+
+/* ---- Loading ------------------------------------------------------------------------------ */
+
+/* The model: opaque, immutable once loaded, shared freely between threads. */
+typedef struct cg_model cg_model;
+
+/* Load-time settings. Always start from cg_default_load_options() and change fields: new fields
+ * are appended in later versions, and struct_size tells the library which ones you know. */
+typedef struct cg_load_options {
+    size_t struct_size;           /* sizeof(cg_load_options), set by cg_default_load_options */
+    int32_t n_threads;            /* threads per call; 0 = every core */
+    int32_t verify_checksum;      /* nonzero (default): check the model file's checksum on load */
+    uint64_t max_model_bytes;     /* refuse larger model files (default 2 GiB) */
+    uint64_t max_metadata_bytes;  /* refuse larger metadata sections (default 16 MiB) */
+    uint32_t max_tensors;         /* refuse more tensors (default 65536) */
+    uint32_t max_image_width;     /* refuse wider images, before decoding (default 16384) */
+    uint32_t max_image_height;    /* (default 16384) */
+    uint32_t reserved;
+    uint64_t max_image_pixels;    /* refuse images with more pixels (default 64 Mi) */
+    uint64_t max_image_bytes;     /* refuse larger encoded images (default 64 MiB) */
+} cg_load_options;
+
+/* Defaults for cg_load_options. Any thread. */
+cg_load_options cg_default_load_options(void);
+
+/* Loads a .cgm model file (memory-mapped, validated, checksum verified). On success *out_model
+ * owns the model; release it with cg_model_free. On failure *out_model is set to NULL. */
+cg_status cg_model_load(const char *path, cg_model **out_model);
+cg_status cg_model_load_with_options(const char *path, const cg_load_options *options, cg_model **out_model);
+
+/* Loads a model from `size` bytes in memory. The bytes are copied: free them when this returns. */
+cg_status cg_model_load_memory(const void *data, size_t size, cg_model **out_model);
+cg_status cg_model_load_memory_with_options(const void *data, size_t size, const cg_load_options *options,
+                                            cg_model **out_model);
+
+/* Frees a model and every string it returned. NULL is allowed. No other thread may be using it. */
+void cg_model_free(cg_model *model);
+
+/* ---- Describing a model ------------------------------------------------------------------- */
+
+/* Number of genres the model tells apart (0 for NULL). */
+size_t cg_model_class_count(const cg_model *model);
+
+/* The label of class `index` (e.g. "HipHop"), or NULL when out of range. Owned by the model. */
+const char *cg_model_label(const cg_model *model, size_t index);
+
+/* Length of the embedding vector (cg_embed_*); 0 if the model has none. */
+size_t cg_model_embedding_size(const cg_model *model);
+
+/* The model's input size in pixels (images are resized to it). */
+cg_status cg_model_input_size(const cg_model *model, int32_t *width, int32_t *height);
+
+/* The model's name and architecture ("efficientnet-lite0", ...). Owned by the model. */
+const char *cg_model_name(const cg_model *model);
+const char *cg_model_architecture(const cg_model *model);
+
+/* The model file's whole metadata (labels, graph, preprocessing, provenance) as JSON. */
+const char *cg_model_metadata_json(const cg_model *model);
+
+/* ---- Classifying one image ---------------------------------------------------------------- */
+
+typedef struct cg_prediction {
+    int32_t class_index;
+    float probability;   /* softmax probability, 0..1 */
+    const char *label;   /* owned by the model */
+} cg_prediction;
+
+/* The `top_k` most probable genres of the image, most probable first. `out` must hold top_k
+ * entries; *out_count receives min(top_k, class count). The image is an encoded file (path, or
+ * `size` bytes at `data`) or raw RGB pixels (3 bytes per pixel, rows `row_stride` bytes apart,
+ * row_stride >= 3 * width). Any thread. */
+cg_status cg_classify_file(const cg_model *model, const char *path, size_t top_k, cg_prediction *out, size_t *out_count);
+cg_status cg_classify_image(const cg_model *model, const void *data, size_t size, size_t top_k, cg_prediction *out,
+                            size_t *out_count);
+cg_status cg_classify_rgb(const cg_model *model, const uint8_t *rgb, int32_t width, int32_t height, size_t row_stride,
+                          size_t top_k, cg_prediction *out, size_t *out_count);
+
+/* The probability of every class, in label order. `capacity` is the length of `out` in floats and
+ * must be at least cg_model_class_count(). Any thread. */
+cg_status cg_probabilities_file(const cg_model *model, const char *path, float *out, size_t capacity);
+cg_status cg_probabilities_image(const cg_model *model, const void *data, size_t size, float *out, size_t capacity);
+cg_status cg_probabilities_rgb(const cg_model *model, const uint8_t *rgb, int32_t width, int32_t height,
+                               size_t row_stride, float *out, size_t capacity);
+
+/* The cover's embedding: the model's pooled features (cg_model_embedding_size() floats), for
+ * similarity search (compare with cosine similarity). Any thread. */
+cg_status cg_embed_file(const cg_model *model, const char *path, float *out, size_t capacity);
+cg_status cg_embed_image(const cg_model *model, const void *data, size_t size, float *out, size_t capacity);
+cg_status cg_embed_rgb(const cg_model *model, const uint8_t *rgb, int32_t width, int32_t height, size_t row_stride,
+                       float *out, size_t capacity);
+
+/* ---- Running the network on prepared input ------------------------------------------------ */
+
+/* Runs the network on `batch` images that the caller has already preprocessed: NHWC float32,
+ * each height x width x 3 (cg_model_input_size), normalized as the model's metadata says.
+ * Writes batch * cg_model_class_count() logits (before softmax) to `logits`, whose length in
+ * floats is `capacity`. For callers with their own image pipeline, and for checking the engine
+ * against other runtimes. Batches are split into whole images per thread. Any thread. */
+cg_status cg_run_tensor(const cg_model *model, const float *input, size_t batch, float *logits, size_t capacity);
+
+/* ---- Classifying many images -------------------------------------------------------------- */
+
+/* Classifies `count` image files on `n_threads` threads (0 = the model's setting), each thread
+ * decoding and classifying whole images. Image i's predictions go to out[i * top_k ...] (`out`
+ * holds count * top_k entries; fewer than top_k only if the model has fewer classes, the rest
+ * zeroed) and its status to statuses[i]. One bad image never fails the others: the call returns
+ * CG_OK when every image was attempted, and an error only for invalid arguments. Any thread. */
+cg_status cg_classify_files(const cg_model *model, const char *const *paths, size_t count, size_t top_k,
+                            int32_t n_threads, cg_prediction *out, cg_status *statuses);
+
+/* As cg_classify_files, writing every class probability: out[i * class_count + c]. `capacity` is
+ * the length of `out` in floats and must be at least count * class_count. */
+cg_status cg_probabilities_files(const cg_model *model, const char *const *paths, size_t count, int32_t n_threads,
+                                 float *out, size_t capacity, cg_status *statuses);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* COVERGENRE_H */
