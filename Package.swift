@@ -47,6 +47,7 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CKernels", "TestSupport"]),
         .testTarget(name: "ImageIOTests", dependencies: ["ImageIO", "SystemIO", "TestSupport"]),
         .testTarget(name: "ModelFormatTests", dependencies: ["ModelFormat", "SystemIO", "TestSupport"]),
+        .testTarget(name: "CoverGenreTests", dependencies: ["Architectures", "CoverGenre", "TestSupport"]),
         .testTarget(name: "InferenceTests", dependencies: ["Architectures", "CoverGenre", "Graph", "Inference", "TestSupport"]),
     ]
 )

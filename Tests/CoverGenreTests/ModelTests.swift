@@ -1,0 +1,159 @@
+import Architectures
+import CoverGenre
+import Dispatch
+import Synchronization
+import TestSupport
+import XCTest
+
+/// The public Swift API on small models the tests make themselves.
+final class ModelTests: XCTestCase {
+    static let labels = ["Country", "Electronic", "HipHop", "Pop", "Rock"]
+
+    /// A small EfficientNet-Lite-shaped model (random weights) written to a temporary file.
+    static func makeModel(flipAverage: Bool = false, storage: DType = .float32) throws -> (path: String, bytes: [UInt8]) {
+        let blocks = [
+            Networks.MBConvBlock(inChannels: 8, outChannels: 8, expandRatio: 1, kernel: 3, stride: 1),
+            Networks.MBConvBlock(inChannels: 8, outChannels: 16, expandRatio: 4, kernel: 5, stride: 2),
+        ]
+        let arch = Networks.efficientNetLite(name: "lite-test", blocks: blocks, classes: labels.count, inputSize: 48,
+                                             stemChannels: 8, headChannels: 32)
+        let (graph, tensors) = try arch.graph.foldingBatchNorms(arch.initialTensors(seed: 3))
+        var preprocessing = arch.preprocessing
+        preprocessing.resize = .centerCrop(shorterSide: 56)
+        preprocessing.flipAverage = flipAverage
+        let description = ModelDescription(name: "test", architecture: arch.name, labels: labels, graph: graph,
+                                           preprocessing: preprocessing)
+        let bytes = try description.serialized(tensors: tensors, storage: storage).serialize()
+        let path = temporaryPath("model.cgm")
+        try Files.writeAtomically(path, bytes)
+        return (path, bytes)
+    }
+
+    func testClassifiesJPEGPNGAndWebPFromFilesAndBytes() throws {
+        let model = try Model(path: try Self.makeModel().path)
+        XCTAssertEqual(model.labels, Self.labels)
+        XCTAssertEqual(model.embeddingSize, 32)
+        let rgb = Fixtures.quadrants(width: 90, height: 70)
+        let files: [(String, [UInt8])] = [
+            ("cover.jpg", try Fixtures.jpeg(rgb, width: 90, height: 70)),
+            ("cover.png", try ImageEncoder.png(rgb, width: 90, height: 70)),
+            ("cover.webp", try rgb.withUnsafeBufferPointer { try ImageEncoder.webp($0.baseAddress!, width: 90, height: 70) }),
+        ]
+        for (name, bytes) in files {
+            let path = temporaryPath(name)
+            try Files.writeAtomically(path, bytes)
+            let fromFile = try model.probabilities(.path(path))
+            XCTAssertEqual(fromFile.reduce(0, +), 1, accuracy: 1e-5, name)
+            XCTAssertEqual(try model.probabilities(.bytes(bytes)), fromFile, name)
+            let top = try model.classify(.path(path), top: 2)
+            XCTAssertEqual(top.count, 2)
+            XCTAssertGreaterThanOrEqual(top[0].probability, top[1].probability)
+            XCTAssertEqual(top[0].label, Self.labels[top[0].index])
+        }
+        // Lossless formats give identical pixels, hence identical probabilities.
+        XCTAssertEqual(try model.probabilities(.bytes(files[1].1)), try model.probabilities(.bytes(files[2].1)))
+        XCTAssertEqual(try model.probabilities(.rgb(RGBImage(width: 90, height: 70, rgb: rgb))),
+                       try model.probabilities(.bytes(files[1].1)))
+    }
+
+    func testFloat16StorageStaysCloseToFloat32() throws {
+        let f32 = try Model(path: try Self.makeModel().path), f16 = try Model(path: try Self.makeModel(storage: .float16).path)
+        let image = RGBImage(width: 64, height: 64, rgb: Fixtures.quadrants(width: 64, height: 64))
+        let a = try f32.probabilities(.rgb(image)), b = try f16.probabilities(.rgb(image))
+        XCTAssertLessThan(maxRelativeError(a, b), 1e-2)
+        XCTAssertLessThan(f16.file.fileSize, f32.file.fileSize)
+    }
+
+    func testFlipAverageIsTheMeanOfBothViews() throws {
+        let (path, _) = try Self.makeModel()
+        let plain = try Model(path: path)
+        let flipped = try Model(path: try Self.makeModel(flipAverage: true).path)
+        var random = TestRandom(seed: 5)
+        let width = 60, height = 50
+        let rgb = random.bytes(width * height * 3)
+        var mirrored = rgb
+        for y in 0..<height { for x in 0..<width { for c in 0..<3 { mirrored[(y * width + x) * 3 + c] = rgb[(y * width + width - 1 - x) * 3 + c] } } }
+        let a = try plain.probabilities(.rgb(RGBImage(width: width, height: height, rgb: rgb)))
+        let b = try plain.probabilities(.rgb(RGBImage(width: width, height: height, rgb: mirrored)))
+        let both = try flipped.probabilities(.rgb(RGBImage(width: width, height: height, rgb: rgb)))
+        for c in 0..<a.count { XCTAssertEqual(both[c], (a[c] + b[c]) / 2, accuracy: 1e-5) }
+    }
+
+    func testEmbeddingIsThePooledFeatureVector() throws {
+        let model = try Model(path: try Self.makeModel().path)
+        let image = RGBImage(width: 64, height: 64, rgb: Fixtures.quadrants(width: 64, height: 64))
+        let embedding = try model.embedding(.rgb(image))
+        XCTAssertEqual(embedding.count, 32)
+        XCTAssertTrue(embedding.allSatisfy { $0 >= 0 && $0 <= 6 }) // means of ReLU6 outputs
+        XCTAssertEqual(try model.embeddingSingleThreaded(.rgb(image)), embedding)
+    }
+
+    func testBatchReportsEachFailureInItsOwnSlot() throws {
+        let model = try Model(path: try Self.makeModel().path)
+        let good = temporaryPath("good.png")
+        try Files.writeAtomically(good, try ImageEncoder.png(Fixtures.quadrants(width: 30, height: 30), width: 30, height: 30))
+        let text = temporaryPath("notes.txt")
+        try Files.writeAtomically(text, Array("not an image".utf8))
+        let results = model.probabilities(batch: [.path(good), .path(text), .path("/nonexistent/cover.jpg"), .path(good)])
+        // Batch calls run each image on one thread; a single call splits layers across threads, and
+        // OpenBLAS may block differently, so the two agree to rounding, not to the bit.
+        XCTAssertLessThan(maxRelativeError(try results[0].get(), try model.probabilities(.path(good))), 1e-5)
+        XCTAssertEqual(try results[3].get(), try results[0].get())
+        XCTAssertThrowsError(try results[1].get()) { XCTAssertEqual(($0 as? CoverGenreError)?.code, .imageUnsupported) }
+        XCTAssertThrowsError(try results[2].get()) { XCTAssertEqual(($0 as? CoverGenreError)?.code, .io) }
+    }
+
+    /// Eight threads share one model; every result must equal the sequential one bit for bit.
+    func testConcurrentCallsGiveIdenticalResults() throws {
+        let model = try Model(path: try Self.makeModel(flipAverage: true).path)
+        var random = TestRandom(seed: 8)
+        let images = (0..<16).map { _ in RGBImage(width: 40, height: 40, rgb: random.bytes(40 * 40 * 3)) }
+        let expected = try images.map { try model.probabilities(.rgb($0)) }
+        let mismatches = Atomic<Int>(0), errors = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: 8) { worker in
+            for round in 0..<10 {
+                let i = (worker * 7 + round) % images.count
+                do {
+                    if try model.probabilities(.rgb(images[i])) != expected[i] { mismatches.add(1, ordering: .relaxed) }
+                } catch {
+                    errors.add(1, ordering: .relaxed)
+                }
+            }
+        }
+        XCTAssertEqual(mismatches.load(ordering: .relaxed), 0)
+        XCTAssertEqual(errors.load(ordering: .relaxed), 0)
+    }
+
+    func testCallerBuffersAreCheckedNotOverrun() throws {
+        let model = try Model(path: try Self.makeModel().path)
+        let image = RGBImage(width: 20, height: 20, rgb: Fixtures.quadrants(width: 20, height: 20))
+        var small = [Float](repeating: -1, count: 6)
+        XCTAssertThrowsError(try small.withUnsafeMutableBufferPointer { try model.probabilities(.rgb(image), into: UnsafeMutableBufferPointer(rebasing: $0[0..<4])) }) {
+            XCTAssertEqual(($0 as? CoverGenreError)?.code, .bufferTooSmall)
+        }
+        XCTAssertEqual(small, [-1, -1, -1, -1, -1, -1])
+    }
+
+    func testDamagedModelFilesAreRefusedWithReasons() throws {
+        let (_, bytes) = try Self.makeModel()
+        // Every truncation point of a small model: an error, never a crash.
+        for length in stride(from: 0, to: bytes.count, by: max(1, bytes.count / 2000)) {
+            XCTAssertThrowsError(try bytes.prefix(length).withUnsafeBytes { try Model(bytes: $0) })
+        }
+        // Metadata that parses but describes an impossible graph.
+        var description = try ModelDescription(json: try bytes.withUnsafeBytes { try ModelFile(copying: $0) }.metadata)
+        description.graph.nodes[0].inputs = ["nowhere"]
+        let file = try bytes.withUnsafeBytes { try ModelFile(copying: $0) }
+        let broken = try description.serialized(tensors: try TensorStore(file: file)).serialize()
+        XCTAssertThrowsError(try broken.withUnsafeBytes { try Model(bytes: $0) }) { error in
+            XCTAssertEqual((error as? CoverGenreError)?.code, .modelFormat)
+            XCTAssertTrue("\(error)".contains("nowhere"), "\(error)")
+        }
+    }
+}
+
+func temporaryPath(_ name: String) -> String {
+    var template = Array("/tmp/covergenre-test-XXXXXX".utf8CString)
+    let dir = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+    return "\(dir)/\(name)"
+}
