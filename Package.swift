@@ -32,13 +32,14 @@ let package = Package(
         .target(name: "ModelFormat", dependencies: ["CKernels", "Kernels", "SystemIO"]),
         .target(name: "Graph", dependencies: ["Kernels", "ModelFormat", "SystemIO"]),
         .target(name: "Architectures", dependencies: ["Graph", "Kernels", "ModelFormat"]),
+        .target(name: "Importers", dependencies: ["Architectures", "CKernels", "Graph", "ModelFormat", "SystemIO"]),
         .target(name: "ImageIO", dependencies: ["CCodecs", "CKernels", "SystemIO"]),
         .target(name: "Inference", dependencies: ["Graph", "Kernels", "ModelFormat", "SystemIO"]),
         .target(name: "CoverGenre", dependencies: ["Graph", "ImageIO", "Inference", "Kernels", "ModelFormat", "SystemIO"]),
         .systemLibrary(name: "CCoverGenreAPI"),
         .target(name: "CAPI", dependencies: ["CCoverGenreAPI", "CoverGenre"]),
         .executableTarget(name: "CLI", dependencies: [
-            "Architectures", "CoverGenre",
+            "Architectures", "CoverGenre", "Importers",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -48,6 +49,7 @@ let package = Package(
         .testTarget(name: "ImageIOTests", dependencies: ["ImageIO", "SystemIO", "TestSupport"]),
         .testTarget(name: "ModelFormatTests", dependencies: ["ModelFormat", "SystemIO", "TestSupport"]),
         .testTarget(name: "CoverGenreTests", dependencies: ["Architectures", "CoverGenre", "TestSupport"]),
+        .testTarget(name: "ImportersTests", dependencies: ["Importers", "SystemIO"]),
         .testTarget(name: "InferenceTests", dependencies: ["Architectures", "CoverGenre", "Graph", "Inference", "TestSupport"]),
     ]
 )

@@ -24,23 +24,27 @@ public enum Networks {
                             preprocessing: Preprocessing(resize: .stretch, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]))
     }
 
+    /// VGG-16's convolution widths, with max pools after the 2nd, 4th, 7th, 10th and 13th.
+    public static let vgg16Widths = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    static let vgg16PoolAfter: Set<Int> = [1, 3, 6, 9, 12]
+
     /// torchvision's VGG-16 layout (13 convolutions, adaptive 7x7 average pool, 3 linear layers).
     /// `widthDivisor` shrinks every layer for tests; `hidden` sets the classifier's width.
     public static func vgg16(classes: Int, inputSize: Int = 224, widthDivisor: Int = 1, hidden: Int = 4096,
                              batchNorm: Bool = false, dropout: Double = 0.5) -> Architecture {
-        let plan: [Int?] = [64, 64, nil, 128, 128, nil, 256, 256, 256, nil, 512, 512, 512, nil, 512, 512, 512, nil]
+        vgg16(classes: classes, inputSize: inputSize, widths: vgg16Widths.map { max(1, $0 / widthDivisor) }, hidden: hidden,
+              batchNorm: batchNorm, dropout: dropout)
+    }
+
+    public static func vgg16(classes: Int, inputSize: Int, widths: [Int], hidden: Int, batchNorm: Bool,
+                             dropout: Double) -> Architecture {
+        precondition(widths.count == 13, "VGG-16 has 13 convolutions")
         var b = GraphBuilder(shape: ActivationShape(height: inputSize, width: inputSize, channels: 3))
         var x = b.input
-        var conv = 0, pool = 0
-        for entry in plan {
-            if let c = entry {
-                x = b.conv("features.conv\(conv)", x, out: max(1, c / widthDivisor), kernel: 3,
-                           padding: .explicit(top: 1, bottom: 1, left: 1, right: 1), activation: .relu, batchNorm: batchNorm)
-                conv += 1
-            } else {
-                x = b.maxPool("features.pool\(pool)", x, kernel: 2, stride: 2)
-                pool += 1
-            }
+        for (i, width) in widths.enumerated() {
+            x = b.conv("features.conv\(i)", x, out: width, kernel: 3, padding: .explicit(top: 1, bottom: 1, left: 1, right: 1),
+                       activation: .relu, batchNorm: batchNorm)
+            if vgg16PoolAfter.contains(i) { x = b.maxPool("features.pool\(vgg16PoolAfter.filter { $0 < i }.count)", x, kernel: 2, stride: 2) }
         }
         x = b.node("avgpool", .adaptiveAveragePool(height: 7, width: 7), [x])
         x = b.node("flatten", .flatten, [x])

@@ -30,7 +30,8 @@ struct Inspect: ParsableCommand {
         print("compute       \(format(Double(model.graph.macs) * 2 / 1e9, decimals: 3)) GFLOP per image")
         print("input         \(model.inputWidth)x\(model.inputHeight) RGB, \(describe(d.preprocessing))")
         print("embedding     \(model.embeddingSize > 0 ? "\(model.embeddingSize) floats (\(d.graph.embedding!))" : "none")")
-        print("labels        \(d.labels.count): \(d.labels.joined(separator: ", "))")
+        let shown = d.labels.prefix(12).joined(separator: ", ")
+        print("labels        \(d.labels.count): \(shown)\(d.labels.count > 12 ? ", ..." : "")")
         print("graph         \(d.graph.nodes.count) nodes: \(summary(d.graph))")
         if case .object(let provenance) = d.provenance, !provenance.isEmpty {
             print("provenance")

@@ -1,0 +1,305 @@
+import SystemIO
+
+/// A value produced by the restricted unpickler.
+public indirect enum PickleValue {
+    case none
+    case bool(Bool)
+    case int(Int64)
+    case float(Double)
+    /// An integer too wide for Int64, as little-endian two's-complement bytes.
+    case bigInt([UInt8])
+    case string(String)
+    case bytes([UInt8])
+    case tuple([PickleValue])
+    case list(PickleList)
+    case dict(PickleDict)
+    /// A class or function named by GLOBAL; only allow-listed names ever get here.
+    case global(module: String, name: String)
+    /// What the container's persistent-id resolver returned (PyTorch: a tensor storage).
+    case storage(StorageReference)
+    case tensor(TensorReference)
+    /// Internal: the MARK opcode's stack marker.
+    case mark
+
+    public var string: String? { if case .string(let s) = self { return s } else { return nil } }
+    public var int: Int64? { if case .int(let i) = self { return i } else { return nil } }
+    public var tupleItems: [PickleValue]? {
+        switch self {
+        case .tuple(let items): return items
+        case .list(let list): return list.items
+        default: return nil
+        }
+    }
+}
+
+public final class PickleList {
+    public var items: [PickleValue] = []
+}
+
+/// Dictionaries keep insertion order (PyTorch state dicts are OrderedDicts).
+public final class PickleDict {
+    public var keys: [PickleValue] = []
+    public var values: [PickleValue] = []
+}
+
+/// Where a tensor's bytes live in the checkpoint.
+public struct StorageReference: Equatable, Sendable {
+    public let key: String
+    public let dtype: TorchDType
+    public let elementCount: Int
+}
+
+public struct TensorReference: Sendable {
+    public let storage: StorageReference
+    public let offset: Int
+    public let shape: [Int]
+    public let stride: [Int]
+}
+
+public enum TorchDType: String, Sendable, CaseIterable {
+    case float32, float16, bfloat16, float64, int64, int32, int16, int8, uint8, bool
+
+    public var size: Int {
+        switch self {
+        case .float64, .int64: return 8
+        case .float32, .int32: return 4
+        case .float16, .bfloat16, .int16: return 2
+        case .int8, .uint8, .bool: return 1
+        }
+    }
+
+    init?(storageClass: String) {
+        guard let dtype = RestrictedUnpickler.storageClasses[storageClass] else { return nil }
+        self = dtype
+    }
+}
+
+/// A pickle reader for PyTorch checkpoints that executes nothing.
+///
+/// `pickle.load` on an untrusted file runs arbitrary code: GLOBAL + REDUCE call any importable
+/// function. This VM implements only the opcodes `torch.save` emits, resolves GLOBAL against an
+/// allow-list of the few names a state dict needs (OrderedDict, the tensor rebuild functions,
+/// storage classes), and interprets those itself. Everything else is an error naming the opcode
+/// or the global. Stack, memo and string sizes are bounded.
+public struct RestrictedUnpickler {
+    public struct Limits: Sendable {
+        public var maxStack = 1 << 20
+        public var maxMemo = 1 << 20
+        public var maxStringBytes = 1 << 24
+        public init() {}
+    }
+
+    let bytes: UnsafeRawBufferPointer
+    var position: Int
+    let limits: Limits
+    let resolvePersistentID: (PickleValue) throws -> PickleValue
+
+    public init(bytes: UnsafeRawBufferPointer, position: Int = 0, limits: Limits = Limits(),
+                resolvePersistentID: @escaping (PickleValue) throws -> PickleValue = { _ in
+                    throw CoverGenreError(.modelFormat, "pickle: persistent ids are not allowed here")
+                }) {
+        self.bytes = bytes
+        self.position = position
+        self.limits = limits
+        self.resolvePersistentID = resolvePersistentID
+    }
+
+    /// PyTorch's legacy storage classes, as they appear in checkpoints.
+    static let storageClasses: [String: TorchDType] = [
+        "FloatStorage": .float32, "HalfStorage": .float16, "BFloat16Storage": .bfloat16, "DoubleStorage": .float64,
+        "LongStorage": .int64, "IntStorage": .int32, "ShortStorage": .int16, "CharStorage": .int8, "ByteStorage": .uint8,
+        "BoolStorage": .bool,
+    ]
+
+    /// Globals a state dict may name. Storage classes are values only; the functions are
+    /// interpreted by `call`, never looked up or run.
+    static let allowedGlobals: Set<String> = Set([
+        "collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor",
+        "torch._utils._rebuild_parameter",
+    ] + storageClasses.keys.map { "torch.\($0)" })
+
+    func failure(_ what: String) -> CoverGenreError {
+        CoverGenreError(.modelFormat, "pickle: \(what) at byte \(position)")
+    }
+
+    mutating func read(_ n: Int) throws -> UnsafeRawBufferPointer {
+        guard n >= 0, n <= bytes.count - position else { throw failure("data ends inside an opcode") }
+        defer { position += n }
+        return UnsafeRawBufferPointer(rebasing: bytes[position..<(position + n)])
+    }
+
+    mutating func byte() throws -> UInt8 { try read(1)[0] }
+    mutating func le<T: FixedWidthInteger>(_: T.Type) throws -> T { T(littleEndian: try read(MemoryLayout<T>.size).loadUnaligned(as: T.self)) }
+
+    mutating func text(_ n: Int) throws -> String {
+        guard n <= limits.maxStringBytes else { throw failure("string of \(n) bytes exceeds the limit") }
+        guard let s = String(validating: try read(n), as: UTF8.self) else { throw failure("string is not UTF-8") }
+        return s
+    }
+
+    mutating func line() throws -> String {
+        guard let end = (position..<bytes.count).first(where: { bytes[$0] == 0x0A }), end - position <= 256 else {
+            throw failure("unterminated GLOBAL name")
+        }
+        let s = try text(end - position)
+        position += 1
+        return s
+    }
+
+    /// Runs one pickle to its STOP opcode and returns the result; `position` is left after STOP.
+    public mutating func load() throws -> PickleValue {
+        var stack: [PickleValue] = []
+        var marks: [Int] = []
+        var memo: [Int: PickleValue] = [:]
+
+        func pop() throws -> PickleValue {
+            guard let v = stack.popLast() else { throw failure("stack underflow") }
+            if case .mark = v { throw failure("unexpected MARK") }
+            return v
+        }
+        func popToMark() throws -> [PickleValue] {
+            guard let m = marks.popLast(), m < stack.count, case .mark = stack[m] else { throw failure("no MARK") }
+            let items = Array(stack[(m + 1)...])
+            stack.removeSubrange(m...)
+            return items
+        }
+        func push(_ v: PickleValue) throws {
+            guard stack.count < limits.maxStack else { throw failure("stack deeper than \(limits.maxStack)") }
+            stack.append(v)
+        }
+        func remember(_ index: Int) throws {
+            guard index >= 0, memo.count < limits.maxMemo || memo[index] != nil else { throw failure("memo larger than \(limits.maxMemo)") }
+            guard let top = stack.last else { throw failure("memoizing an empty stack") }
+            memo[index] = top
+        }
+        func recall(_ index: Int) throws {
+            guard let v = memo[index] else { throw failure("memo entry \(index) does not exist") }
+            try push(v)
+        }
+        func top() throws -> PickleValue {
+            guard let v = stack.last else { throw failure("stack underflow") }
+            return v
+        }
+        func setItems(_ dict: PickleValue, _ pairs: [PickleValue]) throws {
+            guard case .dict(let d) = dict, pairs.count % 2 == 0 else { throw failure("SETITEMS on a non-dict") }
+            for i in stride(from: 0, to: pairs.count, by: 2) {
+                d.keys.append(pairs[i])
+                d.values.append(pairs[i + 1])
+            }
+        }
+        func append(_ list: PickleValue, _ items: [PickleValue]) throws {
+            guard case .list(let l) = list else { throw failure("APPEND on a non-list") }
+            l.items += items
+        }
+
+        while true {
+            let opcode = try byte()
+            switch opcode {
+            case 0x80: _ = try byte()                                      // PROTO
+            case 0x95: _ = try le(UInt64.self)                             // FRAME (a length hint)
+            case 0x2E: return try pop()                                    // STOP
+            case 0x28: marks.append(stack.count); try push(.mark)          // MARK
+            case 0x29: try push(.tuple([]))                                // EMPTY_TUPLE
+            case 0x5D: try push(.list(PickleList()))                       // EMPTY_LIST
+            case 0x7D: try push(.dict(PickleDict()))                       // EMPTY_DICT
+            case 0x74: try push(.tuple(try popToMark()))                   // TUPLE
+            case 0x85: try push(.tuple([try pop()]))                       // TUPLE1
+            case 0x86: let b = try pop(), a = try pop(); try push(.tuple([a, b]))
+            case 0x87: let c = try pop(), b = try pop(), a = try pop(); try push(.tuple([a, b, c]))
+            case 0x6C: let l = PickleList(); l.items = try popToMark(); try push(.list(l))   // LIST
+            case 0x64: let d = PickleValue.dict(PickleDict()); try setItems(d, try popToMark()); try push(d) // DICT
+            case 0x73: let v = try pop(), k = try pop(); try setItems(try top(), [k, v])                      // SETITEM
+            case 0x75: let items = try popToMark(); try setItems(try top(), items)                            // SETITEMS
+            case 0x61: let v = try pop(); try append(try top(), [v])                                         // APPEND
+            case 0x65: let items = try popToMark(); try append(try top(), items)                             // APPENDS
+            case 0x4E: try push(.none)
+            case 0x88: try push(.bool(true))
+            case 0x89: try push(.bool(false))
+            case 0x4A: try push(.int(Int64(try le(Int32.self))))           // BININT
+            case 0x4B: try push(.int(Int64(try byte())))                   // BININT1
+            case 0x4D: try push(.int(Int64(try le(UInt16.self))))          // BININT2
+            case 0x8A:                                                     // LONG1
+                let n = Int(try byte())
+                try push(n <= 8 ? .int(try long(n)) : .bigInt(Array(try read(n))))
+            case 0x8B: try push(.int(try long(Int(try le(UInt32.self)))))  // LONG4
+            case 0x47:                                                     // BINFLOAT, big-endian
+                try push(.float(Double(bitPattern: UInt64(bigEndian: try read(8).loadUnaligned(as: UInt64.self)))))
+            case 0x58: try push(.string(try text(Int(try le(UInt32.self)))))        // BINUNICODE
+            case 0x8C: try push(.string(try text(Int(try byte()))))                 // SHORT_BINUNICODE
+            case 0x8D: try push(.string(try text(try count(try le(UInt64.self)))))  // BINUNICODE8
+            case 0x54: try push(.string(try text(Int(try le(UInt32.self)))))        // BINSTRING
+            case 0x55: try push(.string(try text(Int(try byte()))))                 // SHORT_BINSTRING
+            case 0x42: try push(.bytes(Array(try read(try count(UInt64(try le(UInt32.self)))))))  // BINBYTES
+            case 0x43: try push(.bytes(Array(try read(Int(try byte())))))          // SHORT_BINBYTES
+            case 0x63: try push(try global(try line(), try line()))                // GLOBAL
+            case 0x93:                                                              // STACK_GLOBAL
+                let name = try pop(), module = try pop()
+                guard let n = name.string, let m = module.string else { throw failure("STACK_GLOBAL needs two strings") }
+                try push(try global(m, n))
+            case 0x71: try remember(Int(try byte()))                                // BINPUT
+            case 0x72: try remember(Int(try le(UInt32.self)))                       // LONG_BINPUT
+            case 0x94: try remember(memo.count)                                     // MEMOIZE
+            case 0x68: try recall(Int(try byte()))                                  // BINGET
+            case 0x6A: try recall(Int(try le(UInt32.self)))                         // LONG_BINGET
+            case 0x52, 0x81:                                                        // REDUCE, NEWOBJ
+                let args = try pop(), callee = try pop()
+                try push(try call(callee, args))
+            case 0x62: _ = try pop()                                                // BUILD: state is not needed
+            case 0x51: try push(try resolvePersistentID(try pop()))                 // BINPERSID
+            case 0x30: _ = try pop()                                                // POP
+            case 0x31: _ = try popToMark()                                          // POP_MARK
+            case 0x32: guard let top = stack.last else { throw failure("DUP on empty stack") }; try push(top)
+            default:
+                position -= 1
+                throw failure("opcode 0x\(String(opcode, radix: 16)) is not allowed in a checkpoint")
+            }
+        }
+    }
+
+    func count(_ n: UInt64) throws -> Int {
+        guard n <= UInt64(limits.maxStringBytes) else { throw failure("length \(n) exceeds the limit") }
+        return Int(n)
+    }
+
+    mutating func long(_ n: Int) throws -> Int64 {
+        guard n <= 8 else { throw failure("integer of \(n) bytes is too large") }
+        let raw = try read(n)
+        var value: Int64 = 0
+        for i in 0..<n { value |= Int64(raw[i]) << (8 * Int64(i)) }
+        if n > 0 && n < 8 && raw[n - 1] & 0x80 != 0 { value -= Int64(1) << (8 * Int64(n)) } // sign-extend
+        return value
+    }
+
+    func global(_ module: String, _ name: String) throws -> PickleValue {
+        guard Self.allowedGlobals.contains("\(module).\(name)") else {
+            throw failure("refusing global \(module).\(name): a state dict never needs it (hostile or not a state dict)")
+        }
+        return .global(module: module, name: name)
+    }
+
+    /// The few callables a state dict uses, interpreted here.
+    func call(_ callee: PickleValue, _ args: PickleValue) throws -> PickleValue {
+        guard case .global(let module, let name) = callee, let a = args.tupleItems else {
+            throw failure("REDUCE of something that is not an allowed global")
+        }
+        switch "\(module).\(name)" {
+        case "collections.OrderedDict":
+            return .dict(PickleDict())
+        case "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor":
+            guard a.count >= 4, case .storage(let storage) = a[0], let offset = a[1].int,
+                  let size = a[2].tupleItems?.compactMap({ $0.int }), let stride = a[3].tupleItems?.compactMap({ $0.int }),
+                  size.count == a[2].tupleItems?.count, stride.count == size.count, size.count <= 8,
+                  offset >= 0, size.allSatisfy({ $0 >= 0 && $0 <= Int64(Int32.max) }),
+                  stride.allSatisfy({ $0 >= 0 && $0 <= Int64(Int32.max) }) else {
+                throw failure("malformed tensor (storage, offset, size, stride)")
+            }
+            return .tensor(TensorReference(storage: storage, offset: Int(offset), shape: size.map { Int($0) },
+                                           stride: stride.map { Int($0) }))
+        case "torch._utils._rebuild_parameter":
+            guard let data = a.first else { throw failure("malformed parameter") }
+            return data
+        default:
+            throw failure("\(module).\(name) cannot be called")
+        }
+    }
+}

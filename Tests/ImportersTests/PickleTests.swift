@@ -1,0 +1,82 @@
+import Importers
+import SystemIO
+import XCTest
+
+/// The restricted unpickler on hand-assembled pickles: what torch.save writes is read, anything
+/// that could execute code or exhaust memory is refused with a reason.
+final class PickleTests: XCTestCase {
+    func load(_ bytes: [UInt8]) throws -> PickleValue {
+        try bytes.withUnsafeBytes { raw in
+            var unpickler = RestrictedUnpickler(bytes: raw)
+            return try unpickler.load()
+        }
+    }
+
+    func assertRefused(_ bytes: [UInt8], containing text: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertThrowsError(try load(bytes), file: file, line: line) { error in
+            XCTAssertEqual((error as? CoverGenreError)?.code, .modelFormat, file: file, line: line)
+            XCTAssertTrue(text.isEmpty || "\(error)".contains(text), "\(error)", file: file, line: line)
+        }
+    }
+
+    static func global(_ module: String, _ name: String) -> [UInt8] { [0x63] + Array("\(module)\n\(name)\n".utf8) }
+    static func shortString(_ s: String) -> [UInt8] { [0x8C, UInt8(s.utf8.count)] + Array(s.utf8) }
+
+    func testOrderedDictWithMemoAndIntegers() throws {
+        // OrderedDict() then SETITEMS {"a": 1, "b": -2, "c": memo[0] (the key "a")}.
+        var p: [UInt8] = [0x80, 0x02] + Self.global("collections", "OrderedDict") + [0x29, 0x52, 0x28]
+        p += Self.shortString("a") + [0x71, 0x00] + [0x4B, 0x01]        // "a" memoized as 0, 1
+        p += Self.shortString("b") + [0x8A, 0x01, 0xFE]                  // LONG1 -2
+        p += Self.shortString("c") + [0x68, 0x00]                        // BINGET 0
+        p += [0x75, 0x2E]
+        guard case .dict(let d) = try load(p) else { return XCTFail("not a dict") }
+        XCTAssertEqual(d.keys.compactMap(\.string), ["a", "b", "c"])
+        XCTAssertEqual(d.values[0].int, 1)
+        XCTAssertEqual(d.values[1].int, -2)
+        XCTAssertEqual(d.values[2].string, "a")
+    }
+
+    func testCodeExecutionGlobalsAreRefused() {
+        // The classic exploit: os.system("...") via GLOBAL + REDUCE.
+        let exploit: [UInt8] = [0x80, 0x02] + Self.global("os", "system") + Self.shortString("echo pwned") + [0x85, 0x52, 0x2E]
+        assertRefused(exploit, containing: "os.system")
+        assertRefused([0x80, 0x02] + Self.global("builtins", "eval") + [0x2E], containing: "builtins.eval")
+        assertRefused([0x80, 0x04] + Self.shortString("subprocess") + Self.shortString("Popen") + [0x93, 0x2E], containing: "subprocess.Popen")
+        // A torch name that is not on the allow-list is refused too.
+        assertRefused([0x80, 0x02] + Self.global("torch.nn.modules.linear", "Linear") + [0x2E], containing: "torch.nn.modules.linear.Linear")
+    }
+
+    func testOpcodesOutsideTheSubsetAreRefused() {
+        assertRefused([0x80, 0x02, 0x69] + Array("os\nsystem\n".utf8), containing: "0x69")   // INST
+        assertRefused([0x80, 0x02, 0x6F, 0x2E], containing: "0x6f")                         // OBJ
+        assertRefused([0x80, 0x02, 0x82, 0x01, 0x2E], containing: "0x82")                   // EXT1
+    }
+
+    func testMalformedPicklesAreErrors() {
+        assertRefused([], containing: "ends")
+        assertRefused([0x80, 0x02, 0x58, 0xFF, 0xFF, 0xFF, 0x7F], containing: "")          // string longer than the data
+        assertRefused([0x80, 0x02, 0x2E], containing: "underflow")                          // STOP on empty stack
+        assertRefused([0x80, 0x02, 0x68, 0x05, 0x2E], containing: "memo")                   // BINGET of nothing
+        assertRefused([0x80, 0x02, 0x74, 0x2E], containing: "MARK")                         // TUPLE without MARK
+        assertRefused([0x80, 0x02, 0x4B, 0x01, 0x75, 0x2E], containing: "MARK")
+        assertRefused([0x80, 0x02, 0x51, 0x2E], containing: "")                             // persistent id without resolver
+        // REDUCE of a plain value (not a callable global).
+        assertRefused([0x80, 0x02, 0x4B, 0x01, 0x29, 0x52, 0x2E], containing: "REDUCE")
+    }
+
+    func testTensorRebuildNeedsAConsistentStorage() {
+        // _rebuild_tensor_v2 with a non-storage first argument.
+        var p: [UInt8] = [0x80, 0x02] + Self.global("torch._utils", "_rebuild_tensor_v2") + [0x28]
+        p += [0x4B, 0x00, 0x4B, 0x00, 0x4B, 0x02, 0x85, 0x4B, 0x01, 0x85, 0x89, 0x4E, 0x74, 0x52, 0x2E]
+        assertRefused(p, containing: "malformed tensor")
+    }
+
+    func testCheckpointContainersRejectGarbage() {
+        for bytes: [UInt8] in [[], [0x50, 0x4B, 0x03, 0x04], Array("hello".utf8), [0x80, 0x02, 0x2E]] {
+            XCTAssertThrowsError(try bytes.withUnsafeBytes { try TorchCheckpoint.read($0) })
+        }
+        XCTAssertThrowsError(try [UInt8](repeating: 0, count: 7).withUnsafeBytes { try SafeTensors.read($0) })
+        // Header length pointing past the end.
+        XCTAssertThrowsError(try ([0xFF, 0, 0, 0, 0, 0, 0, 0] + Array("{}".utf8)).withUnsafeBytes { try SafeTensors.read($0) })
+    }
+}
