@@ -33,13 +33,16 @@ let package = Package(
         .target(name: "Graph", dependencies: ["Kernels", "ModelFormat", "SystemIO"]),
         .target(name: "Architectures", dependencies: ["Graph", "Kernels", "ModelFormat"]),
         .target(name: "Importers", dependencies: ["Architectures", "CKernels", "Graph", "ModelFormat", "SystemIO"]),
+        .target(name: "Training", dependencies: [
+            "Architectures", "CKernels", "CoverGenre", "Graph", "ImageIO", "Inference", "Kernels", "ModelFormat", "SystemIO",
+        ]),
         .target(name: "ImageIO", dependencies: ["CCodecs", "CKernels", "SystemIO"]),
         .target(name: "Inference", dependencies: ["Graph", "Kernels", "ModelFormat", "SystemIO"]),
         .target(name: "CoverGenre", dependencies: ["Graph", "ImageIO", "Inference", "Kernels", "ModelFormat", "SystemIO"]),
         .systemLibrary(name: "CCoverGenreAPI"),
         .target(name: "CAPI", dependencies: ["CCoverGenreAPI", "CoverGenre"]),
         .executableTarget(name: "CLI", dependencies: [
-            "Architectures", "CoverGenre", "Importers",
+            "Architectures", "CoverGenre", "Importers", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -6,7 +6,7 @@ struct CoverGenreCommand: ParsableCommand {
         commandName: "covergenre",
         abstract: "Predict an album's genre from its cover art.",
         version: "0.1.0",
-        subcommands: [Classify.self, Inspect.self, Create.self, Import.self]
+        subcommands: [Classify.self, Evaluate.self, Train.self, Inspect.self, Create.self, Import.self]
     )
 }
 

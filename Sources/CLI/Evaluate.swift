@@ -1,0 +1,54 @@
+import ArgumentParser
+import CoverGenre
+import Training
+
+struct Evaluate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Accuracy, balanced accuracy, macro-F1, per-class precision/recall, top-3 and the confusion matrix of a model on labelled covers.")
+
+    @OptionGroup var modelArguments: ModelArguments
+
+    @Argument(help: "Image folder or manifest CSV (path,genre[,split]).")
+    var data: String
+
+    @Option(help: "Evaluate only this split of a manifest (train, val, test); default: test when the data has splits.")
+    var split: String?
+
+    @Option(help: "Folder holding a prepare-manifest's downloaded images.")
+    var images: String?
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    @Option(help: "Also write <base>.txt, <base>.json and <base>.png (heat map).")
+    var report: String?
+
+    func run() throws {
+        let model = try modelArguments.load()
+        var dataset = try LabeledDataset.load(data, images: images)
+        var items = dataset.items
+        let chosen = split ?? (dataset.hasSplit ? "test" : nil)
+        if let chosen {
+            guard let s = Split(rawValue: chosen) else { throw ValidationError("--split is train, val or test.") }
+            items = dataset.items(in: s)
+            guard !items.isEmpty else { throw CLIError("no images in split \"\(chosen)\" of \(data)") }
+        }
+        dataset.items = items
+        let failures = FailureLog(report: printError)
+        let matrix = try Evaluation.evaluate(model, items: items, classes: dataset.classes, threads: model.threads,
+                                             label: "evaluate", failures: failures)
+        if let report { try Reports.writeConfusion(matrix, to: report) }
+        if json {
+            var out = matrix.json.object!
+            out["model"] = .string(modelArguments.path)
+            out["data"] = .string(data)
+            out["split"] = chosen.map { .string($0) } ?? .null
+            out["failed_images"] = JSON(failures.count)
+            print(JSON.object(out).pretty)
+        } else {
+            print("model \(modelArguments.path) on \(data)\(chosen.map { " (split \($0))" } ?? "")")
+            print(matrix.report())
+            if failures.count > 0 { print("\(failures.count) images could not be decoded and are not counted") }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+import ArgumentParser
+import CoverGenre
+import Training
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a genre classifier on labelled covers and export it as a .cgm model.",
+        discussion: """
+        DATA is a folder of genre subfolders (ROOT/<genre>/<image>) or a manifest CSV (path,genre[,split], or the \
+        id,genre,url,split manifest of `covergenre prepare` with --images pointing at `covergenre download`'s folder). \
+        Without a split column, a stratified train/val/test split is drawn with --split-seed and saved in the run folder. \
+        Each epoch ends with validation metrics and a checkpoint; the epoch with the best balanced accuracy is exported to \
+        --out. After a crash or kill, the same command with --resume continues from the last checkpoint.
+        """)
+
+    @Option(help: "baseline-cnn, vgg16 or efficientnet-lite0 (trained from scratch).")
+    var arch = "baseline-cnn"
+
+    @Option(help: "Image folder or manifest CSV.")
+    var data: String
+
+    @Option(help: "Folder holding a prepare-manifest's downloaded images (default: the manifest's folder).")
+    var images: String?
+
+    @Option(help: "Exported model (.cgm).")
+    var out: String
+
+    @Option(name: .customLong("run"), help: "Run folder for checkpoints, split, history and plots (default: <out>.run).")
+    var runFolder: String?
+
+    @Flag(help: "Continue from the run folder's last checkpoint.")
+    var resume = false
+
+    @Option(help: "Epochs.") var epochs = 5
+    @Option(help: "Batch size.") var batchSize = 8
+    @Option(help: "sgd, adam or adamw.") var optimizer = "adam"
+    @Option(help: "Learning rate.") var learningRate = 0.001
+    @Option(help: "SGD momentum.") var momentum = 0.9
+    @Option(help: "Weight decay (L2 for sgd/adam, decoupled for adamw).") var weightDecay = 0.0
+    @Option(help: "constant, cosine or step.") var schedule = "constant"
+    @Option(help: "Step schedule: epochs between decays.") var stepEpochs = 10
+    @Option(help: "Step schedule: decay factor.") var stepFactor = 0.1
+    @Option(help: "Linear warm-up, in epochs.") var warmupEpochs = 0.0
+    @Option(help: "Clip the gradient norm (0 = off).") var clipNorm = 0.0
+    @Option(help: "Class balancing: none, weights (weighted loss) or sampler (balanced sampling).") var balance = "none"
+    @Option(help: "Label smoothing (0-0.5).") var labelSmoothing: Float = 0
+    @Flag(help: "Augment: random resized crop, horizontal flip, colour jitter.") var augment = false
+    @Flag(help: "Batch normalization after every convolution (baseline-cnn, vgg16).") var batchNorm = false
+    @Option(help: "Dropout before the classifier.") var dropout = 0.0
+    @Option(help: "Input size in pixels (default: the architecture's).") var inputSize: Int?
+    @Option(help: "Divide layer widths (smaller, faster models).") var widthDivisor = 1
+    @Option(help: "Random seed (initialization, order, augmentation).") var seed: UInt64 = 1
+    @Option(help: "Seed of the train/val/test split when the data has none.") var splitSeed: UInt64 = 1
+    @Option(help: "Threads (0 = every core).") var threads = 0
+
+    func validate() throws {
+        guard epochs >= 1, batchSize >= 1 else { throw ValidationError("--epochs and --batch-size must be at least 1.") }
+        guard Optimizer.Kind(rawValue: optimizer) != nil else { throw ValidationError("--optimizer is sgd, adam or adamw.") }
+        guard TrainingConfiguration.Balance(rawValue: balance) != nil else { throw ValidationError("--balance is none, weights or sampler.") }
+        guard learningRate > 0, learningRate.isFinite else { throw ValidationError("--learning-rate must be positive.") }
+        guard (0...0.5).contains(labelSmoothing), (0..<1).contains(dropout) else { throw ValidationError("--label-smoothing is 0-0.5, --dropout 0-1.") }
+    }
+
+    func run() throws {
+        var c = TrainingConfiguration()
+        c.architecture = arch
+        c.epochs = epochs
+        c.batchSize = batchSize
+        c.optimizer = Optimizer.Kind(rawValue: optimizer)!
+        c.learningRate = learningRate
+        c.momentum = momentum
+        c.weightDecay = weightDecay
+        c.schedule = schedule
+        c.stepEpochs = stepEpochs
+        c.stepFactor = stepFactor
+        c.warmupEpochs = warmupEpochs
+        c.clipNorm = clipNorm
+        c.balance = TrainingConfiguration.Balance(rawValue: balance)!
+        c.labelSmoothing = labelSmoothing
+        c.augment = augment
+        c.batchNorm = batchNorm
+        c.dropout = dropout
+        c.inputSize = inputSize
+        c.widthDivisor = widthDivisor
+        c.seed = seed
+        c.splitSeed = splitSeed
+        c.threads = threads
+        let dataset = try LabeledDataset.load(data, images: images)
+        if !dataset.missing.isEmpty {
+            printError("covergenre: \(dataset.missing.count) manifest entries have no image file (first: \(dataset.missing[0])); skipped")
+        }
+        let runDirectory = runFolder ?? (out.hasSuffix(".cgm") ? String(out.dropLast(4)) : out) + ".run"
+        let trainer = Trainer(configuration: c, dataset: dataset, runDirectory: runDirectory, output: out, log: printError)
+        guard let best = try trainer.run(resume: resume) else {
+            print("training finished; no epoch improved on the resumed best, model unchanged: \(out)")
+            return
+        }
+        print("best validation epoch: accuracy \(Format.percent(best.accuracy)), balanced accuracy \(Format.percent(best.balancedAccuracy)), macro-F1 \(Format.percent(best.macroF1))")
+        print("model: \(out); run folder: \(runDirectory)")
+    }
+}

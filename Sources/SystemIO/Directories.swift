@@ -1,0 +1,49 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Files {
+    public static func isDirectory(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    public static func isRegularFile(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
+    }
+
+    public static func size(_ path: String) -> Int? {
+        var info = stat()
+        return stat(path, &info) == 0 ? Int(info.st_size) : nil
+    }
+
+    /// Names in a directory (no "." or ".."), sorted so that listings are reproducible.
+    public static func list(_ path: String) throws -> [String] {
+        guard let dir = opendir(path) else { throw CoverGenreError(.io, "cannot list \(path): \(errnoText())") }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// mkdir -p.
+    public static func makeDirectories(_ path: String) throws {
+        if path.isEmpty || isDirectory(path) { return }
+        let parent = parentDirectory(path)
+        if parent != path && !parent.isEmpty && parent != "." { try makeDirectories(parent) }
+        if mkdir(path, 0o755) != 0 && errno != EEXIST { throw CoverGenreError(.io, "cannot create \(path): \(errnoText())") }
+    }
+
+    public static func remove(_ path: String) { unlink(path) }
+
+    public static func join(_ a: String, _ b: String) -> String {
+        if b.hasPrefix("/") || a.isEmpty { return b }
+        return a.hasSuffix("/") ? a + b : a + "/" + b
+    }
+}

@@ -1,0 +1,47 @@
+"""CoverGenre: predict an album's genre from its cover art.
+
+    import covergenre
+
+    with covergenre.Model("models/covergenre-default.cgm") as model:
+        for p in model.classify("cover.jpg", top_k=3):
+            print(p.label, round(p.probability, 3))
+
+The shared library libcovergenre is found through $COVERGENRE_LIBRARY, next to this package, in
+the repository's build/lib, or by ctypes.util.find_library, in that order. ``covergenre.cgm``
+reads and writes model files in pure Python (with numpy) and needs no library.
+"""
+
+from . import _lib
+from ._errors import CoverGenreError, status_string
+from ._lib import LibraryNotFoundError
+from ._model import Model, Prediction
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CoverGenreError",
+    "LibraryNotFoundError",
+    "Model",
+    "Prediction",
+    "api_version",
+    "library_path",
+    "library_version",
+    "status_string",
+]
+
+
+def library_version():
+    """The loaded library's release, e.g. "0.1.0" (cg_version_string)."""
+    return _lib.load().cg_version_string().decode("utf-8")
+
+
+def api_version():
+    """The loaded library's C API version as (major, minor, patch)."""
+    v = _lib.load().cg_api_version()
+    return (v // 10000, v // 100 % 100, v % 100)
+
+
+def library_path():
+    """Where libcovergenre was loaded from (loading it if needed)."""
+    _lib.load()
+    return _lib.loaded_from()
