@@ -53,6 +53,9 @@ let package = Package(
         .testTarget(name: "ModelFormatTests", dependencies: ["ModelFormat", "SystemIO", "TestSupport"]),
         .testTarget(name: "CoverGenreTests", dependencies: ["Architectures", "CoverGenre", "TestSupport"]),
         .testTarget(name: "ImportersTests", dependencies: ["Importers", "SystemIO"]),
+        .testTarget(name: "TrainingTests", dependencies: [
+            "Architectures", "Graph", "ImageIO", "Kernels", "ModelFormat", "SystemIO", "TestSupport", "Training",
+        ]),
         .testTarget(name: "InferenceTests", dependencies: ["Architectures", "CoverGenre", "Graph", "Inference", "TestSupport"]),
     ]
 )

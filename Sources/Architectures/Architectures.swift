@@ -39,6 +39,13 @@ public struct Architecture: Sendable {
     public var parameters: [ParameterSpec]
     public var preprocessing: Preprocessing
 
+    public init(name: String, graph: GraphSpec, parameters: [ParameterSpec], preprocessing: Preprocessing) {
+        self.name = name
+        self.graph = graph
+        self.parameters = parameters
+        self.preprocessing = preprocessing
+    }
+
     /// Parameters initialized deterministically from `seed`.
     public func initialTensors(seed: UInt64) -> TensorStore {
         var random = SplitMix64(seed: seed)

@@ -31,6 +31,9 @@ struct Train: ParsableCommand {
     @Flag(help: "Continue from the run folder's last checkpoint.")
     var resume = false
 
+    @Option(help: "Stop this invocation after this epoch (time-sliced training); --resume continues.")
+    var stopAfter: Int?
+
     @Option(help: "Epochs.") var epochs = 5
     @Option(help: "Batch size.") var batchSize = 8
     @Option(help: "sgd, adam or adamw.") var optimizer = "adam"
@@ -91,7 +94,7 @@ struct Train: ParsableCommand {
         }
         let runDirectory = runFolder ?? (out.hasSuffix(".cgm") ? String(out.dropLast(4)) : out) + ".run"
         let trainer = Trainer(configuration: c, dataset: dataset, runDirectory: runDirectory, output: out, log: printError)
-        guard let best = try trainer.run(resume: resume) else {
+        guard let best = try trainer.run(resume: resume, stopAfter: stopAfter) else {
             print("training finished; no epoch improved on the resumed best, model unchanged: \(out)")
             return
         }

@@ -31,7 +31,9 @@ public final class BatchLoader {
     public init(items: [LabeledImage], order: [Int], pipeline: ImagePipeline, batchSize: Int, seed: UInt64, epoch: Int,
                 failures: FailureLog, dropLast: Bool) throws {
         self.items = items
-        self.order = order.filter { !failures.contains(items[$0].path) }
+        // Known failures stay in the order (and are skipped while filling): each sample's position,
+        // which seeds its augmentation, must not depend on what earlier epochs discovered.
+        self.order = order
         self.pipeline = pipeline
         self.batchSize = batchSize
         self.seed = seed
@@ -47,7 +49,10 @@ public final class BatchLoader {
     }
 
     /// Batches in this epoch (an upper bound if images fail later).
-    public var batchCount: Int { dropLast ? order.count / batchSize : (order.count + batchSize - 1) / batchSize }
+    public var batchCount: Int {
+        let usable = order.filter { !failures.contains(items[$0].path) }.count
+        return dropLast ? usable / batchSize : (usable + batchSize - 1) / batchSize
+    }
 
     private final class Slot { var batch: Batch? }
     private var inFlight: (done: DispatchSemaphore, slot: Slot)?
@@ -82,6 +87,7 @@ public final class BatchLoader {
             let position = cursor
             cursor += 1
             let item = items[sample]
+            if failures.contains(item.path) { continue }
             do {
                 let image = try ImageDecoder.decode(path: item.path)
                 var random = ImagePipeline.random(seed: seed, epoch: epoch, sample: position)

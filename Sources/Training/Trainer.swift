@@ -140,9 +140,11 @@ public final class Trainer {
 
     var checkpointPath: String { Files.join(runDirectory, "checkpoint.cgm") }
 
-    /// Runs (or, with `resume`, continues) the training. Returns the best validation matrix.
+    /// Runs (or, with `resume`, continues) the training. `stopAfter` ends this invocation after
+    /// that epoch (time-sliced training on machines that are taken away; `resume` continues).
+    /// Returns the best validation matrix of this invocation.
     @discardableResult
-    public func run(resume: Bool) throws -> ConfusionMatrix? {
+    public func run(resume: Bool, stopAfter: Int? = nil) throws -> ConfusionMatrix? {
         let c = configuration
         try Files.makeDirectories(runDirectory)
         let data = dataset.hasSplit ? dataset : dataset.stratifiedSplit(seed: c.splitSeed, validation: c.validationFraction,
@@ -191,7 +193,7 @@ public final class Trainer {
                                      preprocessing: architecture.preprocessing, augmentation: c.augment ? Augmentation() : nil)
         let failures = FailureLog(report: log)
         var gradient = [Float](repeating: 0, count: c.batchSize * classes.count)
-        for epoch in firstEpoch..<c.epochs {
+        for epoch in firstEpoch..<min(c.epochs, stopAfter ?? c.epochs) {
             let start = Clock.seconds
             let order = c.balance == .sampler
                 ? Sampler.balanced(labels: train.map(\.label), classes: classes.count, count: train.count, seed: c.seed, epoch: epoch)
