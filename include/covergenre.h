@@ -26,7 +26,9 @@
  * - A loaded model is immutable: any number of threads may call any function taking a
  *   `const cg_model *` at the same time. Only cg_model_free needs exclusive access.
  * - Threads: each call may use up to `n_threads` threads (load option; 0 = every core). Batch calls
- *   give each thread whole images. The library keeps OpenBLAS single-threaded (its process-wide
+ *   give each thread whole images. Results are deterministic for a given thread count; a
+ *   different count (or a batch call, which runs each image on one thread) may change the last
+ *   bits, as the matrix products are blocked differently. The library keeps OpenBLAS single-threaded (its process-wide
  *   setting, applied on first use) so that its pool and CoverGenre's never oversubscribe the CPU.
  * - Images: JPEG (baseline, progressive, gray, CMYK, EXIF orientation applied), PNG (every bit
  *   depth and colour type, interlaced; alpha is dropped) and still WebP, recognised by content.

@@ -73,7 +73,9 @@ public func cg_model_load_memory(_ data: UnsafeRawPointer?, _ size: Int, _ out: 
 public func cg_model_load_memory_with_options(_ data: UnsafeRawPointer?, _ size: Int, _ options: UnsafePointer<cg_load_options>?,
                                               _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cg_status {
     load(out) {
-        guard let data, size > 0 else { throw CoverGenreError(.invalidArgument, "model data is NULL or empty") }
+        // An empty buffer is an (empty, hence invalid) model file, as an empty file on disk is.
+        guard data != nil || size == 0 else { throw CoverGenreError(.invalidArgument, "model data is NULL") }
+        guard size >= 0 else { throw CoverGenreError(.invalidArgument, "model size is negative") }
         return try Model(bytes: UnsafeRawBufferPointer(start: data, count: size), options: try ModelOptions(options))
     }
 }

@@ -68,6 +68,7 @@ struct Create: ParsableCommand {
             return Networks.vgg16(classes: classes, inputSize: inputSize ?? 224, widthDivisor: widthDivisor,
                                   hidden: max(1, 4096 / widthDivisor))
         case "efficientnet-lite0":
+            guard widthDivisor == 1 else { throw ValidationError("--width-divisor applies to baseline-cnn and vgg16, not efficientnet-lite0.") }
             return Networks.efficientNetLite0(classes: classes, inputSize: inputSize ?? 224)
         default:
             throw ValidationError("unknown architecture \"\(name)\"; use baseline-cnn, vgg16 or efficientnet-lite0.")

@@ -56,6 +56,23 @@ struct Train: ParsableCommand {
     @Option(help: "Seed of the train/val/test split when the data has none.") var splitSeed: UInt64 = 1
     @Option(help: "Threads (0 = every core).") var threads = 0
 
+    @Option(help: "Transfer learning: a pretrained model to use as a frozen backbone (e.g. from `covergenre import`).")
+    var backbone: String?
+    @Option(help: "Backbone features: pooled, or stats (pooled + every stage's per-channel mean and std).")
+    var features = "stats"
+    @Option(help: "Cached views per training image for the head (plain, mirror, then random augmentations).")
+    var views = 4
+    @Option(help: "Head: hidden layer width (0 = linear).") var headHidden = 0
+    @Option(help: "Head: epochs on cached features.") var headEpochs = 60
+    @Option(help: "Head: dropout.") var headDropout = 0.3
+    @Option(help: "Head: learning rate.") var headLearningRate = 1e-3
+    @Option(help: "Head: weight decay.") var headWeightDecay = 1e-3
+    @Option(help: "Fine-tune this many of the backbone's last convolutions after the head (0 = head only).")
+    var trainLast = 0
+    @Option(help: "Fine-tuning: backbone learning rate relative to --learning-rate.") var backboneLrScale = 0.1
+    @Flag(inversion: .prefixedNo, help: "Average each cover's probabilities with its mirror image's (backbone models).")
+    var flipAverage = true
+
     func validate() throws {
         guard epochs >= 1, batchSize >= 1 else { throw ValidationError("--epochs and --batch-size must be at least 1.") }
         guard Optimizer.Kind(rawValue: optimizer) != nil else { throw ValidationError("--optimizer is sgd, adam or adamw.") }
@@ -93,6 +110,27 @@ struct Train: ParsableCommand {
             printError("covergenre: \(dataset.missing.count) manifest entries have no image file (first: \(dataset.missing[0])); skipped")
         }
         let runDirectory = runFolder ?? (out.hasSuffix(".cgm") ? String(out.dropLast(4)) : out) + ".run"
+        if let backbone {
+            guard let kind = FeatureKind(rawValue: features) else { throw ValidationError("--features is pooled or stats.") }
+            var t = TransferConfiguration(backbone: backbone)
+            t.features = kind
+            t.views = views
+            t.head.hidden = headHidden
+            t.head.epochs = headEpochs
+            t.head.dropout = headDropout
+            t.head.learningRate = headLearningRate
+            t.head.weightDecay = headWeightDecay
+            t.head.labelSmoothing = labelSmoothing
+            t.head.balance = c.balance == .none ? .weights : c.balance
+            t.trainLast = trainLast
+            t.backboneLearningRateScale = backboneLrScale
+            t.flipAverage = flipAverage
+            let matrix = try TransferTrainer(configuration: c, transfer: t, dataset: dataset, runDirectory: runDirectory, output: out,
+                                             log: printError).run(resume: resume, stopAfter: stopAfter)
+            print("validation: accuracy \(Format.percent(matrix.accuracy)), balanced accuracy \(Format.percent(matrix.balancedAccuracy)), macro-F1 \(Format.percent(matrix.macroF1))")
+            print("model: \(out); run folder: \(runDirectory)")
+            return
+        }
         let trainer = Trainer(configuration: c, dataset: dataset, runDirectory: runDirectory, output: out, log: printError)
         guard let best = try trainer.run(resume: resume, stopAfter: stopAfter) else {
             print("training finished; no epoch improved on the resumed best, model unchanged: \(out)")

@@ -34,8 +34,8 @@ extension GraphSpec {
         }
         let s = inputShape
         guard s.height > 0, s.width > 0, s.channels > 0, s.height <= limits.maxInputSide, s.width <= limits.maxInputSide,
-              s.channels <= 64 else {
-            throw CoverGenreError(.modelFormat, "graph input shape \(s) is outside 1...\(limits.maxInputSide) pixels, 1...64 channels")
+              s.channels <= 1 << 16 else {
+            throw CoverGenreError(.modelFormat, "graph input shape \(s) is outside 1...\(limits.maxInputSide) pixels, 1...65536 channels")
         }
         guard nodes.count <= limits.maxNodes else {
             throw CoverGenreError(.limitExceeded, "graph has \(nodes.count) nodes; the limit is \(limits.maxNodes)")

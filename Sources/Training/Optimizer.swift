@@ -42,6 +42,8 @@ public final class Optimizer {
     public var warmupSteps = 0
     /// Clip the global gradient norm to this (0 = no clipping).
     public var clipNorm: Double = 0
+    /// Multiplies the learning rate per parameter (e.g. a smaller rate for pretrained layers).
+    public var learningRateScale: (String) -> Double = { _ in 1 }
     public private(set) var step = 0
     /// First and second moments (Adam) or velocity (SGD), per parameter name.
     public private(set) var state: [String: [FloatBuffer]] = [:]
@@ -69,6 +71,7 @@ public final class Optimizer {
         let lr = currentLearningRate
         step += 1
         for p in trainable {
+            let lr = lr * learningRateScale(p.name)
             let g = p.gradient!.pointer, w = p.value.pointer, n = p.count
             let decay = p.shape.count > 1 ? weightDecay : 0
             let buffers = try stateBuffers(p, count: kind == .sgd ? 1 : 2)

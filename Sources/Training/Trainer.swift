@@ -76,6 +76,30 @@ public struct TrainingConfiguration: Sendable {
     }
 }
 
+/// A network to train that is not built from `TrainingConfiguration.architecture`: a pretrained
+/// backbone with a head, for fine-tuning.
+public struct TrainingSetup {
+    public var architecture: Architecture
+    public var tensors: TensorStore
+    /// Which parameters the optimizer moves.
+    public var trainable: (String) -> Bool
+    /// Per-parameter multiplier of the learning rate (e.g. 0.1 for backbone layers).
+    public var learningRateScale: (String) -> Double
+    /// Export only epochs that beat this validation balanced accuracy (the model already at --out).
+    public var scoreToBeat: Double
+    public var provenance: [String: JSON]
+
+    public init(architecture: Architecture, tensors: TensorStore, trainable: @escaping (String) -> Bool,
+                learningRateScale: @escaping (String) -> Double, scoreToBeat: Double, provenance: [String: JSON]) {
+        self.architecture = architecture
+        self.tensors = tensors
+        self.trainable = trainable
+        self.learningRateScale = learningRateScale
+        self.scoreToBeat = scoreToBeat
+        self.provenance = provenance
+    }
+}
+
 /// One epoch's numbers, as written to history.csv.
 public struct EpochRecord: Sendable {
     public var epoch: Int
@@ -127,14 +151,16 @@ public final class Trainer {
     public let runDirectory: String
     public let output: String
     let log: (String) -> Void
+    let setup: TrainingSetup?
     public private(set) var history: [EpochRecord] = []
 
     public init(configuration: TrainingConfiguration, dataset: LabeledDataset, runDirectory: String, output: String,
-                log: @escaping (String) -> Void) {
+                setup: TrainingSetup? = nil, log: @escaping (String) -> Void) {
         self.configuration = configuration
         self.dataset = dataset
         self.runDirectory = runDirectory
         self.output = output
+        self.setup = setup
         self.log = log
     }
 
@@ -158,11 +184,12 @@ public final class Trainer {
         log("data: \(train.count) train / \(validation.count) val images, \(classes.count) genres: "
             + zip(classes, counts).map { "\($0) \($1)" }.joined(separator: ", "))
 
-        let architecture = try c.architecture(classes: classes.count)
+        let architecture = try setup?.architecture ?? c.architecture(classes: classes.count)
         let threads = c.threads > 0 ? c.threads : Parallel.availableCores
-        let network = try TrainingNetwork(graph: architecture.graph, tensors: architecture.initialTensors(seed: c.seed),
-                                          trainable: { _ in true }, batch: c.batchSize, threads: threads)
+        let network = try TrainingNetwork(graph: architecture.graph, tensors: setup?.tensors ?? architecture.initialTensors(seed: c.seed),
+                                          trainable: setup?.trainable ?? { _ in true }, batch: c.batchSize, threads: threads)
         let optimizer = Optimizer(kind: c.optimizer, learningRate: c.learningRate)
+        if let scale = setup?.learningRateScale { optimizer.learningRateScale = scale }
         optimizer.momentum = c.momentum
         optimizer.weightDecay = c.weightDecay
         optimizer.clipNorm = c.clipNorm
@@ -178,7 +205,7 @@ public final class Trainer {
                                 labelSmoothing: c.labelSmoothing)
 
         var firstEpoch = 0
-        var best: (score: Double, epoch: Int, matrix: ConfusionMatrix?) = (-1, -1, nil)
+        var best: (score: Double, epoch: Int, matrix: ConfusionMatrix?) = (setup?.scoreToBeat ?? -1, -1, nil)
         if resume, Files.exists(checkpointPath) {
             let state = try Checkpoint.load(checkpointPath, into: network, optimizer: optimizer, configuration: c, classes: classes)
             firstEpoch = state.epochsDone
@@ -254,13 +281,13 @@ public final class Trainer {
     func exportModel(_ tensors: TensorStore, architecture: Architecture, classes: [String], epoch: Int,
                      metrics: ConfusionMatrix?) throws -> ModelWriter {
         let (graph, folded) = try architecture.graph.foldingBatchNorms(tensors)
-        var provenance: [String: JSON] = [
+        var provenance: [String: JSON] = (setup?.provenance ?? [:]).merging([
             "trained_by": "covergenre train", "data": .string(dataset.items.first.map { Files.parentDirectory(Files.parentDirectory($0.path)) } ?? ""),
             "epoch": JSON(epoch), "epochs": JSON(configuration.epochs), "split_seed": JSON(Int(configuration.splitSeed)),
             "configuration": configuration.json,
-        ]
+        ]) { _, new in new }
         if let metrics { provenance["validation"] = metrics.json }
-        let description = ModelDescription(name: "\(architecture.name)-genres", architecture: architecture.name, labels: classes,
+        let description = ModelDescription(name: "covergenre-\(architecture.name)", architecture: architecture.name, labels: classes,
                                            graph: graph, preprocessing: architecture.preprocessing, provenance: .object(provenance))
         return try description.serialized(tensors: folded)
     }

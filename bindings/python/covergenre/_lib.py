@@ -157,10 +157,11 @@ def candidate_paths():
         candidates.append(("$" + ENV_VAR, env))
     for name in _FILE_NAMES:
         candidates.append(("next to the package", str(here / name)))
-    # bindings/python/covergenre/_lib.py -> the repository root is three levels up.
-    repo = here.parents[2]
-    for name in _FILE_NAMES:
-        candidates.append(("repository build", str(repo / "build" / "lib" / name)))
+    # Only from a checkout (<repo>/bindings/python/covergenre): an installed copy must not load
+    # whatever happens to sit in a build/lib near site-packages.
+    if here.parent.name == "python" and here.parents[1].name == "bindings":
+        for name in _FILE_NAMES:
+            candidates.append(("repository build", str(here.parents[2] / "build" / "lib" / name)))
     return candidates
 
 

@@ -266,17 +266,14 @@ class Model:
             with self._use() as handle:
                 return on_file(handle, path, *outputs)
         if _np is not None and isinstance(image, _np.ndarray):
-            pointer, width, height, stride, keep = _rgb_arg(image)
+            # `array` may be a fresh contiguous copy: it must outlive the call.
+            pointer, width, height, stride, array = _rgb_arg(image)
             with self._use() as handle:
-                status = on_rgb(handle, pointer, width, height, stride, *outputs)
-            del keep
-            return status
+                return on_rgb(handle, pointer, width, height, stride, *outputs)
         if isinstance(image, (bytes, bytearray, memoryview)):
             data, size = _bytes_arg(image)
             with self._use() as handle:
-                status = on_encoded(handle, data, size, *outputs)
-            del data
-            return status
+                return on_encoded(handle, data, size, *outputs)
         raise TypeError("an image is a path, encoded bytes or a uint8 numpy array of shape (H, W, 3), not %s"
                         % type(image).__name__)
 

@@ -318,7 +318,10 @@ def _storage(name, value, code):
     if array.ndim > MAX_RANK or any(d > MAX_DIMENSION for d in array.shape):
         raise ValueError("tensor %r: shape %s is beyond rank %d or 2^31 - 1 per dimension"
                          % (name, array.shape, MAX_RANK))
-    stored = np.ascontiguousarray(array, dtype=_DTYPES[code][1])
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
+        stored = np.asarray(array, dtype=_DTYPES[code][1])
+    if not stored.flags.c_contiguous:
+        stored = stored.copy(order="C")
     if code == 1:
         overflow = np.isfinite(array) & ~np.isfinite(stored)
         if overflow.any():
