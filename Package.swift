@@ -36,13 +36,14 @@ let package = Package(
         .target(name: "Training", dependencies: [
             "Architectures", "CKernels", "CoverGenre", "Graph", "ImageIO", "Inference", "Kernels", "ModelFormat", "SystemIO",
         ]),
+        .target(name: "DataPrep", dependencies: ["Architectures", "ImageIO", "ModelFormat", "SystemIO"]),
         .target(name: "ImageIO", dependencies: ["CCodecs", "CKernels", "SystemIO"]),
         .target(name: "Inference", dependencies: ["Graph", "Kernels", "ModelFormat", "SystemIO"]),
         .target(name: "CoverGenre", dependencies: ["Graph", "ImageIO", "Inference", "Kernels", "ModelFormat", "SystemIO"]),
         .systemLibrary(name: "CCoverGenreAPI"),
         .target(name: "CAPI", dependencies: ["CCoverGenreAPI", "CoverGenre"]),
         .executableTarget(name: "CLI", dependencies: [
-            "Architectures", "CoverGenre", "Importers", "Training",
+            "Architectures", "CoverGenre", "DataPrep", "Importers", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

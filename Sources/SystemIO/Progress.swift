@@ -1,5 +1,3 @@
-import SystemIO
-
 #if canImport(Glibc)
 import Glibc
 #endif

