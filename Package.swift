@@ -11,6 +11,7 @@ let package = Package(
         // belongs to the command-line tool's product).
         .library(name: "CoverGenreC", type: .dynamic, targets: ["CAPI"]),
         .executable(name: "covergenre", targets: ["CLI"]),
+        .executable(name: "covergenre-fuzz", targets: ["Fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -42,8 +43,10 @@ let package = Package(
         .target(name: "CoverGenre", dependencies: ["Graph", "ImageIO", "Inference", "Kernels", "ModelFormat", "SystemIO"]),
         .systemLibrary(name: "CCoverGenreAPI"),
         .target(name: "CAPI", dependencies: ["CCoverGenreAPI", "CoverGenre"]),
+        // libFuzzer harnesses (fuzz/run.sh builds them with -sanitize=fuzzer,address -D FUZZING).
+        .executableTarget(name: "Fuzz", dependencies: ["CoverGenre", "DataPrep", "Importers", "Training"]),
         .executableTarget(name: "CLI", dependencies: [
-            "Architectures", "CoverGenre", "DataPrep", "Importers", "Training",
+            "Architectures", "CoverGenre", "DataPrep", "Importers", "Kernels", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

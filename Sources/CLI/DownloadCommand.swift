@@ -19,20 +19,21 @@ struct DownloadCommand: AsyncParsableCommand {
     @Option(help: "Manifest CSV (id,genre,url[,split]), e.g. from `covergenre prepare`.") var manifest: String
     @Option(help: "Output folder.") var out: String
     @Option(help: "Concurrent downloads.") var jobs = 8
-    @Option(help: "Per-request timeout in seconds.") var timeout = 20.0
+    @Option(help: "Per-request timeout in whole seconds (at least 1).") var timeout = 20
     @Option(help: "Retries of a request after 5xx, 429, timeouts and connection errors.") var retries = 3
     @Option(help: "First retry delay in seconds (doubles each time).") var backoff = 0.5
     @Option(help: "Failure report (default: OUT/failures.csv).") var report: String?
 
     func validate() throws {
         guard jobs >= 1, jobs <= 256 else { throw ValidationError("--jobs is 1 to 256.") }
-        guard timeout > 0, retries >= 0, backoff >= 0 else { throw ValidationError("--timeout must be positive, --retries and --backoff not negative.") }
+        // Whole seconds: Linux's URLSession truncates fractions (0.8 s would time out at once).
+        guard timeout >= 1, retries >= 0, backoff >= 0 else { throw ValidationError("--timeout must be at least 1 second, --retries and --backoff not negative.") }
     }
 
     func run() async throws {
         var options = DownloadOptions()
         options.jobs = jobs
-        options.timeout = timeout
+        options.timeout = Double(timeout)
         options.retries = retries
         options.backoff = backoff
         let downloader = Downloader(options: options)

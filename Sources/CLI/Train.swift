@@ -72,6 +72,8 @@ struct Train: ParsableCommand {
     @Option(help: "Fine-tuning: backbone learning rate relative to --learning-rate.") var backboneLrScale = 0.1
     @Flag(inversion: .prefixedNo, help: "Average each cover's probabilities with its mirror image's (backbone models).")
     var flipAverage = true
+    @Option(help: "Backbone input size in pixels (default: the backbone's).") var backboneInputSize: Int?
+    @Option(help: "Backbone resize policy: stretch (whole cover) or center-crop (default: the backbone's).") var resize: String?
 
     func validate() throws {
         guard epochs >= 1, batchSize >= 1 else { throw ValidationError("--epochs and --batch-size must be at least 1.") }
@@ -125,6 +127,13 @@ struct Train: ParsableCommand {
             t.trainLast = trainLast
             t.backboneLearningRateScale = backboneLrScale
             t.flipAverage = flipAverage
+            t.inputSize = backboneInputSize
+            switch resize {
+            case nil: break
+            case "stretch": t.resize = .stretch
+            case "center-crop": t.resize = .centerCrop(shorterSide: Int((Double(backboneInputSize ?? 224) / 0.875).rounded()))
+            default: throw ValidationError("--resize is stretch or center-crop.")
+            }
             let matrix = try TransferTrainer(configuration: c, transfer: t, dataset: dataset, runDirectory: runDirectory, output: out,
                                              log: printError).run(resume: resume, stopAfter: stopAfter)
             print("validation: accuracy \(Format.percent(matrix.accuracy)), balanced accuracy \(Format.percent(matrix.balancedAccuracy)), macro-F1 \(Format.percent(matrix.macroF1))")

@@ -69,16 +69,6 @@ public final class Downloader: @unchecked Sendable {
         return interrupted
     }
 
-    /// Genre and id become path components: anything but letters, digits, space, '&', '.', '-'
-    /// and '_' turns into '_' (no separators, no "..").
-    static func safeName(_ s: String) -> String {
-        let mapped = String(s.unicodeScalars.map { c -> Character in
-            let ok = CharacterSet.alphanumerics.contains(c) || " &.-_".unicodeScalars.contains(c)
-            return ok ? Character(c) : "_"
-        })
-        return mapped.isEmpty || mapped.allSatisfy({ $0 == "." }) ? "_" : mapped
-    }
-
     public func run(manifest: String, output: String, report: String) async throws -> DownloadSummary {
         let table = try CSV.readTable(manifest)
         for column in ["id", "genre", "url"] where !table.header.contains(column) {
@@ -87,7 +77,7 @@ public final class Downloader: @unchecked Sendable {
         var items: [Item] = []
         var seen = Set<String>()
         for row in table.rows {
-            let genre = Self.safeName(row["genre"]!), stem = Self.safeName(row["id"]!)
+            let genre = Files.safeComponent(row["genre"]!), stem = Files.safeComponent(row["id"]!)
             guard seen.insert(genre + "/" + stem).inserted else { continue }
             items.append(Item(id: row["id"]!, genre: row["genre"]!, url: row["url"]!, directory: Files.join(output, genre), stem: stem))
         }

@@ -100,15 +100,23 @@ public enum Prepare {
             malformedRecords: metadata.malformed, genres: kept.map { ($0.key, $0.value) })
     }
 
-    struct Metadata {
+    public struct Metadata {
         /// amazon_id -> imUrl (nil when the record has none)
-        var records: [String: String?] = [:]
-        var malformed: [String] = []
+        public var records: [String: String?] = [:]
+        public var malformed: [String] = []
     }
 
     /// Amazon's metadata: one JSON object per line, or one JSON array of objects.
     static func readMetadata(_ path: String) throws -> Metadata {
-        let bytes = try Files.read(path, maxBytes: 4 << 30)
+        do {
+            return try parseMetadata(try Files.read(path, maxBytes: 4 << 30))
+        } catch let error as CoverGenreError {
+            throw CoverGenreError(error.code, "\(path): \(error.message)")
+        }
+    }
+
+    /// The parsing part of `readMetadata`, on bytes (also a fuzzing target).
+    public static func parseMetadata(_ bytes: [UInt8]) throws -> Metadata {
         var metadata = Metadata()
         func add(_ record: JSON, _ where_: String) {
             guard case .object(let o) = record, let id = o["amazon_id"]?.string ?? o["asin"]?.string else {
@@ -120,7 +128,7 @@ public enum Prepare {
         let first = bytes.firstIndex { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 && $0 != 0xEF && $0 != 0xBB && $0 != 0xBF }
         if let first, bytes[first] == UInt8(ascii: "[") {
             let all = try bytes.withUnsafeBytes { try JSON.parse(UnsafeRawBufferPointer(rebasing: $0[first...])) }
-            guard let items = all.array else { throw CoverGenreError(.invalidArgument, "\(path): not a JSON array") }
+            guard let items = all.array else { throw CoverGenreError(.invalidArgument, "not a JSON array") }
             for (i, item) in items.enumerated() { add(item, "element \(i + 1)") }
             return metadata
         }

@@ -46,7 +46,25 @@ public final class PickleDict {
 public struct StorageReference: Equatable, Sendable {
     public let key: String
     public let dtype: TorchDType
+    /// Elements of the stored (root) storage.
     public let elementCount: Int
+    /// Legacy checkpoints may reference a view of a root storage: elements
+    /// [viewOffset, viewOffset + viewElements) of it.
+    public var viewOffset = 0
+    public var viewElements: Int
+
+    public init(key: String, dtype: TorchDType, elementCount: Int, viewOffset: Int = 0, viewElements: Int? = nil) {
+        self.key = key
+        self.dtype = dtype
+        self.elementCount = elementCount
+        self.viewOffset = viewOffset
+        self.viewElements = viewElements ?? elementCount
+    }
+
+    /// The same root storage (views of it may differ).
+    func sameRoot(_ other: StorageReference) -> Bool {
+        key == other.key && dtype == other.dtype && elementCount == other.elementCount
+    }
 }
 
 public struct TensorReference: Sendable {

@@ -96,7 +96,7 @@ public enum TorchCheckpoint {
         var declared: [String: StorageReference] = [:]
         var objectReader = RestrictedUnpickler(bytes: bytes, position: unpickler.position) { pid in
             let storage = try storageReference(pid)
-            if let seen = declared[storage.key], seen != storage {
+            if let seen = declared[storage.key], !seen.sameRoot(storage) {
                 throw CoverGenreError(.modelFormat, "storage \(storage.key) is declared twice differently")
             }
             declared[storage.key] = storage
@@ -142,7 +142,17 @@ public enum TorchCheckpoint {
               let key = items[2].string, let count = items[4].int, count >= 0, count <= Int64(Int32.max) * 4 else {
             throw CoverGenreError(.modelFormat, "pickle: malformed storage reference")
         }
-        return StorageReference(key: key, dtype: dtype, elementCount: Int(count))
+        var reference = StorageReference(key: key, dtype: dtype, elementCount: Int(count))
+        // Legacy format: a sixth item (view key, offset, size) names a slice of the root storage.
+        if items.count >= 6, items[5].tupleItems != nil {
+            guard let view = items[5].tupleItems, view.count == 3, let offset = view[1].int, let size = view[2].int,
+                  offset >= 0, size >= 0, offset <= count, size <= count - offset else {
+                throw CoverGenreError(.modelFormat, "pickle: malformed storage view of \(key)")
+            }
+            reference.viewOffset = Int(offset)
+            reference.viewElements = Int(size)
+        }
+        return reference
     }
 
     /// The state dict inside the unpickled object: a dict of tensors, possibly wrapped as
@@ -172,12 +182,21 @@ public enum TorchCheckpoint {
     /// Gathers a (possibly strided) view of a storage as float32, bounds-checked.
     static func materialize(_ t: TensorReference, name: String, bytes: UnsafeRawBufferPointer) throws -> ImportedTensor {
         let count = t.shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }
-        guard count <= t.storage.elementCount else { throw CoverGenreError(.modelFormat, "\(name): shape \(t.shape) exceeds its storage") }
-        var last = t.offset
-        for (size, stride) in zip(t.shape, t.stride) where size > 0 { last += (size - 1) * stride }
-        guard count == 0 || last < t.storage.elementCount else {
-            throw CoverGenreError(.modelFormat, "\(name): view reaches element \(last) of a \(t.storage.elementCount)-element storage")
+        let available = t.storage.viewElements
+        guard count <= available else { throw CoverGenreError(.modelFormat, "\(name): shape \(t.shape) exceeds its storage") }
+        // The last element the view reads, computed without overflow: hostile offsets and strides
+        // are refused, not trapped on.
+        var last = t.offset, overflow = t.offset >= available
+        for (size, stride) in zip(t.shape, t.stride) where size > 0 && !overflow {
+            let (step, o1) = (size - 1).multipliedReportingOverflow(by: stride)
+            let (sum, o2) = last.addingReportingOverflow(step)
+            overflow = o1 || o2
+            last = sum
         }
+        guard count == 0 || (!overflow && last < available) else {
+            throw CoverGenreError(.modelFormat, "\(name): view reaches beyond its \(available)-element storage")
+        }
+        let viewBase = t.storage.viewOffset
         if count == 0 { return ImportedTensor(shape: t.shape, values: []) }
         var indices: [Int] = []
         let contiguous = t.stride == contiguousStrides(t.shape)
@@ -193,7 +212,7 @@ public enum TorchCheckpoint {
                 }
             }
         }
-        func element(_ i: Int) -> Int { contiguous ? t.offset + i : indices[i] }
+        func element(_ i: Int) -> Int { viewBase + (contiguous ? t.offset + i : indices[i]) }
         var values = [Float](repeating: 0, count: count)
         let base = bytes.baseAddress!
         switch t.storage.dtype {

@@ -26,7 +26,7 @@ struct ZipArchive {
         if count == 0xFFFF || directoryOffset == 0xFFFF_FFFF || directorySize == 0xFFFF_FFFF {
             guard eocd >= 20, u32(eocd - 20) == 0x0706_4B50 else { throw fail("ZIP64 locator missing") }
             let record = u64(eocd - 20 + 8)
-            guard record <= UInt64(bytes.count - 56), u32(Int(record)) == 0x0606_4B50 else { throw fail("ZIP64 record out of bounds") }
+            guard bytes.count >= 56, record <= UInt64(bytes.count - 56), u32(Int(record)) == 0x0606_4B50 else { throw fail("ZIP64 record out of bounds") }
             let r = Int(record)
             guard u64(r + 32) <= UInt64(Int32.max), u64(r + 40) <= UInt64(Int.max), u64(r + 48) <= UInt64(Int.max) else {
                 throw fail("ZIP64 sizes out of range")

@@ -47,3 +47,17 @@ extension Files {
         return a.hasSuffix("/") ? a + b : a + "/" + b
     }
 }
+
+extension Files {
+    /// A genre or id as one safe path component: letters, digits, space, '&', '.', '-' and '_'
+    /// are kept, anything else (separators, quotes, control characters) becomes '_', and a name of
+    /// only dots becomes "_". `covergenre download` stores covers under these names and the
+    /// dataset loader looks them up the same way.
+    public static func safeComponent(_ s: String) -> String {
+        let mapped = String(s.unicodeScalars.map { c -> Character in
+            let ok = c.properties.isAlphabetic || c.properties.numericType != nil || " &.-_".unicodeScalars.contains(c)
+            return ok && c.value >= 0x20 ? Character(c) : "_"
+        })
+        return mapped.isEmpty || mapped.allSatisfy({ $0 == "." }) ? "_" : mapped
+    }
+}

@@ -30,9 +30,15 @@ public struct Backbone: Sendable {
 
     public static let featureNode = "features"
 
-    public init(path: String, kind: FeatureKind) throws {
+    /// `inputSize` and `resize` override the backbone's own (its convolutions run at any size; covers
+    /// may carry genre in their borders, which a centre crop cuts off).
+    public init(path: String, kind: FeatureKind, inputSize: Int? = nil, resize: Preprocessing.Resize? = nil) throws {
         let file = try ModelFile(path: path)
-        let description = try ModelDescription(json: file.metadata)
+        var description = try ModelDescription(json: file.metadata)
+        if let inputSize {
+            description.graph.inputShape = ActivationShape(height: inputSize, width: inputSize, channels: description.graph.inputShape.channels)
+        }
+        if let resize { description.preprocessing.resize = resize }
         guard let embedding = description.graph.embedding else {
             throw CoverGenreError(.invalidArgument, "\(path) names no embedding node to use as a backbone")
         }

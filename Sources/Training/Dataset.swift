@@ -9,6 +9,12 @@ public struct LabeledImage: Equatable, Sendable {
     public var path: String
     public var label: Int
     public var split: Split?
+
+    public init(path: String, label: Int, split: Split?) {
+        self.path = path
+        self.label = label
+        self.split = split
+    }
 }
 
 /// A labelled set of cover images, from a folder (`ROOT/<genre>/<file>`) or a manifest CSV
@@ -66,8 +72,9 @@ public struct LabeledDataset: Sendable {
             if byPath {
                 file = Files.join(base, row["path"]!)
             } else {
-                let root = images ?? base, id = row["id"]!
-                file = ["jpg", "png", "webp"].map { Files.join(root, "\(genre)/\(id).\($0)") }.first(where: Files.isRegularFile)
+                // Where `covergenre download` stores it: safe path components of genre and id.
+                let root = images ?? base, folder = Files.safeComponent(genre), stem = Files.safeComponent(row["id"]!)
+                file = ["jpg", "png", "webp"].map { Files.join(root, "\(folder)/\(stem).\($0)") }.first(where: Files.isRegularFile)
             }
             guard let file, Files.isRegularFile(file) else {
                 dataset.missing.append(byPath ? Files.join(base, row["path"]!) : "\(genre)/\(row["id"]!)")

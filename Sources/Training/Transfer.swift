@@ -21,6 +21,13 @@ public struct FeatureTable: Sendable {
     /// Items whose image could not be decoded (no valid rows).
     public var failed: Set<Int>
 
+    public init(featureSize: Int, views: Int, values: [Float], failed: Set<Int>) {
+        self.featureSize = featureSize
+        self.views = views
+        self.values = values
+        self.failed = failed
+    }
+
     public func row(item: Int, view: Int) -> ArraySlice<Float> {
         let start = (item * views + view) * featureSize
         return values[start..<(start + featureSize)]

@@ -17,6 +17,9 @@ import SystemIO
 public struct TransferConfiguration: Sendable {
     public var backbone: String
     public var features: FeatureKind = .stats
+    /// Overrides of the backbone's input size and resize policy.
+    public var inputSize: Int?
+    public var resize: Preprocessing.Resize?
     /// Augmented views per training image for the head stage (views 0 and 1 are the plain image and
     /// its mirror; more views add random crops and colour jitter).
     public var views = 4
@@ -31,6 +34,7 @@ public struct TransferConfiguration: Sendable {
 
     public var json: JSON {
         ["backbone": .string(Files.baseName(backbone)), "features": .string(features.rawValue), "views": JSON(views),
+         "input_size": inputSize.map { JSON($0) } ?? .null, "resize": resize.map { Preprocessing(resize: $0, mean: [0, 0, 0], std: [1, 1, 1]).json["resize"]! } ?? .null,
          "head": head.json, "flip_average": .bool(flipAverage), "train_last": JSON(trainLast),
          "backbone_learning_rate_scale": .number(backboneLearningRateScale)]
     }
@@ -66,7 +70,7 @@ public final class TransferTrainer {
         guard !train.isEmpty, !validation.isEmpty else { throw CoverGenreError(.invalidArgument, "need training and validation images") }
         let threads = c.threads > 0 ? c.threads : Parallel.availableCores
 
-        let backbone = try Backbone(path: t.backbone, kind: t.features)
+        let backbone = try Backbone(path: t.backbone, kind: t.features, inputSize: t.inputSize, resize: t.resize)
         log("backbone \(backbone.description.architecture) (\(t.backbone)): \(backbone.featureSize) features (\(t.features.rawValue))")
         let extractor = try FeatureExtractor(backbone: backbone, threads: threads)
         let preprocessing = backbone.description.preprocessing

@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import io
 import json
+import os
 import pickle
 import struct
 import zipfile
@@ -136,59 +137,82 @@ def _root(array):
     return root
 
 
-def _tensors(state_dict, keys=None):
-    """({name: _Tensor}, [_Storage] in first-use order) for {name: array}."""
-    storages = {}
-    tensors = collections.OrderedDict()
-    for name, value in state_dict.items():
+class _Storages:
+    """Turns arrays into tensors, giving each root buffer one storage (keys from `keys`, a
+    {tensor name: key} for the tensor that first uses the storage, else "0", "1", ...)."""
+
+    def __init__(self, keys=None):
+        self.keys = keys
+        self.by_root = {}
+
+    def tensor(self, name, value):
         array = np.asarray(value)
         if array.dtype not in _DTYPES:
             raise ValueError("%s: no torch storage for dtype %s" % (name, array.dtype))
         root = _root(array)
-        if not root.flags.c_contiguous or root.dtype != array.dtype:
-            root = array = np.ascontiguousarray(array)
         itemsize = array.itemsize
         start = array.__array_interface__["data"][0] - root.__array_interface__["data"][0]
-        if start % itemsize or any(s < 0 or s % itemsize for s in array.strides):
+        if (not root.flags.c_contiguous or root.dtype != array.dtype or start % itemsize
+                or any(s < 0 or s % itemsize for s in array.strides)):
             root = array = np.ascontiguousarray(array)
             start = 0
-        if id(root) not in storages:
-            key = keys[name] if keys else str(len(storages))
-            storages[id(root)] = _Storage(key, root.reshape(-1).view(root.dtype.newbyteorder("<")))
+        if id(root) not in self.by_root:
+            key = self.keys[name] if self.keys else str(len(self.by_root))
+            self.by_root[id(root)] = _Storage(key, root.reshape(-1))
         stride = tuple(s // itemsize for s in array.strides)
-        tensors[name] = _Tensor(storages[id(root)], start // itemsize, tuple(array.shape), stride)
-    return tensors, list(storages.values())
+        return _Tensor(self.by_root[id(root)], start // itemsize, tuple(array.shape), stride)
 
+    def convert(self, obj, name=""):
+        """`obj` with every numpy array (in dicts, lists, tuples) replaced by a tensor."""
+        if isinstance(obj, np.ndarray):
+            return self.tensor(name, obj)
+        if isinstance(obj, dict):
+            converted = collections.OrderedDict((k, self.convert(v, k)) for k, v in obj.items())
+            if hasattr(obj, "_metadata"):
+                converted._metadata = obj._metadata
+            return converted
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(self.convert(v, name) for v in obj)
+        return obj
 
-def _state_dict_object(tensors, metadata):
-    obj = collections.OrderedDict(tensors)
-    if metadata is not None:
-        obj._metadata = metadata
-    return obj
+    @property
+    def storages(self):
+        return list(self.by_root.values())
 
 
 def _raw(storage):
     return np.ascontiguousarray(storage.root, dtype=storage.root.dtype.newbyteorder("<")).tobytes()
 
 
-def state_dict_pickle(state_dict, legacy=False, keys=None, metadata=None, protocol=2):
-    """(data.pkl bytes, [_Storage]) for a state dict, in the zip or the legacy persistent-id form."""
-    tensors, storages = _tensors(state_dict, keys)
+def checkpoint_pickle(obj, legacy=False, keys=None, metadata=None, protocol=2):
+    """(pickle bytes, [_Storage]) for `obj`, a state dict {name: array} or any picklable object
+    holding arrays (e.g. {"epoch": 3, "state_dict": {...}}); values that are not arrays pickle as
+    they are (`Call`s and `Global`s as their references). `metadata` becomes the top dict's
+    _metadata attribute, as in a real state dict. Storages are persistent ids in the zip form or,
+    with `legacy`, the legacy form."""
+    storages = _Storages(keys)
+    converted = storages.convert(obj)
+    if metadata is not None:
+        converted._metadata = metadata
 
-    def persistent_id(obj):
-        if not isinstance(obj, _Storage):
+    def persistent_id(item):
+        if not isinstance(item, _Storage):
             return None
-        pid = ("storage", obj.storage_class, obj.key, "cpu", obj.root.size)
+        pid = ("storage", item.storage_class, item.key, "cpu", item.root.size)
         return pid + (None,) if legacy else pid
 
-    return dumps(_state_dict_object(tensors, metadata), protocol, persistent_id), storages
+    return dumps(converted, protocol, persistent_id), storages.storages
 
 
-def write_zip(path, data_pkl, storages, archive="archive", compress_pickle=False, align=64):
+def write_zip(path, data_pkl, storages, archive=None, compress_pickle=False, align=64):
     """A zip-format checkpoint from data.pkl's bytes and {key: raw bytes}.
 
-    Entries are stored, as torch.save does (data.pkl deflated with `compress_pickle`), each
-    storage's data aligned to `align` bytes through padding in an extra field, as torch pads."""
+    Entries sit in a folder named `archive` (default: the file name up to its first dot, as torch
+    names it) and are stored, as torch.save does (data.pkl deflated with `compress_pickle`), each
+    one's data aligned to `align` bytes through padding in an extra field, as torch pads."""
+    if archive is None:
+        archive = os.path.basename(os.fspath(path)).split(".")[0] or "archive"
+
     def add(z, name, data, method=zipfile.ZIP_STORED):
         info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
         info.compress_type = method
@@ -205,8 +229,9 @@ def write_zip(path, data_pkl, storages, archive="archive", compress_pickle=False
         add(z, "%s/version" % archive, b"3\n")
 
 
-def save_zip(path, state_dict, archive="archive", compress_pickle=False, metadata=None):
-    data_pkl, storages = state_dict_pickle(state_dict, metadata=metadata)
+def save_zip(path, state_dict, archive=None, compress_pickle=False, metadata=None):
+    """torch.save(state_dict, path): `state_dict` as checkpoint_pickle takes it."""
+    data_pkl, storages = checkpoint_pickle(state_dict, metadata=metadata)
     write_zip(path, data_pkl, {s.key: _raw(s) for s in storages}, archive, compress_pickle)
 
 
@@ -229,7 +254,7 @@ def write_legacy(path, object_pkl, storages, header=None):
 def save_legacy(path, state_dict, keys=None, metadata=None):
     """torch.save(state_dict, path, _use_new_zipfile_serialization=False), storage keys from `keys`
     ({tensor name: key} for the tensor that first uses each storage) or "0", "1", ..."""
-    data_pkl, storages = state_dict_pickle(state_dict, legacy=True, keys=keys, metadata=metadata)
+    data_pkl, storages = checkpoint_pickle(state_dict, legacy=True, keys=keys, metadata=metadata)
     write_legacy(path, data_pkl, {s.key: (s.root.size, _raw(s)) for s in storages})
 
 

@@ -1,0 +1,72 @@
+import Architectures
+import ArgumentParser
+import CoverGenre
+import Kernels
+import Training
+
+/// Training-speed measurements for bench/run.sh (inference latency is measured through the C
+/// API by bench/bench_infer.c). Synthetic data: no decoding, only the training step.
+struct Benchmark: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure training speed (images/s of a training step; head training on cached features).")
+
+    @Option(help: "training (one optimizer step per batch) or head (head-only transfer on cached features).")
+    var what = "training"
+    @Option(help: "baseline-cnn, vgg16 or efficientnet-lite0 (training).") var arch = "baseline-cnn"
+    @Option(help: "Batch size.") var batchSize = 8
+    @Option(help: "Measured steps (after 2 warm-up steps).") var steps = 20
+    @Option(help: "Threads (0 = every core).") var threads = 0
+    @Option(help: "Head: number of cached feature vectors.") var features = 2000
+    @Option(help: "Head: feature size (Lite0 stats features: 2848).") var featureSize = 2848
+    @Option(help: "Head: epochs.") var epochs = 60
+
+    func run() throws {
+        let threads = self.threads > 0 ? self.threads : Parallel.availableCores
+        var random = SplitMix64(seed: 1)
+        if what == "head" {
+            let classes = ["a", "b", "c", "d", "e"]
+            let items = (0..<features).map { LabeledImage(path: "\($0)", label: $0 % 5, split: .train) }
+            let table = FeatureTable(featureSize: featureSize, views: 1,
+                                     values: (0..<(features * featureSize)).map { _ in Float(random.unit()) }, failed: [])
+            let validation = FeatureTable(featureSize: featureSize, views: 2,
+                                          values: (0..<(200 * 2 * featureSize)).map { _ in Float(random.unit()) }, failed: [])
+            var c = HeadConfiguration()
+            c.epochs = epochs
+            let start = Clock.seconds
+            _ = try HeadTrainer.train(train: table, trainItems: items, validation: validation,
+                                      validationItems: (0..<200).map { LabeledImage(path: "v\($0)", label: $0 % 5, split: .val) },
+                                      classes: classes, flipAverage: true, configuration: c, threads: threads, log: { _ in })
+            print("head features=\(features) feature_size=\(featureSize) epochs=\(epochs) seconds=\(Format.fixed(Clock.seconds - start, 3))")
+            return
+        }
+        var configuration = TrainingConfiguration()
+        configuration.architecture = arch
+        let architecture = try configuration.architecture(classes: 12)
+        let network = try TrainingNetwork(graph: architecture.graph, tensors: architecture.initialTensors(seed: 1),
+                                          trainable: { _ in true }, batch: batchSize, threads: threads)
+        let optimizer = Optimizer(kind: .adam, learningRate: 1e-4)
+        let inputCount = batchSize * architecture.graph.inputShape.count
+        for i in 0..<inputCount { network.inputPointer[i] = Float(random.unit() * 2 - 1) }
+        let labels = (0..<batchSize).map { $0 % 12 }
+        var gradient = [Float](repeating: 0, count: batchSize * 12)
+        func step() throws {
+            network.forward(training: true)
+            _ = gradient.withUnsafeMutableBufferPointer {
+                CrossEntropy().loss(logits: network.logits, labels: labels, classes: 12, gradient: $0.baseAddress!)
+            }
+            network.zeroGradients()
+            gradient.withUnsafeBufferPointer { network.backward(dLogits: $0.baseAddress!) }
+            try optimizer.update(network.orderedParameters)
+        }
+        for _ in 0..<2 { try step() }
+        var times: [Double] = []
+        for _ in 0..<steps {
+            let start = Clock.seconds
+            try step()
+            times.append(Clock.seconds - start)
+        }
+        times.sort()
+        let median = times[times.count / 2]
+        print("training arch=\(arch) batch=\(batchSize) threads=\(threads) median_step_ms=\(Format.fixed(median * 1000, 2)) images_per_second=\(Format.fixed(Double(batchSize) / median, 2))")
+    }
+}
