@@ -1,6 +1,8 @@
 // Element-wise and per-channel loops, written so the compiler vectorizes them over channels.
 #include "kernel_internal.h"
 
+#include <math.h>
+
 // The activation is hoisted out of the loops so each variant vectorizes as straight-line code.
 CGK_MULTIVERSION
 void cgk_bias_activation(float *y, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ldy, const float *bias, int activation) {
@@ -107,5 +109,26 @@ void cgk_normalize_rgb(float *x, ptrdiff_t pixels, const float scale[3], const f
         x[3 * p] = x[3 * p] * scale[0] + shift[0];
         x[3 * p + 1] = x[3 * p + 1] * scale[1] + shift[1];
         x[3 * p + 2] = x[3 * p + 2] * scale[2] + shift[2];
+    }
+}
+
+CGK_MULTIVERSION
+void cgk_adam_update(float *w, const float *g, float *m, float *v, ptrdiff_t n, float lr, float beta1, float beta2,
+                     float bias1, float bias2, float epsilon, float l2, float decoupled, float clip) {
+    const float inv1 = 1.0f / bias1, inv2 = 1.0f / bias2;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const float grad = g[i] * clip + l2 * w[i];
+        m[i] = beta1 * m[i] + (1.0f - beta1) * grad;
+        v[i] = beta2 * v[i] + (1.0f - beta2) * grad * grad;
+        const float update = (m[i] * inv1) / (sqrtf(v[i] * inv2) + epsilon) + decoupled * w[i];
+        w[i] -= lr * update;
+    }
+}
+
+CGK_MULTIVERSION
+void cgk_sgd_update(float *w, const float *g, float *velocity, ptrdiff_t n, float lr, float momentum, float l2, float clip) {
+    for (ptrdiff_t i = 0; i < n; i++) {
+        velocity[i] = momentum * velocity[i] + g[i] * clip + l2 * w[i];
+        w[i] -= lr * velocity[i];
     }
 }

@@ -1,3 +1,4 @@
+import CKernels
 import Kernels
 import SystemIO
 
@@ -62,11 +63,12 @@ public final class Optimizer {
         return total.squareRoot()
     }
 
-    /// Applies one update; returns the gradient norm before clipping.
+    /// Applies one update; returns the gradient norm before clipping (computed only when clipping,
+    /// 0 otherwise: it costs a pass over every gradient).
     @discardableResult
     public func update(_ parameters: [Parameter]) throws -> Double {
         let trainable = parameters.filter(\.isTrainable)
-        let norm = Self.gradientNorm(trainable)
+        let norm = clipNorm > 0 ? Self.gradientNorm(trainable) : 0
         let clip: Float = clipNorm > 0 && norm > clipNorm ? Float(clipNorm / norm) : 1
         let lr = currentLearningRate
         step += 1
@@ -77,24 +79,11 @@ public final class Optimizer {
             let buffers = try stateBuffers(p, count: kind == .sgd ? 1 : 2)
             switch kind {
             case .sgd:
-                let v = buffers[0].pointer
-                for i in 0..<n {
-                    let grad = Double(g[i] * clip) + decay * Double(w[i])
-                    v[i] = Float(momentum * Double(v[i]) + grad)
-                    w[i] -= Float(lr * Double(v[i]))
-                }
+                cgk_sgd_update(w, g, buffers[0].pointer, n, Float(lr), Float(momentum), Float(decay), clip)
             case .adam, .adamw:
-                let m = buffers[0].pointer, s = buffers[1].pointer
                 let c1 = 1 - pow(beta1, Double(step)), c2 = 1 - pow(beta2, Double(step))
-                for i in 0..<n {
-                    var grad = Double(g[i] * clip)
-                    if kind == .adam { grad += decay * Double(w[i]) }
-                    m[i] = Float(beta1 * Double(m[i]) + (1 - beta1) * grad)
-                    s[i] = Float(beta2 * Double(s[i]) + (1 - beta2) * grad * grad)
-                    var update = (Double(m[i]) / c1) / ((Double(s[i]) / c2).squareRoot() + epsilon)
-                    if kind == .adamw { update += decay * Double(w[i]) }
-                    w[i] -= Float(lr * update)
-                }
+                cgk_adam_update(w, g, buffers[0].pointer, buffers[1].pointer, n, Float(lr), Float(beta1), Float(beta2), Float(c1),
+                                Float(c2), Float(epsilon), kind == .adam ? Float(decay) : 0, kind == .adamw ? Float(decay) : 0, clip)
             }
         }
         return norm

@@ -52,6 +52,14 @@ void cgk_column_sum(const float *x, ptrdiff_t rows, ptrdiff_t cols, float *out);
 // y = x * a (in place allowed); dropout masks and scaling.
 void cgk_multiply(const float *x, const float *mask, ptrdiff_t n, float *y);
 
+// One Adam/AdamW step over n parameters: grad = g * clip + l2 * w; moments updated; w -= lr *
+// (m / bias1) / (sqrt(v / bias2) + epsilon) + lr * decoupled * w. bias1/2 = 1 - beta^step.
+void cgk_adam_update(float *w, const float *g, float *m, float *v, ptrdiff_t n, float lr, float beta1, float beta2,
+                     float bias1, float bias2, float epsilon, float l2, float decoupled, float clip);
+
+// One SGD step with momentum: velocity = momentum * velocity + g * clip + l2 * w; w -= lr * velocity.
+void cgk_sgd_update(float *w, const float *g, float *velocity, ptrdiff_t n, float lr, float momentum, float l2, float clip);
+
 // ---- convolution ----------------------------------------------------------------------------
 
 // Writes im2col rows [row_begin, row_end) of one image: row r is output pixel (r / out_width,
