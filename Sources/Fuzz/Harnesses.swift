@@ -24,6 +24,8 @@ enum Harness: String, CaseIterable {
         case .model:
             var options = ModelOptions()
             options.threads = 1
+            // Without the checksum every mutation would stop at it; the structural checks are the target.
+            options.fileLimits.verifyChecksum = false
             options.graphLimits.maxInputSide = 64
             options.graphLimits.maxActivationElements = 1 << 18
             options.graphLimits.maxNodes = 200
@@ -67,6 +69,18 @@ private let selected: Harness = {
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     selected.run(UnsafeRawBufferPointer(start: data, count: size))
     return 0
+}
+
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<Int32>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+                         _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32) -> Int32
+
+/// SwiftPM enters an executable through <Module>_main; hand control to libFuzzer's driver.
+@_cdecl("Fuzz_main")
+public func fuzzMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+    var count = argc
+    var arguments = argv
+    return LLVMFuzzerRunDriver(&count, &arguments, fuzzOneInput)
 }
 #else
 @main

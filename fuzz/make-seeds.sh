@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Seed corpora for fuzz/run.sh, made by the project's own tools (no third-party files).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cli=build/bin/covergenre
+python=.venv/bin/python
+[ -x "$python" ] || python=python3
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+mkdir -p fuzz/corpus-{model,image,torch,safetensors,csv,json,metadata}
+# Images: the three example covers at a small size, plus small PNG variants.
+$cli make-examples --size 48 "$tmp/images" >/dev/null
+cp "$tmp"/images/* fuzz/corpus-image/
+# Models: tiny architectures, f32 and f16.
+$cli create --arch baseline-cnn --labels a,b,c --input-size 32 --width-divisor 16 --out fuzz/corpus-model/cnn.cgm >/dev/null
+$cli create --arch vgg16 --labels a,b --input-size 32 --width-divisor 32 --storage f16 --out fuzz/corpus-model/vgg.cgm >/dev/null
+# Checkpoints, safetensors, CSV and JSON: written with the Python test helpers.
+PYTHONPATH=bindings/python/tests "$python" - <<'PY'
+import json, pathlib
+import numpy as np
+import torch_format
+out = pathlib.Path("fuzz")
+rng = np.random.default_rng(0)
+def f(*shape):
+    return rng.standard_normal(shape).astype(np.float32)
+lite = {"_conv_stem.weight": f(8, 3, 3, 3), "_blocks.0._depthwise_conv.weight": f(8, 1, 3, 3),
+        "_blocks.0._project_conv.weight": f(4, 8, 1, 1), "_conv_head.weight": f(16, 4, 1, 1),
+        "_fc.weight": f(2, 16), "_fc.bias": f(2)}
+for name in ["_bn0", "_blocks.0._bn1", "_blocks.0._bn2", "_bn1"]:
+    c = {"_bn0": 8, "_blocks.0._bn1": 8, "_blocks.0._bn2": 4, "_bn1": 16}[name]
+    for k in ["weight", "bias", "running_mean"]:
+        lite[name + "." + k] = f(c)
+    lite[name + ".running_var"] = np.abs(f(c)) + 0.5
+torch_format.save_zip(out / "corpus-torch" / "lite-zip.pth", lite)
+torch_format.save_legacy(out / "corpus-torch" / "lite-legacy.pth", lite)
+torch_format.save_safetensors(out / "corpus-safetensors" / "lite.safetensors", lite)
+(out / "corpus-csv" / "manifest.csv").write_text('path,genre,split\nRock/a.jpg,Rock,train\n"Pop/b, c.png","R&B",test\n')
+(out / "corpus-csv" / "mumu.csv").write_text("amazon_id,album_mbid,MSD_track_id,recording_mbid,artist_mbid,genres\nB1,m1,t,r,a,Rap & Hip-Hop\n")
+(out / "corpus-json" / "meta.json").write_text(json.dumps({"format": "covergenre-model", "labels": ["a", "é"], "x": [1, 2.5e-3, None, True]}))
+record = {"amazon_id": "B1", "imUrl": "http://127.0.0.1/x.jpg", "title": "t", "categories": [["CDs"]], "salesRank": {}, "related": {}}
+(out / "corpus-metadata" / "lines.json").write_text(json.dumps(record) + "\n" + json.dumps(record) + "\n")
+(out / "corpus-metadata" / "array.json").write_text(json.dumps([record, {"amazon_id": "B2"}]))
+PY
