@@ -46,7 +46,7 @@ let package = Package(
         // libFuzzer harnesses (fuzz/run.sh builds them with -sanitize=fuzzer,address -D FUZZING).
         .executableTarget(name: "Fuzz", dependencies: ["CoverGenre", "DataPrep", "Importers", "Training"]),
         .executableTarget(name: "CLI", dependencies: [
-            "Architectures", "CoverGenre", "DataPrep", "Importers", "Kernels", "Training",
+            "Architectures", "CoverGenre", "DataPrep", "Importers", "Inference", "Kernels", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -62,38 +62,101 @@ void cgk_col2im(const float *col, ptrdiff_t ldcol, const cgk_window *w, int32_t 
     }
 }
 
-// Channels are processed in blocks small enough for the accumulators to stay in registers.
-#define CGK_DW_BLOCK 64
+// One output pixel, channels [c_begin, c_end), any position (taps outside the image skipped).
+CGK_MULTIVERSION
+static void cgk_dw_pixel(const float *x, const cgk_window *w, const float *weight, const float *bias, int activation,
+                                int32_t oh, int32_t ow, int32_t c_begin, int32_t c_end, float *y) {
+    const int32_t H = w->height, W = w->width, C = w->channels, KH = w->kernel_h, KW = w->kernel_w;
+    const int32_t ih0 = oh * w->stride_h - w->pad_top, iw0 = ow * w->stride_w - w->pad_left;
+    const int32_t kh_lo = cgk_max(0, -ih0), kh_hi = cgk_min(KH, H - ih0);
+    const int32_t kw_lo = cgk_max(0, -iw0), kw_hi = cgk_min(KW, W - iw0);
+    float *yp = y + ((ptrdiff_t)oh * w->out_width + ow) * C;
+    int32_t c = c_begin;
+    for (; c + 16 <= c_end; c += 16) { // vectorized over 16 channels, valid taps only
+        float acc[16];
+        for (int j = 0; j < 16; j++) acc[j] = bias != NULL ? bias[c + j] : 0.0f;
+        for (int32_t kh = kh_lo; kh < kh_hi; kh++)
+            for (int32_t kw = kw_lo; kw < kw_hi; kw++) {
+                const float *restrict xp = x + ((ptrdiff_t)(ih0 + kh) * W + iw0 + kw) * C + c;
+                const float *restrict wp = weight + ((ptrdiff_t)kh * KW + kw) * C + c;
+                for (int j = 0; j < 16; j++) acc[j] += xp[j] * wp[j];
+            }
+        for (int j = 0; j < 16; j++) yp[c + j] = cgk_activate(acc[j], activation);
+    }
+    for (; c < c_end; c++) {
+        float acc = bias != NULL ? bias[c] : 0.0f;
+        for (int32_t kh = kh_lo; kh < kh_hi; kh++)
+            for (int32_t kw = kw_lo; kw < kw_hi; kw++)
+                acc += x[((ptrdiff_t)(ih0 + kh) * W + iw0 + kw) * C + c] * weight[((ptrdiff_t)kh * KW + kw) * C + c];
+        yp[c] = cgk_activate(acc, activation);
+    }
+}
+
+// Channels go 16 at a time (one AVX-512 register, two AVX2 ones) and output pixels 4 at a time,
+// so each weight vector loaded serves four pixels and the accumulators stay in registers.
+#define CGK_DW 16
+
+static inline void cgk_dw_finish(float *yp, const float *acc, int activation) {
+    for (int j = 0; j < CGK_DW; j++) yp[j] = cgk_activate(acc[j], activation);
+}
 
 CGK_MULTIVERSION
 void cgk_depthwise(const float *x, const cgk_window *w, const float *weight, const float *bias, int activation,
-                   int32_t oh_begin, int32_t oh_end, float *y) {
+                   int32_t oh_begin, int32_t oh_end, int32_t c_begin, int32_t c_end, float *y) {
     const int32_t H = w->height, W = w->width, C = w->channels, KH = w->kernel_h, KW = w->kernel_w;
-    const int32_t OW = w->out_width;
-    float acc[CGK_DW_BLOCK];
+    const int32_t OW = w->out_width, SW = w->stride_w, PL = w->pad_left;
+    // Output columns whose whole window lies inside the image.
+    int32_t ow_lo = (PL + SW - 1) / SW, ow_hi = W >= KW ? (W - KW + PL) / SW + 1 : 0;
+    if (ow_hi > OW) ow_hi = OW;
+    if (ow_lo > ow_hi) ow_lo = ow_hi;
+    const int32_t blocks = c_begin + (c_end - c_begin) / CGK_DW * CGK_DW;
     for (int32_t oh = oh_begin; oh < oh_end; oh++) {
         const int32_t ih0 = oh * w->stride_h - w->pad_top;
         const int32_t kh_lo = cgk_max(0, -ih0), kh_hi = cgk_min(KH, H - ih0);
-        for (int32_t ow = 0; ow < OW; ow++) {
-            const int32_t iw0 = ow * w->stride_w - w->pad_left;
-            const int32_t kw_lo = cgk_max(0, -iw0), kw_hi = cgk_min(KW, W - iw0);
-            float *yp = y + ((ptrdiff_t)oh * OW + ow) * C;
-            for (int32_t c0 = 0; c0 < C; c0 += CGK_DW_BLOCK) {
-                const int32_t cn = cgk_min(CGK_DW_BLOCK, C - c0);
-                if (bias != NULL) for (int32_t c = 0; c < cn; c++) acc[c] = bias[c0 + c];
-                else for (int32_t c = 0; c < cn; c++) acc[c] = 0.0f;
+        for (int32_t ow = 0; ow < ow_lo; ow++) cgk_dw_pixel(x, w, weight, bias, activation, oh, ow, c_begin, c_end, y);
+        for (int32_t ow = ow_hi; ow < OW; ow++) cgk_dw_pixel(x, w, weight, bias, activation, oh, ow, c_begin, c_end, y);
+        for (int32_t c0 = c_begin; c0 < blocks; c0 += CGK_DW) {
+            float init[CGK_DW];
+            for (int j = 0; j < CGK_DW; j++) init[j] = bias != NULL ? bias[c0 + j] : 0.0f;
+            int32_t ow = ow_lo;
+            for (; ow + 4 <= ow_hi; ow += 4) {
+                float a0[CGK_DW], a1[CGK_DW], a2[CGK_DW], a3[CGK_DW];
+                for (int j = 0; j < CGK_DW; j++) a0[j] = a1[j] = a2[j] = a3[j] = init[j];
                 for (int32_t kh = kh_lo; kh < kh_hi; kh++) {
-                    const float *xrow = x + ((ptrdiff_t)(ih0 + kh) * W + iw0) * C + c0;
-                    const float *wrow = weight + (ptrdiff_t)kh * KW * C + c0;
-                    for (int32_t kw = kw_lo; kw < kw_hi; kw++) {
-                        const float *restrict xp = xrow + (ptrdiff_t)kw * C;
-                        const float *restrict wp = wrow + (ptrdiff_t)kw * C;
-                        for (int32_t c = 0; c < cn; c++) acc[c] += xp[c] * wp[c];
+                    const float *xr = x + ((ptrdiff_t)(ih0 + kh) * W + (ptrdiff_t)ow * SW - PL) * C + c0;
+                    const float *wr = weight + (ptrdiff_t)kh * KW * C + c0;
+                    for (int32_t kw = 0; kw < KW; kw++) {
+                        const float *restrict wp = wr + (ptrdiff_t)kw * C;
+                        const float *restrict x0 = xr + (ptrdiff_t)kw * C, *restrict x1 = x0 + (ptrdiff_t)SW * C;
+                        const float *restrict x2 = x1 + (ptrdiff_t)SW * C, *restrict x3 = x2 + (ptrdiff_t)SW * C;
+                        for (int j = 0; j < CGK_DW; j++) {
+                            a0[j] += x0[j] * wp[j];
+                            a1[j] += x1[j] * wp[j];
+                            a2[j] += x2[j] * wp[j];
+                            a3[j] += x3[j] * wp[j];
+                        }
                     }
                 }
-                for (int32_t c = 0; c < cn; c++) yp[c0 + c] = cgk_activate(acc[c], activation);
+                float *yp = y + ((ptrdiff_t)oh * OW + ow) * C + c0;
+                cgk_dw_finish(yp, a0, activation);
+                cgk_dw_finish(yp + C, a1, activation);
+                cgk_dw_finish(yp + 2 * C, a2, activation);
+                cgk_dw_finish(yp + 3 * C, a3, activation);
+            }
+            for (; ow < ow_hi; ow++) {
+                float a0[CGK_DW];
+                for (int j = 0; j < CGK_DW; j++) a0[j] = init[j];
+                for (int32_t kh = kh_lo; kh < kh_hi; kh++) {
+                    const float *xr = x + ((ptrdiff_t)(ih0 + kh) * W + (ptrdiff_t)ow * SW - PL) * C + c0;
+                    const float *wr = weight + (ptrdiff_t)kh * KW * C + c0;
+                    for (int32_t kw = 0; kw < KW; kw++)
+                        for (int j = 0; j < CGK_DW; j++) a0[j] += xr[(ptrdiff_t)kw * C + j] * wr[(ptrdiff_t)kw * C + j];
+                }
+                cgk_dw_finish(y + ((ptrdiff_t)oh * OW + ow) * C + c0, a0, activation);
             }
         }
+        if (blocks < c_end)
+            for (int32_t ow = ow_lo; ow < ow_hi; ow++) cgk_dw_pixel(x, w, weight, bias, activation, oh, ow, blocks, c_end, y);
     }
 }
 

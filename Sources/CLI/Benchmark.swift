@@ -1,6 +1,7 @@
 import Architectures
 import ArgumentParser
 import CoverGenre
+import Inference
 import Kernels
 import Training
 
@@ -19,10 +20,35 @@ struct Benchmark: ParsableCommand {
     @Option(help: "Head: number of cached feature vectors.") var features = 2000
     @Option(help: "Head: feature size (Lite0 stats features: 2848).") var featureSize = 2848
     @Option(help: "Head: epochs.") var epochs = 60
+    @Option(help: "Layers: the model to profile.") var model: String?
+
+    /// Time per step of a model's graph (median of `steps` runs), grouped by kind.
+    func profileLayers(threads: Int) throws {
+        guard let path = model else { throw ValidationError("--what layers needs --model.") }
+        let file = try ModelFile(path: path)
+        let description = try ModelDescription(json: file.metadata)
+        let graph = try CompiledGraph(graph: description.graph, weights: file)
+        let context = try ExecutionContext(graph: graph, batch: batchSize, threads: threads)
+        for i in 0..<(batchSize * graph.inputShape.count) { context.input[i] = Float(i % 7) / 7 - 0.5 }
+        var times = [[Double]](repeating: [], count: graph.stepDescriptions.count)
+        for run in 0..<(steps + 3) { context.run { index, seconds in if run >= 3 { times[index].append(seconds) } } }
+        let medians = times.map { $0.sorted()[$0.count / 2] * 1000 }
+        var byKind: [String: Double] = [:]
+        for (d, t) in zip(graph.stepDescriptions, medians) { byKind[d, default: 0] += t }
+        let total = medians.reduce(0, +)
+        print("total \(Format.fixed(total, 3)) ms (sum of step medians), batch \(batchSize), threads \(threads)")
+        for (d, t) in byKind.sorted(by: { $0.value > $1.value }) {
+            print("\(Format.fixed(t, 3)) ms  \(Format.fixed(100 * t / total, 1))%  \(d)")
+        }
+    }
 
     func run() throws {
         let threads = self.threads > 0 ? self.threads : Parallel.availableCores
         var random = SplitMix64(seed: 1)
+        if what == "layers" {
+            try profileLayers(threads: threads)
+            return
+        }
         if what == "head" {
             let classes = ["a", "b", "c", "d", "e"]
             let items = (0..<features).map { LabeledImage(path: "\($0)", label: $0 % 5, split: .train) }

@@ -16,6 +16,9 @@ public struct ModelOptions: Sendable {
     public var fileLimits = ModelFileLimits()
     public var graphLimits = GraphLimits()
     public var imageLimits = ImageLimits()
+    /// Winograd F(4x4, 3x3) for 3x3 convolutions: faster, equal to direct convolution up to float
+    /// rounding. Turn off for results bit-comparable with im2col.
+    public var winograd = true
 
     public init() {}
 }
@@ -57,7 +60,7 @@ public final class Model: @unchecked Sendable {
 
     public init(file: ModelFile, options: ModelOptions = ModelOptions()) throws {
         let description = try ModelDescription(json: file.metadata, limits: options.graphLimits)
-        let graph = try CompiledGraph(graph: description.graph, weights: file, limits: options.graphLimits)
+        let graph = try CompiledGraph(graph: description.graph, weights: file, limits: options.graphLimits, winograd: options.winograd)
         guard graph.classCount == description.labels.count else {
             throw CoverGenreError(.modelFormat, "the graph outputs \(graph.classCount) scores for \(description.labels.count) labels")
         }

@@ -22,8 +22,10 @@ extension ModelFile: WeightSource {
 /// run it at once, each with its own `ExecutionContext`.
 public final class CompiledGraph: @unchecked Sendable {
     enum Kernel {
-        case conv(ConvShape, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, Activation)
-        case linear(inFeatures: Int, outFeatures: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, Activation)
+        case conv(ConvShape, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, Activation, packed: PackedMatrix?,
+                  winograd: WinogradConvolution?)
+        case linear(inFeatures: Int, outFeatures: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, Activation,
+                     packed: PackedMatrix?)
         case scaleShift(scale: UnsafePointer<Float>, shift: UnsafePointer<Float>, Activation)
         case maxPool(WindowGeometry)
         case globalAveragePool
@@ -58,7 +60,9 @@ public final class CompiledGraph: @unchecked Sendable {
     private let retained: [AnyObject]
     private(set) var plan: BufferPlan!
 
-    public init(graph: GraphSpec, weights: WeightSource, limits: GraphLimits = GraphLimits()) throws {
+    /// `winograd`: run eligible 3x3 convolutions with Winograd F(4x4, 3x3) (faster; float
+    /// rounding differs from direct convolution by about 1e-6 relative).
+    public init(graph: GraphSpec, weights: WeightSource, limits: GraphLimits = GraphLimits(), winograd: Bool = true) throws {
         let resolved = try graph.resolve(tensorShape: weights.shape, limits: limits)
         var retained: [AnyObject] = []
         func pointer(_ name: String) throws -> UnsafePointer<Float> {
@@ -77,10 +81,16 @@ public final class CompiledGraph: @unchecked Sendable {
             let kernel: Kernel
             switch r.node.op {
             case .conv2d(let a):
-                kernel = .conv(r.conv!, weight: try pointer(a.weight), bias: try a.bias.map(pointer), a.activation)
+                let shape = r.conv!, weight = try pointer(a.weight)
+                // Weights are packed once here for the GEMM microkernels (not depthwise or grouped).
+                let packed = shape.method != .depthwise && shape.groups == 1
+                    ? PackedMatrix(weight, rows: shape.depth, columns: shape.outChannels) : nil
+                kernel = .conv(shape, weight: weight, bias: try a.bias.map(pointer), a.activation, packed: packed,
+                               winograd: winograd ? WinogradConvolution(shape, weight: weight) : nil)
             case .linear(let a):
-                kernel = .linear(inFeatures: r.inputShapes[0].channels, outFeatures: a.outFeatures,
-                                 weight: try pointer(a.weight), bias: try a.bias.map(pointer), a.activation)
+                let weight = try pointer(a.weight), inFeatures = r.inputShapes[0].channels
+                kernel = .linear(inFeatures: inFeatures, outFeatures: a.outFeatures, weight: weight, bias: try a.bias.map(pointer),
+                                 a.activation, packed: PackedMatrix(weight, rows: inFeatures, columns: a.outFeatures))
             case .batchNorm(let a):
                 let gamma = try weights.floats(a.gamma).array, beta = try weights.floats(a.beta).array
                 let mean = try weights.floats(a.mean).array, variance = try weights.floats(a.variance).array
@@ -120,27 +130,53 @@ public final class CompiledGraph: @unchecked Sendable {
         self.plan = BufferPlan(self)
     }
 
+    /// A short description of each step, for profiles: its kind and shape.
+    public var stepDescriptions: [String] {
+        steps.map { step in
+            switch step.kernel {
+            case .conv(let shape, _, _, _, _, let winograd):
+                let w = shape.window, method = winograd == nil ? "\(shape.method)" : "winograd"
+                return "conv \(w.kernelH)x\(w.kernelW)/\(w.strideH) \(method) \(w.inHeight)x\(w.inWidth)x\(w.inChannels)->\(shape.outChannels)"
+            case .linear(let i, let o, _, _, _, _): return "linear \(i)->\(o)"
+            default: return "\(step.kernel)".split(separator: "(").first.map(String.init) ?? "step"
+            }
+        }
+    }
+
     /// Floats of conv scratch one context needs.
     func scratchCount(batch: Int, threads: Int) -> Int {
         steps.reduce(0) { m, step in
-            if case .conv(let shape, _, _, _) = step.kernel { return max(m, Conv2D.scratchCount(shape, batch: batch, threads: threads)) }
+            if case .conv(let shape, _, _, _, _, let winograd) = step.kernel {
+                return max(m, winograd?.scratchCount(threads: threads) ?? Conv2D.scratchCount(shape, batch: batch, threads: threads))
+            }
             return m
         }
     }
 
     /// Runs every step. `buffers[v]` is the storage of value v for `batch` images.
-    func run(buffers: [UnsafeMutablePointer<Float>], scratch: UnsafeMutablePointer<Float>?, batch: Int, threads: Int) {
-        for step in steps {
+    func run(buffers: [UnsafeMutablePointer<Float>], scratch: UnsafeMutablePointer<Float>?, batch: Int, threads: Int,
+             profile: ((Int, Double) -> Void)? = nil) {
+        for (index, step) in steps.enumerated() {
+            let start = profile == nil ? 0 : Clock.seconds
+            defer { if let profile { profile(index, Clock.seconds - start) } }
             let y = buffers[step.output]
             let x = UnsafePointer(buffers[step.inputs[0]])
             let inShape = step.inputShapes[0]
             switch step.kernel {
-            case .conv(let shape, let weight, let bias, let act):
-                Conv2D.forward(shape, batch: batch, x: x, weight: weight, bias: bias, activation: act, y: y,
-                               scratch: scratch, threads: threads)
-            case .linear(let inFeatures, let outFeatures, let weight, let bias, let act):
-                Dense.forward(rows: batch, inFeatures: inFeatures, outFeatures: outFeatures, x: x, weight: weight,
-                              bias: bias, activation: act, y: y, threads: threads)
+            case .conv(let shape, let weight, let bias, let act, let packed, let winograd):
+                if let winograd {
+                    winograd.forward(batch: batch, x: x, bias: bias, activation: act, y: y, scratch: scratch!, threads: threads)
+                } else {
+                    Conv2D.forward(shape, batch: batch, x: x, weight: weight, bias: bias, activation: act, y: y,
+                                   scratch: scratch, threads: threads, packed: packed)
+                }
+            case .linear(let inFeatures, let outFeatures, let weight, let bias, let act, let packed):
+                if let packed {
+                    packed.multiply(x, rows: batch, lda: inFeatures, into: y, ldc: outFeatures, bias: bias, activation: act, threads: threads)
+                } else {
+                    Dense.forward(rows: batch, inFeatures: inFeatures, outFeatures: outFeatures, x: x, weight: weight,
+                                  bias: bias, activation: act, y: y, threads: threads)
+                }
             case .scaleShift(let scale, let shift, let act):
                 Elementwise.scaleShift(x, rows: batch * inShape.pixels, channels: inShape.channels, scale: scale,
                                        shift: shift, activation: act, y: y, threads: threads)

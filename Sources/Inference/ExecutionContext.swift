@@ -72,6 +72,8 @@ public final class ExecutionContext: @unchecked Sendable {
     private let buffers: [FloatBuffer]
     private let values: [UnsafeMutablePointer<Float>]
     private let scratch: FloatBuffer?
+    /// Threads beyond the caller's, kept for this context's whole life.
+    private let workers: WorkerPool
 
     public init(graph: CompiledGraph, batch: Int, threads: Int) throws {
         precondition(batch > 0 && threads > 0)
@@ -97,6 +99,7 @@ public final class ExecutionContext: @unchecked Sendable {
         }
         self.buffers = buffers
         self.values = plan.valueSlot.map { buffers[$0].pointer }
+        self.workers = WorkerPool(workers: threads - 1)
     }
 
     /// Bytes of activations and scratch this context holds.
@@ -106,7 +109,14 @@ public final class ExecutionContext: @unchecked Sendable {
     public var input: UnsafeMutablePointer<Float> { values[0] }
 
     public func run() {
-        graph.run(buffers: values, scratch: scratch?.pointer, batch: batch, threads: threads)
+        workers.run { graph.run(buffers: values, scratch: scratch?.pointer, batch: batch, threads: threads) }
+    }
+
+    /// Runs once, reporting each step's index and seconds.
+    public func run(profile: (Int, Double) -> Void) {
+        withoutActuallyEscaping(profile) { profile in
+            workers.run { graph.run(buffers: values, scratch: scratch?.pointer, batch: batch, threads: threads, profile: profile) }
+        }
     }
 
     /// Logits of image n of the last run.

@@ -75,16 +75,58 @@ public enum Conv2D {
         return shape.window.outPixels * shape.depth
     }
 
-    /// y = act(conv(x, weight) + bias) for `batch` images.
+    /// y = act(conv(x, weight) + bias) for `batch` images. With `packed` (the weights packed once,
+    /// inference only, groups == 1) the GEMMs use the packed microkernels instead of OpenBLAS.
     public static func forward(
         _ shape: ConvShape, batch: Int, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
         bias: UnsafePointer<Float>?, activation: Activation, y: UnsafeMutablePointer<Float>,
-        scratch: UnsafeMutablePointer<Float>?, threads: Int
+        scratch: UnsafeMutablePointer<Float>?, threads: Int, packed: PackedMatrix? = nil
     ) {
         switch shape.method {
         case .depthwise: depthwise(shape, batch: batch, x: x, weight: weight, bias: bias, activation: activation, y: y, threads: threads)
-        case .pointwise: pointwise(shape, batch: batch, x: x, weight: weight, bias: bias, activation: activation, y: y, threads: threads)
-        case .im2col: general(shape, batch: batch, x: x, weight: weight, bias: bias, activation: activation, y: y, scratch: scratch!, threads: threads)
+        case .pointwise:
+            if let packed {
+                packed.multiply(x, rows: batch * shape.window.inPixels, lda: shape.window.inChannels, into: y, ldc: shape.outChannels,
+                                bias: bias, activation: activation, threads: threads)
+            } else {
+                pointwise(shape, batch: batch, x: x, weight: weight, bias: bias, activation: activation, y: y, threads: threads)
+            }
+        case .im2col:
+            if let packed, shape.groups == 1 {
+                generalPacked(shape, batch: batch, x: x, packed: packed, bias: bias, activation: activation, y: y, scratch: scratch!, threads: threads)
+            } else {
+                general(shape, batch: batch, x: x, weight: weight, bias: bias, activation: activation, y: y, scratch: scratch!, threads: threads)
+            }
+        }
+    }
+
+    /// im2col tiles (per thread, cache-sized) multiplied by the packed weights, bias and
+    /// activation fused; small images split the output channels instead.
+    static func generalPacked(
+        _ shape: ConvShape, batch: Int, x: UnsafePointer<Float>, packed: PackedMatrix, bias: UnsafePointer<Float>?,
+        activation: Activation, y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, threads: Int
+    ) {
+        var window = shape.window.c
+        let pixels = shape.window.outPixels, depth = shape.depth, cout = shape.outChannels
+        let channels = Int32(shape.window.inChannels)
+        if splitsRows(shape, batch: batch, threads: threads) {
+            let rowsPerTile = tileRows(shape)
+            let tiles = (pixels + rowsPerTile - 1) / rowsPerTile
+            Parallel.forRanges(batch * tiles, threads: threads) { worker, items in
+                let col = scratch + worker * rowsPerTile * depth
+                for item in items {
+                    let n = item / tiles, r0 = (item % tiles) * rowsPerTile, r1 = min(r0 + rowsPerTile, pixels)
+                    cgk_im2col(x + n * shape.inElementsPerImage, &window, 0, channels, r0, r1, col, depth)
+                    packed.multiply(col, rows: r1 - r0, lda: depth, into: y + (n * pixels + r0) * cout, ldc: cout, bias: bias,
+                                    activation: activation, threads: 1)
+                }
+            }
+            return
+        }
+        for n in 0..<batch {
+            cgk_im2col(x + n * shape.inElementsPerImage, &window, 0, channels, 0, pixels, scratch, depth)
+            packed.multiply(scratch, rows: pixels, lda: depth, into: y + n * pixels * cout, ldc: cout, bias: bias,
+                            activation: activation, threads: threads)
         }
     }
 
@@ -93,14 +135,28 @@ public enum Conv2D {
         bias: UnsafePointer<Float>?, activation: Activation, y: UnsafeMutablePointer<Float>, threads: Int
     ) {
         var window = shape.window.c
-        let rows = shape.window.outHeight
+        let rows = shape.window.outHeight, channels = shape.outChannels
+        // Small images split channels in the 16-wide groups the preceding 1x1 convolution split
+        // its output columns by (PackedMatrix.multiply), so each thread reads what it just wrote;
+        // large images split output rows, as that convolution split its rows.
+        if threads > 1 && batch * shape.window.outPixels < threads * PackedMatrix.rowSplitMinimum {
+            let groups = (channels + 15) / 16
+            for n in 0..<batch {
+                Parallel.forRanges(groups, threads: threads) { _, range in
+                    cgk_depthwise(x + n * shape.inElementsPerImage, &window, weight, bias, activation.code, 0, Int32(rows),
+                                  Int32(range.lowerBound * 16), Int32(min(range.upperBound * 16, channels)),
+                                  y + n * shape.outElementsPerImage)
+                }
+            }
+            return
+        }
         // Work items are (image, output row band); bands keep every thread busy at batch 1.
         let bands = threads > 1 ? min(rows, threads * 4) : 1
         Parallel.forEach(batch * bands, threads: threads) { item in
             let n = item / bands, band = item % bands
             let lo = band * rows / bands, hi = (band + 1) * rows / bands
             cgk_depthwise(x + n * shape.inElementsPerImage, &window, weight, bias, activation.code,
-                          Int32(lo), Int32(hi), y + n * shape.outElementsPerImage)
+                          Int32(lo), Int32(hi), 0, Int32(channels), y + n * shape.outElementsPerImage)
         }
     }
 

@@ -19,12 +19,21 @@ public enum Parallel {
             for i in 0..<count { body(i) }
             return
         }
-        withoutActuallyEscaping(body) { body in
-            DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                let lo = worker * count / workers, hi = (worker + 1) * count / workers
-                for i in lo..<hi { body(i) }
-            }
+        spread(workers) { worker in
+            let lo = worker * count / workers, hi = (worker + 1) * count / workers
+            for i in lo..<hi { body(i) }
         }
+    }
+
+    /// body(worker) for worker in 0..<workers: on the calling thread's WorkerPool when it has
+    /// enough threads, else on Dispatch's.
+    @usableFromInline
+    static func spread(_ workers: Int, _ body: (Int) -> Void) {
+        if let pool = WorkerPool.current, pool.workers + 1 >= workers {
+            pool.fork(workers, body)
+            return
+        }
+        withoutActuallyEscaping(body) { body in DispatchQueue.concurrentPerform(iterations: workers, execute: body) }
     }
 
     /// Runs `body(worker, range)` once per worker over contiguous, nearly equal ranges of 0..<count.
@@ -35,11 +44,7 @@ public enum Parallel {
             if count > 0 { body(0, 0..<count) }
             return
         }
-        withoutActuallyEscaping(body) { body in
-            DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                body(worker, (worker * count / workers)..<((worker + 1) * count / workers))
-            }
-        }
+        spread(workers) { worker in body(worker, (worker * count / workers)..<((worker + 1) * count / workers)) }
     }
 
     /// The number of CPUs online.

@@ -60,6 +60,20 @@ void cgk_adam_update(float *w, const float *g, float *m, float *v, ptrdiff_t n, 
 // One SGD step with momentum: velocity = momentum * velocity + g * clip + l2 * w; w -= lr * velocity.
 void cgk_sgd_update(float *w, const float *g, float *velocity, ptrdiff_t n, float lr, float momentum, float l2, float clip);
 
+// ---- packed-weight GEMM (inference) -----------------------------------------------------------
+
+// 1 when this CPU has the AVX2+FMA or AVX-512 microkernels; otherwise callers use OpenBLAS.
+int cgk_gemm_packed_available(void);
+
+// Floats needed to pack a k x n row-major matrix into 16-column panels.
+size_t cgk_pack_b_floats(int32_t k, int32_t n);
+void cgk_pack_b(const float *b, ptrdiff_t ldb, int32_t k, int32_t n, float *packed);
+
+// c[m x n] = act(a[m x k] * B + bias) with B packed by cgk_pack_b, for the panels (16-column
+// groups) [panel_begin, panel_end): threads split the panels or the rows.
+void cgk_gemm_packed(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, const float *packed, float *c,
+                     ptrdiff_t ldc, const float *bias, int activation, int32_t panel_begin, int32_t panel_end);
+
 // ---- convolution ----------------------------------------------------------------------------
 
 // Writes im2col rows [row_begin, row_end) of one image: row r is output pixel (r / out_width,
@@ -74,13 +88,23 @@ void cgk_col2im(const float *col, ptrdiff_t ldcol, const cgk_window *w, int32_t 
                 ptrdiff_t row_begin, ptrdiff_t row_end, float *dx);
 
 // Depthwise convolution (one filter per channel, weight [kh][kw][c]) with fused bias and
-// activation, for output rows [oh_begin, oh_end) of one image.
+// activation, for output rows [oh_begin, oh_end) and channels [c_begin, c_end) of one image.
 void cgk_depthwise(const float *x, const cgk_window *w, const float *weight, const float *bias, int activation,
-                   int32_t oh_begin, int32_t oh_end, float *y);
+                   int32_t oh_begin, int32_t oh_end, int32_t c_begin, int32_t c_end, float *y);
 
 // Depthwise backward for one image: dx += conv^T(dy) (dx zeroed by the caller), dweight += x * dy.
 void cgk_depthwise_backward(const float *x, const float *dy, const cgk_window *w, const float *weight,
                             float *dx, float *dweight);
+
+// Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions. Weights [3][3][cin][cout] become
+// U[36][cin][cout] once; per block of output tiles (4x4 pixels each, row-major over the image,
+// tiles_w per row), the input becomes V[36][block][cin] (plane = block * cin), the caller multiplies
+// each of the 36 planes by U, and the output transform writes act(y + bias) in NHWC.
+void cgk_winograd_weights(const float *weight, int32_t cin, int32_t cout, float *u);
+void cgk_winograd_input(const float *x, const cgk_window *w, int32_t tiles_w, int32_t t_begin, int32_t t_end, float *v,
+                        ptrdiff_t plane);
+void cgk_winograd_output(const float *m, ptrdiff_t plane, int32_t cout, int32_t out_h, int32_t out_w, int32_t tiles_w,
+                         int32_t t_begin, int32_t t_end, const float *bias, int activation, float *y);
 
 // ---- pooling --------------------------------------------------------------------------------
 
@@ -127,6 +151,19 @@ int cgk_resample_rgb(const uint8_t *src, int32_t src_w, int32_t src_h, ptrdiff_t
 
 // y[p, ch] = x[p, ch] * scale[ch] + shift[ch] for 3-channel pixels; normalizes in place.
 void cgk_normalize_rgb(float *x, ptrdiff_t pixels, const float scale[3], const float shift[3]);
+
+// ---- threads ------------------------------------------------------------------------------------
+
+// A fork-join pool of `workers` threads that spin briefly between parallel regions, then sleep.
+typedef struct cgk_pool cgk_pool;
+typedef void (*cgk_task)(void *context, int32_t part);
+
+cgk_pool *cgk_pool_create(int32_t workers);
+int32_t cgk_pool_workers(const cgk_pool *pool);
+// Runs task(context, i) for i in [0, parts) (parts <= workers + 1): part 0 on the calling thread,
+// the others on the workers; returns when all are done. One caller at a time per pool.
+void cgk_pool_run(cgk_pool *pool, int32_t parts, cgk_task task, void *context);
+void cgk_pool_destroy(cgk_pool *pool);
 
 // ---- storage --------------------------------------------------------------------------------
 

@@ -111,17 +111,19 @@ class _Builder:
         return self.op("Unsqueeze", [x, self.const("axes", np.array([2, 3], dtype=np.int64))], hint)
 
 
-def to_onnx(metadata, tensors):
+def to_onnx(metadata, tensors, input_layout="NHWC"):
     """An onnx.ModelProto computing the graph in metadata["graph"] with `tensors`' weights.
 
-    Input "input": float32 [N, H, W, C]. Outputs "logits" [N, classes] and, when the graph names
-    one, "embedding" [N, features].
+    Input "input": float32 [N, H, W, C] (or [N, C, H, W] with input_layout="NCHW", the form an
+    ONNX user would export, which benchmarks use). Outputs "logits" [N, classes] and, when the
+    graph names one, "embedding" [N, features].
     """
     graph = metadata["graph"]
     height, width, channels = graph["input_shape"]
     b = _Builder(tensors)
+    first = INPUT if input_layout == "NCHW" else b.op("Transpose", [INPUT], "input", perm=[0, 3, 1, 2])
     # name -> (ONNX value, (H, W, C) of the .cgm activation)
-    values = {graph["input"]: (b.op("Transpose", [INPUT], "input", perm=[0, 3, 1, 2]), (height, width, channels))}
+    values = {graph["input"]: (first, (height, width, channels))}
 
     for node in graph["nodes"]:
         name, op = node["name"], node["op"]
@@ -206,7 +208,8 @@ def to_onnx(metadata, tensors):
 
     onnx_graph = helper.make_graph(
         b.nodes, metadata.get("name", "covergenre"),
-        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", height, width, channels])],
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", height, width, channels] if input_layout == "NHWC"
+                                       else ["batch", channels, height, width])],
         outputs, initializer=b.initializers)
     model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="covergenre-tests")

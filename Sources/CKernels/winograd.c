@@ -1,0 +1,132 @@
+// Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions (Lavin & Gray, "Fast Algorithms for
+// Convolutional Neural Networks", 2016): each 4x4 output tile costs 36 products per channel pair
+// instead of 144. Inputs are transformed per 6x6 tile (V = B^T d B), multiplied in the transform
+// domain by weights transformed once at load (U = G g G^T) - 36 independent GEMMs - and
+// transformed back (Y = A^T M A). Layout: NHWC; V and M are [36][tiles][channels].
+#include "kernel_internal.h"
+
+#include <string.h>
+
+// U[36][cin][cout] from weight [3][3][cin][cout].
+void cgk_winograd_weights(const float *weight, int32_t cin, int32_t cout, float *u) {
+    static const float G[6][3] = {
+        {1.0f / 4, 0, 0}, {-1.0f / 6, -1.0f / 6, -1.0f / 6}, {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+        {1.0f / 24, 1.0f / 12, 1.0f / 6}, {1.0f / 24, -1.0f / 12, 1.0f / 6}, {0, 0, 1},
+    };
+    const ptrdiff_t plane = (ptrdiff_t)cin * cout;
+    for (int32_t ci = 0; ci < cin; ci++) {
+        for (int32_t co = 0; co < cout; co++) {
+            float g[3][3], t[6][3];
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < 3; j++) g[i][j] = weight[((ptrdiff_t)(i * 3 + j) * cin + ci) * cout + co];
+            for (int i = 0; i < 6; i++)
+                for (int j = 0; j < 3; j++) t[i][j] = G[i][0] * g[0][j] + G[i][1] * g[1][j] + G[i][2] * g[2][j];
+            for (int i = 0; i < 6; i++)
+                for (int j = 0; j < 6; j++)
+                    u[(ptrdiff_t)(i * 6 + j) * plane + (ptrdiff_t)ci * cout + co] = t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2];
+        }
+    }
+}
+
+#define CGK_WV 16 // channels per vector step
+
+// B^T x B for one 6x6 block of CGK_WV-wide channel vectors, rows then columns.
+static inline void cgk_winograd_input_tile(float d[6][6][CGK_WV], float v[6][6][CGK_WV]) {
+    float t[6][6][CGK_WV];
+    for (int j = 0; j < 6; j++) {
+        for (int c = 0; c < CGK_WV; c++) {
+            const float d0 = d[0][j][c], d1 = d[1][j][c], d2 = d[2][j][c], d3 = d[3][j][c], d4 = d[4][j][c], d5 = d[5][j][c];
+            t[0][j][c] = 4 * d0 - 5 * d2 + d4;
+            t[1][j][c] = -4 * d1 - 4 * d2 + d3 + d4;
+            t[2][j][c] = 4 * d1 - 4 * d2 - d3 + d4;
+            t[3][j][c] = -2 * d1 - d2 + 2 * d3 + d4;
+            t[4][j][c] = 2 * d1 - d2 - 2 * d3 + d4;
+            t[5][j][c] = 4 * d1 - 5 * d3 + d5;
+        }
+    }
+    for (int i = 0; i < 6; i++) {
+        for (int c = 0; c < CGK_WV; c++) {
+            const float d0 = t[i][0][c], d1 = t[i][1][c], d2 = t[i][2][c], d3 = t[i][3][c], d4 = t[i][4][c], d5 = t[i][5][c];
+            v[i][0][c] = 4 * d0 - 5 * d2 + d4;
+            v[i][1][c] = -4 * d1 - 4 * d2 + d3 + d4;
+            v[i][2][c] = 4 * d1 - 4 * d2 - d3 + d4;
+            v[i][3][c] = -2 * d1 - d2 + 2 * d3 + d4;
+            v[i][4][c] = 2 * d1 - d2 - 2 * d3 + d4;
+            v[i][5][c] = 4 * d1 - 5 * d3 + d5;
+        }
+    }
+}
+
+// V[36][tile][cin] (row stride ldv = cin) for tiles [t_begin, t_end) of one image.
+CGK_MULTIVERSION
+void cgk_winograd_input(const float *x, const cgk_window *w, int32_t tiles_w, int32_t t_begin, int32_t t_end, float *v,
+                        ptrdiff_t plane) {
+    const int32_t H = w->height, W = w->width, C = w->channels;
+    float d[6][6][CGK_WV], out[6][6][CGK_WV];
+    for (int32_t t = t_begin; t < t_end; t++) {
+        const int32_t ih0 = (t / tiles_w) * 4 - w->pad_top, iw0 = (t % tiles_w) * 4 - w->pad_left;
+        float *row = v + (ptrdiff_t)(t - t_begin) * C;
+        for (int32_t c0 = 0; c0 < C; c0 += CGK_WV) {
+            const int32_t cn = C - c0 < CGK_WV ? C - c0 : CGK_WV;
+            for (int i = 0; i < 6; i++) {
+                const int32_t ih = ih0 + i;
+                for (int j = 0; j < 6; j++) {
+                    const int32_t iw = iw0 + j;
+                    if (ih < 0 || ih >= H || iw < 0 || iw >= W || cn < CGK_WV) {
+                        for (int c = 0; c < CGK_WV; c++) d[i][j][c] = 0.0f;
+                        if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                            for (int c = 0; c < cn; c++) d[i][j][c] = x[((ptrdiff_t)ih * W + iw) * C + c0 + c];
+                    } else {
+                        const float *src = x + ((ptrdiff_t)ih * W + iw) * C + c0;
+                        for (int c = 0; c < CGK_WV; c++) d[i][j][c] = src[c];
+                    }
+                }
+            }
+            cgk_winograd_input_tile(d, out);
+            for (int p = 0; p < 36; p++) {
+                float *dst = row + (ptrdiff_t)p * plane + c0;
+                for (int c = 0; c < cn; c++) dst[c] = out[p / 6][p % 6][c];
+            }
+        }
+    }
+}
+
+// Y = act(A^T M A + bias) for tiles [t_begin, t_end): M[36][tile][cout] -> NHWC output.
+CGK_MULTIVERSION
+void cgk_winograd_output(const float *m, ptrdiff_t plane, int32_t cout, int32_t out_h, int32_t out_w, int32_t tiles_w,
+                         int32_t t_begin, int32_t t_end, const float *bias, int activation, float *y) {
+    float s[6][6][CGK_WV], t[4][6][CGK_WV], o[4][4][CGK_WV];
+    for (int32_t tile = t_begin; tile < t_end; tile++) {
+        const int32_t oh0 = (tile / tiles_w) * 4, ow0 = (tile % tiles_w) * 4;
+        const float *row = m + (ptrdiff_t)(tile - t_begin) * cout;
+        for (int32_t c0 = 0; c0 < cout; c0 += CGK_WV) {
+            const int32_t cn = cout - c0 < CGK_WV ? cout - c0 : CGK_WV;
+            for (int p = 0; p < 36; p++) {
+                const float *src = row + (ptrdiff_t)p * plane + c0;
+                for (int c = 0; c < CGK_WV; c++) s[p / 6][p % 6][c] = c < cn ? src[c] : 0.0f;
+            }
+            for (int j = 0; j < 6; j++) {
+                for (int c = 0; c < CGK_WV; c++) {
+                    const float m0 = s[0][j][c], m1 = s[1][j][c], m2 = s[2][j][c], m3 = s[3][j][c], m4 = s[4][j][c], m5 = s[5][j][c];
+                    t[0][j][c] = m0 + m1 + m2 + m3 + m4;
+                    t[1][j][c] = m1 - m2 + 2 * m3 - 2 * m4;
+                    t[2][j][c] = m1 + m2 + 4 * m3 + 4 * m4;
+                    t[3][j][c] = m1 - m2 + 8 * m3 - 8 * m4 + m5;
+                }
+            }
+            for (int i = 0; i < 4; i++) {
+                for (int c = 0; c < CGK_WV; c++) {
+                    const float m0 = t[i][0][c], m1 = t[i][1][c], m2 = t[i][2][c], m3 = t[i][3][c], m4 = t[i][4][c], m5 = t[i][5][c];
+                    const float b = bias != NULL && c < cn ? bias[c0 + c] : 0.0f;
+                    o[i][0][c] = cgk_activate(m0 + m1 + m2 + m3 + m4 + b, activation);
+                    o[i][1][c] = cgk_activate(m1 - m2 + 2 * m3 - 2 * m4 + b, activation);
+                    o[i][2][c] = cgk_activate(m1 + m2 + 4 * m3 + 4 * m4 + b, activation);
+                    o[i][3][c] = cgk_activate(m1 - m2 + 8 * m3 - 8 * m4 + m5 + b, activation);
+                }
+            }
+            for (int i = 0; i < 4 && oh0 + i < out_h; i++)
+                for (int j = 0; j < 4 && ow0 + j < out_w; j++)
+                    memcpy(y + ((ptrdiff_t)(oh0 + i) * out_w + ow0 + j) * cout + c0, o[i][j], sizeof(float) * (size_t)cn);
+        }
+    }
+}

