@@ -16,7 +16,7 @@ for arg in "$@"; do
 done
 
 if [ "$want_system" = 1 ]; then
-    packages="libopenblas-dev libjpeg-dev libpng-dev libwebp-dev pkg-config"
+    packages="libopenblas-dev libjpeg-dev libpng-dev libwebp-dev libcurl4-openssl-dev pkg-config valgrind"
     missing=""
     for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
     if [ -n "$missing" ]; then

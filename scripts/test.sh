@@ -37,5 +37,17 @@ make -s -C examples/c
 examples/c/classify models/covergenre-default.cgm "$examples"/*
 .venv/bin/python examples/python/classify.py models/covergenre-default.cgm "$examples"/*
 
+section "fuzzing regressions"
+# Every input that ever crashed a fuzz target is replayed through the same harness.
+for dir in fuzz/regressions/*/; do
+    [ -d "$dir" ] || continue
+    files=("$dir"*)
+    [ -e "${files[0]}" ] && .build/debug/covergenre-fuzz "$(basename "$dir")" "${files[@]}"
+done
+echo "replayed $(find fuzz/regressions -type f | wc -l) regression inputs"
+
+section "C API: sanitizers, valgrind, stress"
+Tests/c/run.sh
+
 section "python tests"
 .venv/bin/python -m pytest bindings/python/tests -q

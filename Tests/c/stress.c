@@ -1,0 +1,169 @@
+/* stress.c - CoverGenre's C API under load: many threads sharing one model, load/free cycles.
+ *
+ *   stress threads MODEL COVER_DIR THREADS TOTAL [MAX_GROWTH_KIB]  -> TOTAL classifications on THREADS
+ *        threads sharing one model, each compared bit for bit with a single-threaded run of the same
+ *        cover; fails on any error or mismatch, and on RSS growth after warm-up beyond MAX_GROWTH_KIB
+ *        (default 8192; 0 skips the check, e.g. under AddressSanitizer's quarantine)
+ *   stress cycles MODEL IMAGE N                    -> N times: load, classify, free (valgrind, ASan)
+ *   stress hostile MODEL                           -> bad arguments and inputs, each an error status
+ * Exit status 0 only when every check passed.
+ */
+#include <covergenre.h>
+#include <dirent.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_COVERS 512
+
+static char *covers[MAX_COVERS];
+static float *expected[MAX_COVERS];
+static size_t cover_count, class_count;
+static cg_model *model;
+static int total_per_thread;
+static long errors, mismatches;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+static long rss_kib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0) kib = atol(line + 6);
+    if (f) fclose(f);
+    return kib;
+}
+
+static void *worker(void *arg) {
+    long index = (long)arg, local_errors = 0, local_mismatches = 0;
+    float *p = malloc(class_count * sizeof(float));
+    for (int i = 0; i < total_per_thread; i++) {
+        size_t c = (size_t)(index * 7919 + i) % cover_count;
+        if (cg_probabilities_file(model, covers[c], p, class_count) != CG_OK) {
+            local_errors++;
+            continue;
+        }
+        if (memcmp(p, expected[c], class_count * sizeof(float)) != 0) local_mismatches++;
+    }
+    free(p);
+    pthread_mutex_lock(&lock);
+    errors += local_errors;
+    mismatches += local_mismatches;
+    pthread_mutex_unlock(&lock);
+    return NULL;
+}
+
+static cg_model *load_single_threaded(const char *path) {
+    /* One thread per call: the reference and the threads run the same code path. */
+    cg_load_options options = cg_default_load_options();
+    options.n_threads = 1;
+    cg_model *m = NULL;
+    if (cg_model_load_with_options(path, &options, &m) != CG_OK) {
+        fprintf(stderr, "load %s: %s\n", path, cg_last_error());
+        exit(1);
+    }
+    return m;
+}
+
+static int run_threads(const char *path, const char *dir, int threads, int total, long max_growth) {
+    DIR *d = opendir(dir);
+    if (!d) { perror(dir); return 1; }
+    for (struct dirent *e; (e = readdir(d)) && cover_count < MAX_COVERS;) {
+        if (e->d_name[0] == '.') continue;
+        covers[cover_count] = malloc(strlen(dir) + strlen(e->d_name) + 2);
+        sprintf(covers[cover_count++], "%s/%s", dir, e->d_name);
+    }
+    closedir(d);
+    model = load_single_threaded(path);
+    class_count = cg_model_class_count(model);
+    for (size_t c = 0; c < cover_count; c++) {
+        expected[c] = malloc(class_count * sizeof(float));
+        if (cg_probabilities_file(model, covers[c], expected[c], class_count) != CG_OK) {
+            fprintf(stderr, "%s: %s\n", covers[c], cg_last_error());
+            return 1;
+        }
+    }
+    total_per_thread = total / threads;
+    /* Warm-up round: every thread's execution context exists afterwards. */
+    int saved = total_per_thread;
+    total_per_thread = 10;
+    pthread_t ids[64];
+    for (long t = 0; t < threads; t++) pthread_create(&ids[t], NULL, worker, (void *)t);
+    for (int t = 0; t < threads; t++) pthread_join(ids[t], NULL);
+    long before = rss_kib();
+    total_per_thread = saved;
+    for (long t = 0; t < threads; t++) pthread_create(&ids[t], NULL, worker, (void *)t);
+    for (int t = 0; t < threads; t++) pthread_join(ids[t], NULL);
+    long after = rss_kib();
+    printf("stress covers=%zu threads=%d classified=%d errors=%ld mismatches=%ld rss_before_kib=%ld rss_after_kib=%ld growth_kib=%ld\n",
+           cover_count, threads, total_per_thread * threads, errors, mismatches, before, after, after - before);
+    cg_model_free(model);
+    for (size_t c = 0; c < cover_count; c++) { free(covers[c]); free(expected[c]); }
+    /* Growth beyond a few MiB after warm-up would be a leak (each call allocates only transiently). */
+    return errors == 0 && mismatches == 0 && (max_growth == 0 || after - before <= max_growth) ? 0 : 1;
+}
+
+static int run_cycles(const char *path, const char *image, int n) {
+    for (int i = 0; i < n; i++) {
+        cg_model *m = load_single_threaded(path);
+        cg_prediction top[3];
+        size_t count = 0;
+        if (cg_classify_file(m, image, 3, top, &count) != CG_OK || count == 0) {
+            fprintf(stderr, "classify: %s\n", cg_last_error());
+            return 1;
+        }
+        cg_model_free(m);
+    }
+    printf("cycles %d ok\n", n);
+    return 0;
+}
+
+#define EXPECT(call, status) do { \
+    cg_status s_ = (call); \
+    if (s_ != (status)) { fprintf(stderr, "%s: got %s, expected %s\n", #call, cg_status_string(s_), cg_status_string(status)); failures++; } \
+    else if (s_ != CG_OK && cg_last_error()[0] == 0) { fprintf(stderr, "%s: no message\n", #call); failures++; } \
+} while (0)
+
+static int run_hostile(const char *path) {
+    int failures = 0;
+    cg_model *m = NULL;
+    cg_prediction top[3];
+    size_t count = 0;
+    float probabilities[64];
+    unsigned char junk[64] = {0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3};
+    EXPECT(cg_model_load(NULL, &m), CG_ERR_INVALID_ARGUMENT);
+    EXPECT(cg_model_load(path, NULL), CG_ERR_INVALID_ARGUMENT);
+    EXPECT(cg_model_load("/nonexistent/model.cgm", &m), CG_ERR_IO);
+    EXPECT(cg_model_load_memory(junk, sizeof junk, &m), CG_ERR_MODEL_FORMAT);
+    if (m != NULL) { fprintf(stderr, "failed load left a model\n"); failures++; }
+    EXPECT(cg_model_load(path, &m), CG_OK);
+    EXPECT(cg_classify_file(NULL, "x.jpg", 3, top, &count), CG_ERR_INVALID_ARGUMENT);
+    EXPECT(cg_classify_file(m, NULL, 3, top, &count), CG_ERR_INVALID_ARGUMENT);
+    EXPECT(cg_classify_file(m, "x.jpg", 0, top, &count), CG_ERR_INVALID_ARGUMENT);
+    EXPECT(cg_classify_image(m, junk, sizeof junk, 3, top, &count), CG_ERR_IMAGE_DECODE);
+    EXPECT(cg_classify_image(m, junk, 0, 3, top, &count), CG_ERR_IMAGE_UNSUPPORTED);
+    EXPECT(cg_classify_rgb(m, junk, 4, 4, 5, 3, top, &count), CG_ERR_INVALID_ARGUMENT);      /* stride < 3 * width */
+    EXPECT(cg_classify_rgb(m, junk, 0, 4, 12, 3, top, &count), CG_ERR_INVALID_ARGUMENT);
+    EXPECT(cg_classify_rgb(m, junk, 100000, 100000, 300000, 3, top, &count), CG_ERR_IMAGE_TOO_LARGE);
+    /* A buffer one float short is refused and left untouched. */
+    for (int i = 0; i < 64; i++) probabilities[i] = -1;
+    size_t classes = cg_model_class_count(m);
+    EXPECT(cg_probabilities_rgb(m, junk, 4, 4, 12, probabilities, classes - 1), CG_ERR_BUFFER_TOO_SMALL);
+    for (int i = 0; i < 64; i++)
+        if (probabilities[i] != -1) { fprintf(stderr, "buffer written after refusal\n"); failures++; break; }
+    if (cg_model_label(m, classes) != NULL) { fprintf(stderr, "label past the end\n"); failures++; }
+    cg_model_free(m);
+    cg_model_free(NULL);
+    printf("hostile %s\n", failures ? "FAILED" : "ok");
+    return failures != 0;
+}
+
+int main(int argc, char **argv) {
+    if ((argc == 6 || argc == 7) && strcmp(argv[1], "threads") == 0)
+        return run_threads(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]), argc == 7 ? atol(argv[6]) : 8192);
+    if (argc == 5 && strcmp(argv[1], "cycles") == 0) return run_cycles(argv[2], argv[3], atoi(argv[4]));
+    if (argc == 3 && strcmp(argv[1], "hostile") == 0) return run_hostile(argv[2]);
+    fprintf(stderr, "usage: see the comment at the top of stress.c\n");
+    return 2;
+}
