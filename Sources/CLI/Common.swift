@@ -25,7 +25,7 @@ struct ModelArguments: ParsableArguments {
         do {
             return try Model(path: path, options: options)
         } catch let error as CoverGenreError where error.code == .io && model == nil {
-            throw CLIError("no model at \(path): \(error.message). Pass --model, or run scripts/setup-default-model.sh.")
+            throw CLIError("no model at \(path): \(error.message). Pass --model, or run this from the project folder, where models/covergenre-default.cgm ships.")
         }
     }
 }

@@ -138,10 +138,20 @@ public final class Model: @unchecked Sendable {
     /// (default: the model's) takes whole images, so both decoding and inference use every core.
     /// A failing image gives its error in its slot; it never fails the others.
     public func probabilities(batch inputs: [ImageInput], threads: Int? = nil) -> [Result<[Float], CoverGenreError>] {
+        inParallel(inputs, threads: threads ?? self.threads, probabilitiesSingleThreaded)
+    }
+
+    /// Embeddings for many images, the same way as `probabilities(batch:threads:)`.
+    public func embeddings(batch inputs: [ImageInput], threads: Int? = nil) -> [Result<[Float], CoverGenreError>] {
+        inParallel(inputs, threads: threads ?? self.threads, embeddingSingleThreaded)
+    }
+
+    private func inParallel(_ inputs: [ImageInput], threads: Int,
+                            _ single: (ImageInput) throws -> [Float]) -> [Result<[Float], CoverGenreError>] {
         var results = [Result<[Float], CoverGenreError>](repeating: .failure(CoverGenreError(.internal, "not run")), count: inputs.count)
         results.withUnsafeMutableBufferPointer { slots in
-            forEachInParallel(inputs.count, threads: threads ?? self.threads) { i in
-                slots[i] = Result { try self.probabilitiesSingleThreaded(inputs[i]) }.mapError(Model.wrap)
+            forEachInParallel(inputs.count, threads: threads) { i in
+                slots[i] = Result { try single(inputs[i]) }.mapError(Model.wrap)
             }
         }
         return results

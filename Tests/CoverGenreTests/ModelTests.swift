@@ -103,6 +103,19 @@ final class ModelTests: XCTestCase {
         XCTAssertThrowsError(try results[2].get()) { XCTAssertEqual(($0 as? CoverGenreError)?.code, .io) }
     }
 
+    func testBatchEmbeddingsEqualSingleThreadedOnesAndReportFailures() throws {
+        let model = try Model(path: try Self.makeModel().path)
+        var random = TestRandom(seed: 3)
+        let images = (0..<5).map { _ in RGBImage(width: 33, height: 47, rgb: random.bytes(33 * 47 * 3)) }
+        let inputs = images.map { ImageInput.rgb($0) } + [.path("/nonexistent/cover.png")]
+        let results = model.embeddings(batch: inputs, threads: 2)
+        for (i, image) in images.enumerated() {
+            XCTAssertEqual(try results[i].get(), try model.embeddingSingleThreaded(.rgb(image)), "image \(i)")
+        }
+        XCTAssertNotEqual(try results[0].get(), try results[1].get())
+        XCTAssertThrowsError(try results[5].get()) { XCTAssertEqual(($0 as? CoverGenreError)?.code, .io) }
+    }
+
     /// Eight threads share one model; every result must equal the sequential one bit for bit.
     func testConcurrentCallsGiveIdenticalResults() throws {
         let model = try Model(path: try Self.makeModel(flipAverage: true).path)
