@@ -1,4 +1,5 @@
 import Architectures
+import ModelFormat
 import SystemIO
 
 public enum Split: String, Sendable, CaseIterable {
@@ -99,6 +100,15 @@ public struct LabeledDataset: Sendable {
     public func items(in split: Split) -> [LabeledImage] { items.filter { $0.split == split } }
 
     public var hasSplit: Bool { !items.isEmpty && items.allSatisfy { $0.split != nil } }
+
+    /// What a model's provenance records of its data: the data folder's name (never a full path:
+    /// models travel, the trainer's folders are nobody's business), classes and images per split.
+    public var provenance: JSON {
+        let root = items.first.map { Files.baseName(Files.parentDirectory(Files.parentDirectory($0.path))) } ?? ""
+        var perSplit: [String: JSON] = [:]
+        for split in Split.allCases { perSplit[split.rawValue] = JSON(items(in: split).count) }
+        return ["name": .string(root), "classes": JSON(classes), "images": JSON(items.count), "splits": .object(perSplit)]
+    }
 
     /// Assigns train/val/test per class (stratified), deterministically for a seed: each class's
     /// items are sorted by path, shuffled with the seed, and cut by the fractions.

@@ -282,7 +282,7 @@ public final class Trainer {
                      metrics: ConfusionMatrix?) throws -> ModelWriter {
         let (graph, folded) = try architecture.graph.foldingBatchNorms(tensors)
         var provenance: [String: JSON] = (setup?.provenance ?? [:]).merging([
-            "trained_by": "covergenre train", "data": .string(dataset.items.first.map { Files.parentDirectory(Files.parentDirectory($0.path)) } ?? ""),
+            "trained_by": "covergenre train", "data": dataset.provenance,
             "epoch": JSON(epoch), "epochs": JSON(configuration.epochs), "split_seed": JSON(Int(configuration.splitSeed)),
             "configuration": configuration.json,
         ]) { _, new in new }

@@ -91,7 +91,7 @@ public final class TransferTrainer {
                                          configuration: headConfiguration, threads: threads, log: log)
         log("head: \(Format.fixed(Clock.seconds - start, 1)) s, best epoch \(head.epoch): val balanced accuracy \(Format.percent(head.validation.balancedAccuracy))")
         var provenance: [String: JSON] = [
-            "trained_by": "covergenre train (transfer)", "transfer": t.json, "split_seed": JSON(Int(c.splitSeed)),
+            "trained_by": "covergenre train (transfer)", "data": data.provenance, "transfer": t.json, "split_seed": JSON(Int(c.splitSeed)),
             "head_epoch": JSON(head.epoch), "backbone_provenance": backbone.description.provenance,
         ]
         provenance["validation"] = head.validation.json
