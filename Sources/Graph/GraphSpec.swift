@@ -137,7 +137,10 @@ public struct PoolAttributes: Equatable, Sendable {
     public static func == (a: Self, b: Self) -> Bool { a.kernel == b.kernel && a.stride == b.stride && a.padding == b.padding }
 }
 
-public enum Op: Equatable, Sendable {
+/// `indirect`: every case is one fully written word (a box pointer or a small number). As a
+/// multi-payload enum its tag sat in spare bits of a partly written word, which valgrind rightly
+/// reports as undefined when the compiled graph branches or selects on it.
+public indirect enum Op: Equatable, Sendable {
     case conv2d(Conv2DAttributes)
     case linear(LinearAttributes)
     case batchNorm(BatchNormAttributes)

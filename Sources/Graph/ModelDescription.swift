@@ -3,7 +3,7 @@ import SystemIO
 
 /// How a cover becomes the model's input tensor.
 public struct Preprocessing: Equatable, Sendable {
-    public enum Resize: Equatable, Sendable {
+    public indirect enum Resize: Equatable, Sendable {
         /// Scale the whole image to the input size, ignoring its aspect ratio.
         case stretch
         /// Scale so the shorter side is `shorterSide` pixels, then cut the input size from the

@@ -1,7 +1,7 @@
 import CKernels
 
 /// How a convolution or pooling window pads its input.
-public enum Padding: Equatable, Sendable {
+public indirect enum Padding: Equatable, Sendable {
     /// No padding; windows that would overhang are dropped.
     case valid
     /// TensorFlow's "SAME": output = ceil(input / stride), the padding split with the extra
