@@ -229,7 +229,7 @@ public final class Model: @unchecked Sendable {
         }
         let groups = min(threads, batch)
         var failure: CoverGenreError?
-        let lock = Mutex<Void>(())
+        let lock = Locked<Void>(())
         Parallel.forEach(groups, threads: groups) { g in
             let first = g * batch / groups, n = (g + 1) * batch / groups - first
             do {

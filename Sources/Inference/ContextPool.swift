@@ -1,4 +1,3 @@
-import Synchronization
 import SystemIO
 
 /// Execution contexts kept for reuse, so that steady-state calls allocate nothing. Any number of
@@ -9,7 +8,7 @@ public final class ContextPool: @unchecked Sendable {
         let batch: Int
         let threads: Int
     }
-    private let idle = Mutex<[Key: [ExecutionContext]]>([:])
+    private let idle = Locked<[Key: [ExecutionContext]]>([:])
     /// Idle contexts kept per (batch, threads); more are freed on return, bounding memory after a
     /// burst of concurrent callers.
     private let maxIdlePerKey: Int

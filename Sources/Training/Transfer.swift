@@ -52,9 +52,9 @@ public struct FeatureTable: Sendable {
         }
         var table = FeatureTable(featureSize: d, views: views, values: [Float](repeating: 0, count: items.count * views * d), failed: [])
         var ids = [String](repeating: "", count: items.count * views)
-        let failures = Mutex<[Int: String]>([:])
+        let failures = Locked<[Int: String]>([:])
         let reused = Atomic<Int>(0), progress = Atomic<Int>(0)
-        let bar = Mutex(ProgressBar(total: items.count, label: label))
+        let bar = Locked(ProgressBar(total: items.count, label: label))
         let pipeline = ImagePipeline(width: extractor.inputWidth, height: extractor.inputHeight, preprocessing: preprocessing,
                                      augmentation: augmentation)
         let plain = ImagePipeline(width: extractor.inputWidth, height: extractor.inputHeight, preprocessing: preprocessing,
