@@ -38,7 +38,14 @@ def sh(*args, **kw):
 
 
 def keyvalues(line):
-    return {k: float(v) for k, v in (part.split("=") for part in line.split()[1:])}
+    """The numeric key=value fields of a driver's output line (labels such as arch=... are skipped)."""
+    out = {}
+    for key, value in (part.split("=", 1) for part in line.split()[1:] if "=" in part):
+        try:
+            out[key] = float(value)
+        except ValueError:
+            pass
+    return out
 
 
 def timed(fn, runs, warmup=5):
