@@ -1,5 +1,6 @@
 import ArgumentParser
 import CoverGenre
+import Training
 
 /// Nearest covers by the model's embedding (cosine similarity): a search tool, and a cheap check
 /// that the backbone's features group covers the way a person would.
@@ -45,7 +46,7 @@ struct Similar: ParsableCommand {
             let path = Files.join(root, name)
             if Files.isDirectory(path) {
                 found += try images(under: path)
-            } else if ["jpg", "jpeg", "png", "webp"].contains(name.split(separator: ".").last.map { $0.lowercased() } ?? "") {
+            } else if LabeledDataset.imageExtensions.contains(name.split(separator: ".").last.map { $0.lowercased() } ?? "") {
                 found.append(path)
             }
         }
