@@ -7,12 +7,12 @@ import XCTest
 /// panels split, tails, fused bias and activation) and Winograd F(4x4, 3x3).
 final class FastPathTests: XCTestCase {
     func testPackedGEMMMatchesReference() throws {
-        try XCTSkipUnless(PackedMatrix.isAvailable, "no AVX2/AVX-512 microkernels on this CPU")
+        try XCTSkipUnless(PackedMatrix.isAvailable, "no AVX2+FMA microkernel on this CPU")
         var random = TestRandom(seed: 40)
-        for (m, k, n) in [(1, 1, 1), (5, 7, 17), (49, 192, 70), (13, 400, 33), (250, 24, 48), (12, 16, 16)] {
+        for (m, k, n) in [(1, 1, 1), (5, 7, 17), (49, 192, 70), (13, 400, 33), (250, 24, 48), (12, 16, 16), (53, 600, 20), (101, 3, 5)] {
             let a = random.floats(m * k), b = random.floats(k * n), bias = random.floats(n)
             let packed = try XCTUnwrap(PackedMatrix(b, rows: k, columns: n))
-            for activation in [Activation.none, .relu6] {
+            for activation in [Activation.none, .relu, .relu6] {
                 let expected = Reference.linear(a, rows: m, inFeatures: k, outFeatures: n, weight: b, bias: bias, activation: activation)
                 for threads in [1, 2] {
                     var c = [Float](repeating: .nan, count: m * n)
@@ -24,7 +24,7 @@ final class FastPathTests: XCTestCase {
     }
 
     func testWinogradMatchesDirectConvolution() throws {
-        try XCTSkipUnless(PackedMatrix.isAvailable, "no AVX2/AVX-512 microkernels on this CPU")
+        try XCTSkipUnless(PackedMatrix.isAvailable, "no AVX2+FMA microkernel on this CPU")
         var random = TestRandom(seed: 41)
         let cases: [(Int, Int, Int, Int, Padding)] = [
             (16, 16, 16, 16, .explicit(top: 1, bottom: 1, left: 1, right: 1)), // whole tiles
