@@ -31,7 +31,7 @@ void cgk_winograd_weights(const float *weight, int32_t cin, int32_t cout, float 
 #define CGK_WV 16 // channels per vector step
 
 // B^T x B for one 6x6 block of CGK_WV-wide channel vectors, rows then columns.
-static inline void cgk_winograd_input_tile(float d[6][6][CGK_WV], float v[6][6][CGK_WV]) {
+__attribute__((always_inline)) static inline void cgk_winograd_input_tile(float d[6][6][CGK_WV], float v[6][6][CGK_WV]) {
     float t[6][6][CGK_WV];
     for (int j = 0; j < 6; j++) {
         for (int c = 0; c < CGK_WV; c++) {
@@ -91,19 +91,30 @@ void cgk_winograd_input(const float *x, const cgk_window *w, int32_t tiles_w, in
     }
 }
 
+// NaN stays NaN (both comparisons are false), as in cgk_activate.
+static inline float cgk_clamp(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
 // Y = act(A^T M A + bias) for tiles [t_begin, t_end): M[36][tile][cout] -> NHWC output.
 CGK_MULTIVERSION
 void cgk_winograd_output(const float *m, ptrdiff_t plane, int32_t cout, int32_t out_h, int32_t out_w, int32_t tiles_w,
                          int32_t t_begin, int32_t t_end, const float *bias, int activation, float *y) {
-    float s[6][6][CGK_WV], t[4][6][CGK_WV], o[4][4][CGK_WV];
+    float s[6][6][CGK_WV], t[4][6][CGK_WV], o[4][4][CGK_WV], b[CGK_WV];
+    // Activation bounds as a clamp, so the last loop has no branches and vectorizes.
+    const float lo = activation == CGK_ACT_NONE ? -__builtin_inff() : 0.0f;
+    const float hi = activation == CGK_ACT_RELU6 ? 6.0f : __builtin_inff();
     for (int32_t tile = t_begin; tile < t_end; tile++) {
         const int32_t oh0 = (tile / tiles_w) * 4, ow0 = (tile % tiles_w) * 4;
         const float *row = m + (ptrdiff_t)(tile - t_begin) * cout;
         for (int32_t c0 = 0; c0 < cout; c0 += CGK_WV) {
             const int32_t cn = cout - c0 < CGK_WV ? cout - c0 : CGK_WV;
-            for (int p = 0; p < 36; p++) {
-                const float *src = row + (ptrdiff_t)p * plane + c0;
-                for (int c = 0; c < CGK_WV; c++) s[p / 6][p % 6][c] = c < cn ? src[c] : 0.0f;
+            if (cn == CGK_WV) {
+                for (int p = 0; p < 36; p++) memcpy(s[p / 6][p % 6], row + (ptrdiff_t)p * plane + c0, sizeof(float) * CGK_WV);
+                for (int c = 0; c < CGK_WV; c++) b[c] = bias != NULL ? bias[c0 + c] : 0.0f;
+            } else {
+                memset(s, 0, sizeof s);
+                memset(b, 0, sizeof b);
+                for (int p = 0; p < 36; p++) memcpy(s[p / 6][p % 6], row + (ptrdiff_t)p * plane + c0, sizeof(float) * (size_t)cn);
+                if (bias != NULL) memcpy(b, bias + c0, sizeof(float) * (size_t)cn);
             }
             for (int j = 0; j < 6; j++) {
                 for (int c = 0; c < CGK_WV; c++) {
@@ -117,11 +128,12 @@ void cgk_winograd_output(const float *m, ptrdiff_t plane, int32_t cout, int32_t 
             for (int i = 0; i < 4; i++) {
                 for (int c = 0; c < CGK_WV; c++) {
                     const float m0 = t[i][0][c], m1 = t[i][1][c], m2 = t[i][2][c], m3 = t[i][3][c], m4 = t[i][4][c], m5 = t[i][5][c];
-                    const float b = bias != NULL && c < cn ? bias[c0 + c] : 0.0f;
-                    o[i][0][c] = cgk_activate(m0 + m1 + m2 + m3 + m4 + b, activation);
-                    o[i][1][c] = cgk_activate(m1 - m2 + 2 * m3 - 2 * m4 + b, activation);
-                    o[i][2][c] = cgk_activate(m1 + m2 + 4 * m3 + 4 * m4 + b, activation);
-                    o[i][3][c] = cgk_activate(m1 - m2 + 8 * m3 - 8 * m4 + m5 + b, activation);
+                    const float v0 = m0 + m1 + m2 + m3 + m4 + b[c], v1 = m1 - m2 + 2 * m3 - 2 * m4 + b[c];
+                    const float v2 = m1 + m2 + 4 * m3 + 4 * m4 + b[c], v3 = m1 - m2 + 8 * m3 - 8 * m4 + m5 + b[c];
+                    o[i][0][c] = cgk_clamp(v0, lo, hi);
+                    o[i][1][c] = cgk_clamp(v1, lo, hi);
+                    o[i][2][c] = cgk_clamp(v2, lo, hi);
+                    o[i][3][c] = cgk_clamp(v3, lo, hi);
                 }
             }
             for (int i = 0; i < 4 && oh0 + i < out_h; i++)

@@ -31,36 +31,96 @@ public final class WinogradConvolution: @unchecked Sendable {
     var tilesW: Int { (shape.window.outWidth + 3) / 4 }
     var tiles: Int { tilesW * ((shape.window.outHeight + 3) / 4) }
 
-    /// Tiles per block: V and M of a block (36 x block x (cin + cout) floats) fit in the L2 cache;
-    /// small images use smaller blocks so every thread gets one.
+    /// Whether the transformed weights (36 x cin x cout floats, 4x the direct weights) fit in the
+    /// L2 cache beside a block's V and M. When they do, each thread runs its own cache-sized
+    /// blocks of tiles. When they do not (VGG-16's 256- and 512-channel layers: 9-38 MB), every
+    /// block streams all of U from memory, so blocks are made as large as a few MB of V and M
+    /// allow and the threads split each block's 36 GEMMs instead, each reading its own planes once.
+    var weightsFitInL2: Bool { 36 * shape.window.inChannels * shape.outChannels * 4 <= 512 * 1024 }
+
+    /// Tiles per block.
     func blockTiles(threads: Int) -> Int {
-        let fit = max(4, (256 * 1024) / (36 * (shape.window.inChannels + shape.outChannels)))
+        let floatsPerTile = 36 * (shape.window.inChannels + shape.outChannels)
+        if !weightsFitInL2 { return max(1, min(tiles, (1 << 20) / floatsPerTile)) }
+        let fit = max(4, (128 * 1024) / floatsPerTile) // V and M of a block: 512 KB, the L2 of one core
         return max(1, min(fit, (tiles + threads - 1) / max(threads, 1)))
     }
 
     public func scratchCount(threads: Int) -> Int {
-        max(threads, 1) * 36 * blockTiles(threads: threads) * (shape.window.inChannels + shape.outChannels)
+        (weightsFitInL2 ? max(threads, 1) : 1) * 36 * blockTiles(threads: threads) * (shape.window.inChannels + shape.outChannels)
     }
 
     public func forward(batch: Int, x: UnsafePointer<Float>, bias: UnsafePointer<Float>?, activation: Activation,
                         y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, threads: Int) {
-        var window = shape.window.c
+        withUnsafePointer(to: shape.window.c) { window in
+            if weightsFitInL2 {
+                forwardBlocksPerThread(window, batch: batch, x: x, bias: bias, activation: activation, y: y, scratch: scratch, threads: threads)
+            } else {
+                forwardPlanesPerThread(window, batch: batch, x: x, bias: bias, activation: activation, y: y, scratch: scratch, threads: threads)
+            }
+        }
+    }
+
+    private func forwardBlocksPerThread(_ window: UnsafePointer<cgk_window>, batch: Int, x: UnsafePointer<Float>,
+                                        bias: UnsafePointer<Float>?, activation: Activation, y: UnsafeMutablePointer<Float>,
+                                        scratch: UnsafeMutablePointer<Float>, threads: Int) {
         let cin = shape.window.inChannels, cout = shape.outChannels
         let block = blockTiles(threads: threads), blocks = (tiles + block - 1) / block
         let perWorker = 36 * block * (cin + cout)
-        let tilesW = Int32(self.tilesW)
         Parallel.forRanges(batch * blocks, threads: threads) { worker, items in
             let v = scratch + worker * perWorker, m = v + 36 * block * cin
             for item in items {
-                let n = item / blocks, t0 = (item % blocks) * block, t1 = min(t0 + block, tiles), count = t1 - t0
-                cgk_winograd_input(x + n * shape.inElementsPerImage, &window, tilesW, Int32(t0), Int32(t1), v, count * cin)
-                for p in 0..<36 {
-                    planes[p].multiply(v + p * count * cin, rows: count, lda: cin, into: m + p * count * cout, ldc: cout,
-                                       bias: nil, activation: .none, threads: 1)
-                }
-                cgk_winograd_output(m, count * cout, Int32(cout), Int32(shape.window.outHeight), Int32(shape.window.outWidth), tilesW,
-                                    Int32(t0), Int32(t1), bias, activation.code, y + n * shape.outElementsPerImage)
+                let n = item / blocks, t0 = (item % blocks) * block, t1 = min(t0 + block, tiles)
+                transformInput(window, x + n * shape.inElementsPerImage, tiles: t0..<t1, into: v, plane: (t1 - t0) * cin)
+                for p in 0..<36 { multiplyPlane(p, v: v, m: m, rows: t1 - t0) }
+                transformOutput(m, plane: (t1 - t0) * cout, tiles: t0..<t1, bias: bias, activation: activation,
+                                into: y + n * shape.outElementsPerImage)
             }
         }
+    }
+
+    private func forwardPlanesPerThread(_ window: UnsafePointer<cgk_window>, batch: Int, x: UnsafePointer<Float>,
+                                        bias: UnsafePointer<Float>?, activation: Activation, y: UnsafeMutablePointer<Float>,
+                                        scratch: UnsafeMutablePointer<Float>, threads: Int) {
+        let cin = shape.window.inChannels, cout = shape.outChannels
+        let block = blockTiles(threads: threads)
+        let v = scratch, m = scratch + 36 * block * cin
+        for n in 0..<batch {
+            let image = x + n * shape.inElementsPerImage, out = y + n * shape.outElementsPerImage
+            for t0 in stride(from: 0, to: tiles, by: block) {
+                let count = min(block, tiles - t0)
+                Parallel.forRanges(count, threads: threads) { _, r in
+                    transformInput(window, image, tiles: (t0 + r.lowerBound)..<(t0 + r.upperBound), into: v + r.lowerBound * cin,
+                                   plane: count * cin)
+                }
+                Parallel.forRanges(36, threads: threads) { _, planes in
+                    for p in planes { multiplyPlane(p, v: v, m: m, rows: count) }
+                }
+                Parallel.forRanges(count, threads: threads) { _, r in
+                    transformOutput(m + r.lowerBound * cout, plane: count * cout, tiles: (t0 + r.lowerBound)..<(t0 + r.upperBound),
+                                    bias: bias, activation: activation, into: out)
+                }
+            }
+        }
+    }
+
+    /// V[36][tile][cin] (plane stride `plane`) for `tiles` of one image, the first at `v`.
+    private func transformInput(_ window: UnsafePointer<cgk_window>, _ image: UnsafePointer<Float>, tiles: Range<Int>,
+                                into v: UnsafeMutablePointer<Float>, plane: Int) {
+        cgk_winograd_input(image, window, Int32(tilesW), Int32(tiles.lowerBound), Int32(tiles.upperBound), v, plane)
+    }
+
+    /// M_p = V_p * U_p for the block's `rows` tiles.
+    private func multiplyPlane(_ p: Int, v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>, rows: Int) {
+        let cin = shape.window.inChannels, cout = shape.outChannels
+        planes[p].multiply(v + p * rows * cin, rows: rows, lda: cin, into: m + p * rows * cout, ldc: cout,
+                           bias: nil, activation: .none, threads: 1)
+    }
+
+    /// act(A^T M A + bias) of `tiles` into the image's NHWC output.
+    private func transformOutput(_ m: UnsafePointer<Float>, plane: Int, tiles: Range<Int>, bias: UnsafePointer<Float>?,
+                                 activation: Activation, into out: UnsafeMutablePointer<Float>) {
+        cgk_winograd_output(m, plane, Int32(shape.outChannels), Int32(shape.window.outHeight), Int32(shape.window.outWidth),
+                            Int32(tilesW), Int32(tiles.lowerBound), Int32(tiles.upperBound), bias, activation.code, out)
     }
 }
