@@ -4,8 +4,6 @@
 
 #include <string.h>
 
-static inline int32_t cgk_max(int32_t a, int32_t b) { return a > b ? a : b; }
-static inline int32_t cgk_min(int32_t a, int32_t b) { return a < b ? a : b; }
 
 CGK_MULTIVERSION
 void cgk_im2col(const float *x, const cgk_window *w, int32_t channel_begin, int32_t channel_count,

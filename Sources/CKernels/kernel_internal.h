@@ -13,6 +13,12 @@
 #define CGK_MULTIVERSION
 #endif
 
+static inline int32_t cgk_max(int32_t a, int32_t b) { return a > b ? a : b; }
+static inline int32_t cgk_min(int32_t a, int32_t b) { return a < b ? a : b; }
+
+// 1 when the CPU runs AVX2 and FMA, which the hand-written GEMM microkernel needs.
+int cgk_cpu_has_avx2_fma(void);
+
 static inline float cgk_activate(float v, int activation) {
     if (activation == CGK_ACT_RELU) return v > 0.0f ? v : 0.0f;
     if (activation == CGK_ACT_RELU6) return v > 0.0f ? (v < 6.0f ? v : 6.0f) : 0.0f;

@@ -3,8 +3,6 @@
 
 #include <math.h>
 
-static inline int32_t cgk_max(int32_t a, int32_t b) { return a > b ? a : b; }
-static inline int32_t cgk_min(int32_t a, int32_t b) { return a < b ? a : b; }
 
 CGK_MULTIVERSION
 void cgk_maxpool(const float *x, const cgk_window *w, int32_t oh_begin, int32_t oh_end, float *y, int32_t *argmax) {

@@ -91,17 +91,11 @@ void cgk_winograd_input(const float *x, const cgk_window *w, int32_t tiles_w, in
     }
 }
 
-// NaN stays NaN (both comparisons are false), as in cgk_activate.
-static inline float cgk_clamp(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
-
 // Y = act(A^T M A + bias) for tiles [t_begin, t_end): M[36][tile][cout] -> NHWC output.
 CGK_MULTIVERSION
 void cgk_winograd_output(const float *m, ptrdiff_t plane, int32_t cout, int32_t out_h, int32_t out_w, int32_t tiles_w,
                          int32_t t_begin, int32_t t_end, const float *bias, int activation, float *y) {
     float s[6][6][CGK_WV], t[4][6][CGK_WV], o[4][4][CGK_WV], b[CGK_WV];
-    // Activation bounds as a clamp, so the last loop has no branches and vectorizes.
-    const float lo = activation == CGK_ACT_NONE ? -__builtin_inff() : 0.0f;
-    const float hi = activation == CGK_ACT_RELU6 ? 6.0f : __builtin_inff();
     for (int32_t tile = t_begin; tile < t_end; tile++) {
         const int32_t oh0 = (tile / tiles_w) * 4, ow0 = (tile % tiles_w) * 4;
         const float *row = m + (ptrdiff_t)(tile - t_begin) * cout;
@@ -130,10 +124,10 @@ void cgk_winograd_output(const float *m, ptrdiff_t plane, int32_t cout, int32_t 
                     const float m0 = t[i][0][c], m1 = t[i][1][c], m2 = t[i][2][c], m3 = t[i][3][c], m4 = t[i][4][c], m5 = t[i][5][c];
                     const float v0 = m0 + m1 + m2 + m3 + m4 + b[c], v1 = m1 - m2 + 2 * m3 - 2 * m4 + b[c];
                     const float v2 = m1 + m2 + 4 * m3 + 4 * m4 + b[c], v3 = m1 - m2 + 8 * m3 - 8 * m4 + m5 + b[c];
-                    o[i][0][c] = cgk_clamp(v0, lo, hi);
-                    o[i][1][c] = cgk_clamp(v1, lo, hi);
-                    o[i][2][c] = cgk_clamp(v2, lo, hi);
-                    o[i][3][c] = cgk_clamp(v3, lo, hi);
+                    o[i][0][c] = cgk_activate(v0, activation);
+                    o[i][1][c] = cgk_activate(v1, activation);
+                    o[i][2][c] = cgk_activate(v2, activation);
+                    o[i][3][c] = cgk_activate(v3, activation);
                 }
             }
             for (int i = 0; i < 4 && oh0 + i < out_h; i++)
