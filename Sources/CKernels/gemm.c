@@ -89,6 +89,46 @@ static inline void cgk_store_row(float *c, const float *acc, int32_t width, int 
 }
 
 #if CGK_X86
+__attribute__((target("avx,f16c")))
+static void cgk_pack_b_f16c(const uint16_t *b, ptrdiff_t ldb, int32_t k, int32_t n, float *packed) {
+    const int32_t panels = (n + NR - 1) / NR;
+    for (int32_t p = 0; p < panels; p++) {
+        float *dst = packed + (size_t)p * k * NR;
+        const int32_t c0 = p * NR, width = n - c0 < NR ? n - c0 : NR;
+        for (int32_t kk = 0; kk < k; kk++, dst += NR) {
+            const uint16_t *src = b + (ptrdiff_t)kk * ldb + c0;
+            if (width == NR) {
+                _mm256_storeu_ps(dst, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)src)));
+                _mm256_storeu_ps(dst + 8, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 8))));
+            } else {
+                cgk_half_to_float(src, dst, (size_t)width);
+                for (int32_t j = width; j < NR; j++) dst[j] = 0.0f;
+            }
+        }
+    }
+}
+#endif
+
+void cgk_pack_b_f16(const uint16_t *b, ptrdiff_t ldb, int32_t k, int32_t n, float *packed) {
+#if CGK_X86
+    // Every CPU with AVX2 (the only one the packed kernels run on) has F16C.
+    if (cgk_cpu_has_avx2_fma() && __builtin_cpu_supports("f16c")) {
+        cgk_pack_b_f16c(b, ldb, k, n, packed);
+        return;
+    }
+#endif
+    const int32_t panels = (n + NR - 1) / NR;
+    for (int32_t p = 0; p < panels; p++) {
+        float *dst = packed + (size_t)p * k * NR;
+        const int32_t c0 = p * NR, width = n - c0 < NR ? n - c0 : NR;
+        for (int32_t kk = 0; kk < k; kk++, dst += NR) {
+            cgk_half_to_float(b + (ptrdiff_t)kk * ldb + c0, dst, (size_t)width);
+            for (int32_t j = width; j < NR; j++) dst[j] = 0.0f;
+        }
+    }
+}
+
+#if CGK_X86
 __attribute__((target("avx2,fma")))
 static inline __m256 cgk_finish8(__m256 v, const float *c, int first, int last, __m256 bias, int activation) {
     if (!first) v = _mm256_add_ps(v, _mm256_loadu_ps(c));

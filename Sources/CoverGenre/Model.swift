@@ -99,10 +99,8 @@ public final class Model: @unchecked Sendable {
     public func probabilities(_ input: ImageInput, into out: UnsafeMutableBufferPointer<Float>) throws {
         try checkCapacity(out.count, classCount, "probabilities")
         let image = try decode(input)
-        try pool.withContext(batch: views, threads: threads) { context in
-            try run(image, context: context, slot: 0)
-            collectProbabilities(context, slot: 0, into: out.baseAddress!)
-        }
+        out.update(repeating: 0)
+        try runViews(image, threads: threads) { addProbabilities($0, into: out.baseAddress!) }
     }
 
     /// The `top` most probable classes, most probable first.
@@ -121,10 +119,8 @@ public final class Model: @unchecked Sendable {
         guard embeddingSize > 0 else { throw CoverGenreError(.invalidArgument, "this model has no embedding output") }
         try checkCapacity(out.count, embeddingSize, "embedding")
         let image = try decode(input)
-        try pool.withContext(batch: views, threads: threads) { context in
-            try run(image, context: context, slot: 0)
-            collectEmbedding(context, slot: 0, into: out.baseAddress!)
-        }
+        out.update(repeating: 0)
+        try runViews(image, threads: threads) { addEmbedding($0, into: out.baseAddress!) }
     }
 
     public func predictions(_ probabilities: [Float], top: Int) -> [Prediction] {
@@ -174,9 +170,8 @@ public final class Model: @unchecked Sendable {
     public func probabilitiesSingleThreaded(_ input: ImageInput) throws -> [Float] {
         var out = [Float](repeating: 0, count: classCount)
         let image = try decode(input)
-        try pool.withContext(batch: views, threads: 1) { context in
-            try run(image, context: context, slot: 0)
-            out.withUnsafeMutableBufferPointer { collectProbabilities(context, slot: 0, into: $0.baseAddress!) }
+        try out.withUnsafeMutableBufferPointer { out in
+            try runViews(image, threads: 1) { addProbabilities($0, into: out.baseAddress!) }
         }
         return out
     }
@@ -186,9 +181,8 @@ public final class Model: @unchecked Sendable {
         guard embeddingSize > 0 else { throw CoverGenreError(.invalidArgument, "this model has no embedding output") }
         var out = [Float](repeating: 0, count: embeddingSize)
         let image = try decode(input)
-        try pool.withContext(batch: views, threads: 1) { context in
-            try run(image, context: context, slot: 0)
-            out.withUnsafeMutableBufferPointer { collectEmbedding(context, slot: 0, into: $0.baseAddress!) }
+        try out.withUnsafeMutableBufferPointer { out in
+            try runViews(image, threads: 1) { addEmbedding($0, into: out.baseAddress!) }
         }
         return out
     }
@@ -287,29 +281,32 @@ public final class Model: @unchecked Sendable {
         ImageResampler.normalize(output, count: inputWidth * inputHeight, mean: p.mean, std: p.std)
     }
 
-    /// Fills context image slots [slot, slot + views) with the image (and its mirror) and runs.
-    private func run(_ image: RGBImage, context: ExecutionContext, slot: Int) throws {
-        for v in 0..<views { try preprocess(image, mirror: v == 1, into: context.input + (slot + v) * inputCount) }
-        context.run()
-    }
-
-    private func collectProbabilities(_ context: ExecutionContext, slot: Int, into out: UnsafeMutablePointer<Float>) {
-        for c in 0..<classCount { out[c] = 0 }
-        for v in 0..<views {
-            let logits = context.logits(slot + v)
-            let peak = logits.max() ?? 0
-            var total: Float = 0
-            for c in 0..<classCount { total += expf(logits[c] - peak) }
-            for c in 0..<classCount { out[c] += expf(logits[c] - peak) / total / Float(views) }
+    /// Runs the image (and its mirror, for flip-averaging models) one view at a time through a
+    /// batch-1 context, calling `add` after each. One view at a time halves the activation
+    /// memory of a batch of two and costs no speed: both use every thread.
+    private func runViews(_ image: RGBImage, threads: Int, _ add: (ExecutionContext) -> Void) throws {
+        try pool.withContext(batch: 1, threads: threads) { context in
+            for v in 0..<views {
+                try preprocess(image, mirror: v == 1, into: context.input)
+                context.run()
+                add(context)
+            }
         }
     }
 
-    private func collectEmbedding(_ context: ExecutionContext, slot: Int, into out: UnsafeMutablePointer<Float>) {
-        for c in 0..<embeddingSize { out[c] = 0 }
-        for v in 0..<views {
-            let e = context.embedding(slot + v)!
-            for c in 0..<embeddingSize { out[c] += e[c] / Float(views) }
-        }
+    /// Adds the softmax of the context's logits, divided by the number of views, to `out`
+    /// (zeroed by the caller before the first view).
+    private func addProbabilities(_ context: ExecutionContext, into out: UnsafeMutablePointer<Float>) {
+        let logits = context.logits(0)
+        let peak = logits.max() ?? 0
+        var total: Float = 0
+        for c in 0..<classCount { total += expf(logits[c] - peak) }
+        for c in 0..<classCount { out[c] = out[c] + expf(logits[c] - peak) / total / Float(views) }
+    }
+
+    private func addEmbedding(_ context: ExecutionContext, into out: UnsafeMutablePointer<Float>) {
+        let e = context.embedding(0)!
+        for c in 0..<embeddingSize { out[c] = out[c] + e[c] / Float(views) }
     }
 
     private func checkCapacity(_ have: Int, _ need: Int, _ what: String) throws {

@@ -11,21 +11,40 @@ import Glibc
 public protocol WeightSource {
     func floats(_ name: String) throws -> FloatTensor
     func shape(_ name: String) -> [Int]?
+    /// The stored IEEE half values of a tensor kept in f16, else nil. Valid while the source lives.
+    func halfs(_ name: String) -> UnsafePointer<UInt16>?
+}
+
+extension WeightSource {
+    public func halfs(_ name: String) -> UnsafePointer<UInt16>? { nil }
 }
 
 extension ModelFile: WeightSource {
     public func shape(_ name: String) -> [Int]? { info(name)?.shape }
+
+    public func halfs(_ name: String) -> UnsafePointer<UInt16>? {
+        guard let tensor = info(name), tensor.dtype == .float16, tensor.elementCount > 0 else { return nil }
+        return rawBytes(tensor).baseAddress!.assumingMemoryBound(to: UInt16.self)
+    }
 }
 
 /// A graph bound to its weights, ready to run: one step per node, weights resolved to pointers,
 /// batch norms turned into per-channel scale and shift. Immutable, so any number of threads may
 /// run it at once, each with its own `ExecutionContext`.
 public final class CompiledGraph: @unchecked Sendable {
+    /// How a convolution or linear layer holds its weights. Packed and Winograd forms are made
+    /// at load and are all the layer needs, so the float32 copy an f16 file was widened into is
+    /// not kept (it would double the weights' memory); plain weights serve depthwise and grouped
+    /// convolutions, and CPUs without the packed microkernels.
+    enum Weights {
+        case plain(UnsafePointer<Float>)
+        case packed(PackedMatrix)
+        case winograd(WinogradConvolution)
+    }
+
     enum Kernel {
-        case conv(ConvShape, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, Activation, packed: PackedMatrix?,
-                  winograd: WinogradConvolution?)
-        case linear(inFeatures: Int, outFeatures: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, Activation,
-                     packed: PackedMatrix?)
+        case conv(ConvShape, Weights, bias: UnsafePointer<Float>?, Activation)
+        case linear(inFeatures: Int, outFeatures: Int, Weights, bias: UnsafePointer<Float>?, Activation)
         case scaleShift(scale: UnsafePointer<Float>, shift: UnsafePointer<Float>, Activation)
         case maxPool(WindowGeometry)
         case globalAveragePool
@@ -65,10 +84,20 @@ public final class CompiledGraph: @unchecked Sendable {
     public init(graph: GraphSpec, weights: WeightSource, limits: GraphLimits = GraphLimits(), winograd: Bool = true) throws {
         let resolved = try graph.resolve(tensorShape: weights.shape, limits: limits)
         var retained: [AnyObject] = []
+        let arena = WeightArena()
+        retained.append(arena)
         func pointer(_ name: String) throws -> UnsafePointer<Float> {
             let tensor = try weights.floats(name)
             retained.append(tensor.owner)
             return tensor.pointer
+        }
+        /// The best form of a weight matrix (rows x columns) for `prepare`'s kernels; plain when
+        /// they decline it.
+        func layerWeights(_ name: String, _ prepare: (UnsafePointer<Float>) -> Weights?) throws -> Weights {
+            let tensor = try weights.floats(name)
+            if let prepared = withExtendedLifetime(tensor.owner, { prepare(tensor.pointer) }) { return prepared }
+            retained.append(tensor.owner)
+            return .plain(tensor.pointer)
         }
         func ownedCopy(_ values: [Float]) throws -> UnsafePointer<Float> {
             guard let buffer = FloatBuffer(count: values.count) else { throw CoverGenreError(.outOfMemory, "out of memory compiling the graph") }
@@ -76,21 +105,31 @@ public final class CompiledGraph: @unchecked Sendable {
             retained.append(buffer)
             return UnsafePointer(buffer.pointer)
         }
+        /// f16 weights packed straight from the file, when the layer would be packed anyway.
+        func packedHalfs(_ name: String, rows: Int, columns: Int) -> Weights? {
+            guard let halfs = weights.halfs(name), weights.shape(name)?.reduce(1, *) == rows * columns else { return nil }
+            return PackedMatrix(halfs: halfs, rows: rows, columns: columns, arena: arena).map { .packed($0) }
+        }
         var steps: [Step] = []
         for (i, r) in resolved.enumerated() {
             let kernel: Kernel
             switch r.node.op {
             case .conv2d(let a):
-                let shape = r.conv!, weight = try pointer(a.weight)
-                // Weights are packed once here for the GEMM microkernels (not depthwise or grouped).
-                let packed = shape.method != .depthwise && shape.groups == 1
-                    ? PackedMatrix(weight, rows: shape.depth, columns: shape.outChannels) : nil
-                kernel = .conv(shape, weight: weight, bias: try a.bias.map(pointer), a.activation, packed: packed,
-                               winograd: winograd ? WinogradConvolution(shape, weight: weight) : nil)
+                let shape = r.conv!
+                let packsDirectly = Conv2D.canPack(shape) && !(winograd && WinogradConvolution.isEligible(shape))
+                let halfs = packsDirectly ? packedHalfs(a.weight, rows: shape.depth, columns: shape.outChannels) : nil
+                let layer = try halfs ?? layerWeights(a.weight) { weight in
+                    if winograd, let w = WinogradConvolution(shape, weight: weight, arena: arena) { return .winograd(w) }
+                    guard Conv2D.canPack(shape) else { return nil }
+                    return PackedMatrix(weight, rows: shape.depth, columns: shape.outChannels, arena: arena).map { .packed($0) }
+                }
+                kernel = .conv(shape, layer, bias: try a.bias.map(pointer), a.activation)
             case .linear(let a):
-                let weight = try pointer(a.weight), inFeatures = r.inputShapes[0].channels
-                kernel = .linear(inFeatures: inFeatures, outFeatures: a.outFeatures, weight: weight, bias: try a.bias.map(pointer),
-                                 a.activation, packed: PackedMatrix(weight, rows: inFeatures, columns: a.outFeatures))
+                let inFeatures = r.inputShapes[0].channels
+                let layer = try packedHalfs(a.weight, rows: inFeatures, columns: a.outFeatures) ?? layerWeights(a.weight) { weight in
+                    PackedMatrix(weight, rows: inFeatures, columns: a.outFeatures, arena: arena).map { .packed($0) }
+                }
+                kernel = .linear(inFeatures: inFeatures, outFeatures: a.outFeatures, layer, bias: try a.bias.map(pointer), a.activation)
             case .batchNorm(let a):
                 let gamma = try weights.floats(a.gamma).array, beta = try weights.floats(a.beta).array
                 let mean = try weights.floats(a.mean).array, variance = try weights.floats(a.variance).array
@@ -134,10 +173,12 @@ public final class CompiledGraph: @unchecked Sendable {
     public var stepDescriptions: [String] {
         steps.map { step in
             switch step.kernel {
-            case .conv(let shape, _, _, _, _, let winograd):
-                let w = shape.window, method = winograd == nil ? "\(shape.method)" : "winograd"
+            case .conv(let shape, let weights, _, _):
+                let w = shape.window
+                let method: String
+                if case .winograd = weights { method = "winograd" } else { method = "\(shape.method)" }
                 return "conv \(w.kernelH)x\(w.kernelW)/\(w.strideH) \(method) \(w.inHeight)x\(w.inWidth)x\(w.inChannels)->\(shape.outChannels)"
-            case .linear(let i, let o, _, _, _, _): return "linear \(i)->\(o)"
+            case .linear(let i, let o, _, _, _): return "linear \(i)->\(o)"
             default: return "\(step.kernel)".split(separator: "(").first.map(String.init) ?? "step"
             }
         }
@@ -146,8 +187,9 @@ public final class CompiledGraph: @unchecked Sendable {
     /// Floats of conv scratch one context needs.
     func scratchCount(batch: Int, threads: Int) -> Int {
         steps.reduce(0) { m, step in
-            if case .conv(let shape, _, _, _, _, let winograd) = step.kernel {
-                return max(m, winograd?.scratchCount(threads: threads) ?? Conv2D.scratchCount(shape, batch: batch, threads: threads))
+            if case .conv(let shape, let weights, _, _) = step.kernel {
+                if case .winograd(let w) = weights { return max(m, w.scratchCount(threads: threads)) }
+                return max(m, Conv2D.scratchCount(shape, batch: batch, threads: threads))
             }
             return m
         }
@@ -163,19 +205,26 @@ public final class CompiledGraph: @unchecked Sendable {
             let x = UnsafePointer(buffers[step.inputs[0]])
             let inShape = step.inputShapes[0]
             switch step.kernel {
-            case .conv(let shape, let weight, let bias, let act, let packed, let winograd):
-                if let winograd {
-                    winograd.forward(batch: batch, x: x, bias: bias, activation: act, y: y, scratch: scratch!, threads: threads)
-                } else {
-                    Conv2D.forward(shape, batch: batch, x: x, weight: weight, bias: bias, activation: act, y: y,
-                                   scratch: scratch, threads: threads, packed: packed)
+            case .conv(let shape, let weights, let bias, let act):
+                switch weights {
+                case .winograd(let w):
+                    w.forward(batch: batch, x: x, bias: bias, activation: act, y: y, scratch: scratch!, threads: threads)
+                case .packed(let packed):
+                    Conv2D.forward(shape, batch: batch, x: x, packed: packed, bias: bias, activation: act, y: y, scratch: scratch,
+                                   threads: threads)
+                case .plain(let weight):
+                    Conv2D.forward(shape, batch: batch, x: x, weight: weight, bias: bias, activation: act, y: y, scratch: scratch,
+                                   threads: threads)
                 }
-            case .linear(let inFeatures, let outFeatures, let weight, let bias, let act, let packed):
-                if let packed {
+            case .linear(let inFeatures, let outFeatures, let weights, let bias, let act):
+                switch weights {
+                case .packed(let packed):
                     packed.multiply(x, rows: batch, lda: inFeatures, into: y, ldc: outFeatures, bias: bias, activation: act, threads: threads)
-                } else {
+                case .plain(let weight):
                     Dense.forward(rows: batch, inFeatures: inFeatures, outFeatures: outFeatures, x: x, weight: weight,
                                   bias: bias, activation: act, y: y, threads: threads)
+                case .winograd:
+                    preconditionFailure("linear layers have no Winograd form")
                 }
             case .scaleShift(let scale, let shift, let act):
                 Elementwise.scaleShift(x, rows: batch * inShape.pixels, channels: inShape.channels, scale: scale,

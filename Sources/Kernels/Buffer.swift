@@ -9,11 +9,17 @@ public final class FloatBuffer: @unchecked Sendable {
     public let count: Int
 
     /// Allocates `count` floats, zeroed. Returns nil when memory is exhausted.
-    public init?(count: Int) {
+    public convenience init?(count: Int) {
+        self.init(uninitializedCount: count)
+        zero()
+    }
+
+    /// Allocates `count` floats left unwritten, for buffers the caller fills completely at once
+    /// (packed and converted weights): zeroing them first cost a fifth of a model's load time.
+    public init?(uninitializedCount count: Int) {
         var raw: UnsafeMutableRawPointer?
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
         guard count >= 0, posix_memalign(&raw, 64, bytes) == 0, let raw else { return nil }
-        memset(raw, 0, bytes)
         pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         self.count = count
     }
@@ -22,5 +28,5 @@ public final class FloatBuffer: @unchecked Sendable {
 
     public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: pointer, count: count) }
 
-    public func zero() { memset(pointer, 0, count * MemoryLayout<Float>.stride) }
+    public func zero() { memset(pointer, 0, max(count, 1) * MemoryLayout<Float>.stride) }
 }

@@ -75,28 +75,35 @@ public enum Conv2D {
         return shape.window.outPixels * shape.depth
     }
 
-    /// y = act(conv(x, weight) + bias) for `batch` images. With `packed` (the weights packed once,
-    /// inference only, groups == 1) the GEMMs use the packed microkernels instead of OpenBLAS.
+    /// y = act(conv(x, weight) + bias) for `batch` images, GEMMs through OpenBLAS.
     public static func forward(
         _ shape: ConvShape, batch: Int, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
         bias: UnsafePointer<Float>?, activation: Activation, y: UnsafeMutablePointer<Float>,
-        scratch: UnsafeMutablePointer<Float>?, threads: Int, packed: PackedMatrix? = nil
+        scratch: UnsafeMutablePointer<Float>?, threads: Int
     ) {
         switch shape.method {
         case .depthwise: depthwise(shape, batch: batch, x: x, weight: weight, bias: bias, activation: activation, y: y, threads: threads)
-        case .pointwise:
-            if let packed {
-                packed.multiply(x, rows: batch * shape.window.inPixels, lda: shape.window.inChannels, into: y, ldc: shape.outChannels,
-                                bias: bias, activation: activation, threads: threads)
-            } else {
-                pointwise(shape, batch: batch, x: x, weight: weight, bias: bias, activation: activation, y: y, threads: threads)
-            }
+        case .pointwise: pointwise(shape, batch: batch, x: x, weight: weight, bias: bias, activation: activation, y: y, threads: threads)
         case .im2col:
-            if let packed, shape.groups == 1 {
-                generalPacked(shape, batch: batch, x: x, packed: packed, bias: bias, activation: activation, y: y, scratch: scratch!, threads: threads)
-            } else {
-                general(shape, batch: batch, x: x, weight: weight, bias: bias, activation: activation, y: y, scratch: scratch!, threads: threads)
-            }
+            general(shape, batch: batch, x: x, weight: weight, bias: bias, activation: activation, y: y, scratch: scratch!, threads: threads)
+        }
+    }
+
+    /// Whether `forward(packed:)` can run this shape: one group, not depthwise.
+    public static func canPack(_ shape: ConvShape) -> Bool { shape.method != .depthwise && shape.groups == 1 }
+
+    /// `forward` with the weights packed once (`PackedMatrix` of depth x outChannels, inference
+    /// only): the GEMMs run on the packed microkernels with bias and activation fused.
+    public static func forward(
+        _ shape: ConvShape, batch: Int, x: UnsafePointer<Float>, packed: PackedMatrix, bias: UnsafePointer<Float>?,
+        activation: Activation, y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>?, threads: Int
+    ) {
+        precondition(canPack(shape) && packed.rows == shape.depth && packed.columns == shape.outChannels)
+        if shape.method == .pointwise {
+            packed.multiply(x, rows: batch * shape.window.inPixels, lda: shape.window.inChannels, into: y, ldc: shape.outChannels,
+                            bias: bias, activation: activation, threads: threads)
+        } else {
+            generalPacked(shape, batch: batch, x: x, packed: packed, bias: bias, activation: activation, y: y, scratch: scratch!, threads: threads)
         }
     }
 

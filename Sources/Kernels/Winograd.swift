@@ -14,14 +14,16 @@ public final class WinogradConvolution: @unchecked Sendable {
             && shape.groups == 1 && w.inChannels >= 16 && shape.outChannels >= 16 && w.outHeight >= 4 && w.outWidth >= 4
     }
 
-    public init?(_ shape: ConvShape, weight: UnsafePointer<Float>) {
+    public init?(_ shape: ConvShape, weight: UnsafePointer<Float>, arena: WeightArena? = nil) {
         guard Self.isEligible(shape) else { return nil }
         let cin = shape.window.inChannels, cout = shape.outChannels
-        guard let transformed = FloatBuffer(count: 36 * cin * cout) else { return nil }
+        guard let transformed = FloatBuffer(uninitializedCount: 36 * cin * cout) else { return nil }
         cgk_winograd_weights(weight, Int32(cin), Int32(cout), transformed.pointer)
         var planes: [PackedMatrix] = []
         for p in 0..<36 {
-            guard let packed = PackedMatrix(transformed.pointer + p * cin * cout, rows: cin, columns: cout) else { return nil }
+            guard let packed = PackedMatrix(transformed.pointer + p * cin * cout, rows: cin, columns: cout, arena: arena) else {
+                return nil
+            }
             planes.append(packed)
         }
         self.shape = shape

@@ -212,7 +212,7 @@ public final class ModelFile: @unchecked Sendable {
             let pointer = raw.baseAddress.map { $0.assumingMemoryBound(to: Float.self) }
             return FloatTensor(shape: tensor.shape, pointer: pointer ?? FloatTensor.empty, owner: self)
         case .float16:
-            guard let buffer = FloatBuffer(count: tensor.elementCount) else {
+            guard let buffer = FloatBuffer(uninitializedCount: tensor.elementCount) else {
                 throw CoverGenreError(.outOfMemory, "cannot allocate tensor \"\(name)\"")
             }
             if tensor.elementCount > 0 {

@@ -95,8 +95,8 @@ public enum Files {
     public static func errnoText() -> String { String(cString: strerror(errno)) }
 }
 
-/// A read-only memory map of a whole file. Model weights are used straight from the map, so
-/// loading a model costs page faults on first use, not a copy.
+/// A read-only memory map of a whole file. Model weights are used straight from the map (f32
+/// files) or packed from it, never copied through a read buffer.
 ///
 /// The map is private and read-only; if another process truncates the file while it is mapped,
 /// the OS may raise SIGBUS on access, as with every memory-mapped reader (llama.cpp, ONNX Runtime).
@@ -118,7 +118,9 @@ public final class MappedFile: @unchecked Sendable {
             bytes = UnsafeRawBufferPointer(start: nil, count: 0)
             return
         }
-        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
+        // Every byte is read at load (checksum, weights packed), so the pages are mapped in one
+        // call rather than faulted in 16 at a time: 9.7 MB took about 2,400 faults.
+        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0), base != MAP_FAILED else {
             throw CoverGenreError(.io, "cannot map \(path): \(Files.errnoText())")
         }
         bytes = UnsafeRawBufferPointer(start: base, count: size)

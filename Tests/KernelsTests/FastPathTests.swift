@@ -59,4 +59,72 @@ final class FastPathTests: XCTestCase {
                                                        padding: .same), outChannels: 16)
         XCTAssertFalse(WinogradConvolution.isEligible(strided))
     }
+
+    func testPackedConvolutionMatchesReference() throws {
+        try XCTSkipUnless(PackedMatrix.isAvailable, "no AVX2+FMA microkernel on this CPU")
+        var random = TestRandom(seed: 42)
+        let cases: [(Int, Int, Int, Int, (Int, Int), (Int, Int), Padding)] = [
+            (23, 19, 3, 32, (3, 3), (2, 2), .same),   // a stem: im2col tiles
+            (9, 7, 24, 40, (1, 1), (1, 1), .valid),   // pointwise: a plain GEMM
+            (12, 10, 16, 20, (5, 3), (1, 2), .explicit(top: 2, bottom: 1, left: 0, right: 1)),
+        ]
+        for (h, w, cin, cout, kernel, stride, padding) in cases {
+            let shape = ConvShape(window: WindowGeometry(inHeight: h, inWidth: w, inChannels: cin, kernel: kernel, stride: stride,
+                                                         padding: padding), outChannels: cout)
+            XCTAssertTrue(Conv2D.canPack(shape))
+            let weight = random.floats(shape.weightCount, scale: 0.3), bias = random.floats(cout)
+            let arena = WeightArena()
+            let packed = try XCTUnwrap(PackedMatrix(weight, rows: shape.depth, columns: cout, arena: arena))
+            for (batch, threads) in [(1, 1), (1, 2), (3, 2)] {
+                let x = random.floats(batch * shape.inElementsPerImage)
+                var expected: [Float] = []
+                for n in 0..<batch {
+                    expected += Reference.conv(Array(x[(n * shape.inElementsPerImage)..<((n + 1) * shape.inElementsPerImage)]), shape,
+                                               weight: weight, bias: bias, activation: .relu6)
+                }
+                var y = [Float](repeating: .nan, count: batch * shape.outElementsPerImage)
+                var scratch = [Float](repeating: 0, count: max(1, Conv2D.scratchCount(shape, batch: batch, threads: threads)))
+                Conv2D.forward(shape, batch: batch, x: x, packed: packed, bias: bias, activation: .relu6, y: &y, scratch: &scratch,
+                               threads: threads)
+                XCTAssertLessThan(maxRelativeError(y, expected), 1e-5, "\(shape.window) batch \(batch) threads \(threads)")
+            }
+        }
+    }
+
+    /// Packing straight from f16 (F16C) gives exactly the floats the scalar widening gives,
+    /// subnormals, signed zeros and a partial last panel included.
+    func testHalfPackingMatchesWidenedWeights() throws {
+        try XCTSkipUnless(PackedMatrix.isAvailable, "no AVX2+FMA microkernel on this CPU")
+        var random = TestRandom(seed: 43)
+        let k = 37, n = 45
+        var halfs = [UInt16](repeating: 0, count: k * n)
+        cgk_float_to_half(random.floats(k * n, scale: 4), &halfs, halfs.count)
+        halfs[0] = 0x0001; halfs[1] = 0x83FF; halfs[2] = 0x8000; halfs[n - 1] = 0x7BFF // subnormals, -0, largest
+        var widened = [Float](repeating: 0, count: k * n)
+        cgk_half_to_float(halfs, &widened, halfs.count)
+        let arena = WeightArena()
+        let fromHalfs = try XCTUnwrap(PackedMatrix(halfs: halfs, rows: k, columns: n, arena: arena))
+        let fromFloats = try XCTUnwrap(PackedMatrix(widened, rows: k, columns: n))
+        let a = random.floats(11 * k)
+        var c1 = [Float](repeating: .nan, count: 11 * n), c2 = c1
+        fromHalfs.multiply(a, rows: 11, lda: k, into: &c1, ldc: n, bias: nil, activation: .none, threads: 1)
+        fromFloats.multiply(a, rows: 11, lda: k, into: &c2, ldc: n, bias: nil, activation: .none, threads: 1)
+        XCTAssertEqual(c1.map(\.bitPattern), c2.map(\.bitPattern))
+    }
+
+    func testWeightArenaAlignsAndSpansChunks() throws {
+        let arena = WeightArena()
+        var pointers: [UnsafeMutablePointer<Float>] = []
+        for count in [1, 17, 1 << 20, 3 << 20, 5] { // the 12 MB request needs a chunk of its own
+            let p = try XCTUnwrap(arena.allocate(floats: count))
+            XCTAssertEqual(Int(bitPattern: p) % 64, 0)
+            p.update(repeating: Float(count), count: count)
+            pointers.append(p)
+        }
+        for (p, count) in zip(pointers, [1, 17, 1 << 20, 3 << 20, 5]) {
+            XCTAssertEqual(p[0], Float(count))
+            XCTAssertEqual(p[count - 1], Float(count))
+        }
+        XCTAssertGreaterThanOrEqual(arena.mappedBytes, (1 + 17 + (1 << 20) + (3 << 20) + 5) * 4)
+    }
 }

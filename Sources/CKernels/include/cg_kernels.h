@@ -68,6 +68,8 @@ int cgk_gemm_packed_available(void);
 // Floats needed to pack a k x n row-major matrix into 16-column panels.
 size_t cgk_pack_b_floats(int32_t k, int32_t n);
 void cgk_pack_b(const float *b, ptrdiff_t ldb, int32_t k, int32_t n, float *packed);
+// The same from IEEE half-precision values (an f16 model file), converting while packing.
+void cgk_pack_b_f16(const uint16_t *b, ptrdiff_t ldb, int32_t k, int32_t n, float *packed);
 
 // c[m x n] = act(a[m x k] * B + bias) with B packed by cgk_pack_b, for the panels (16-column
 // groups) [panel_begin, panel_end): threads split the panels or the rows.
