@@ -25,14 +25,14 @@ void cgk_im2col(const float *x, const cgk_window *w, int32_t channel_begin, int3
             }
             const float *row = x + (ptrdiff_t)ih * W * C + channel_begin;
             if (whole_rows && iw0 >= 0 && iw0 + KW <= W) {
-                memcpy(dst, row + (ptrdiff_t)iw0 * C, tap_bytes * KW);
+                cgk_copy_floats(dst, row + (ptrdiff_t)iw0 * C, (size_t)channel_count * KW);
                 dst += (ptrdiff_t)channel_count * KW;
                 continue;
             }
             for (int32_t kw = 0; kw < KW; kw++) {
                 const int32_t iw = iw0 + kw;
                 if (iw < 0 || iw >= W) memset(dst, 0, tap_bytes);
-                else memcpy(dst, row + (ptrdiff_t)iw * C, tap_bytes);
+                else cgk_copy_floats(dst, row + (ptrdiff_t)iw * C, (size_t)channel_count);
                 dst += channel_count;
             }
         }

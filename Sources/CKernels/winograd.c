@@ -85,7 +85,8 @@ void cgk_winograd_input(const float *x, const cgk_window *w, int32_t tiles_w, in
             cgk_winograd_input_tile(d, out);
             for (int p = 0; p < 36; p++) {
                 float *dst = row + (ptrdiff_t)p * plane + c0;
-                for (int c = 0; c < cn; c++) dst[c] = out[p / 6][p % 6][c];
+                if (cn == CGK_WV) memcpy(dst, out[p / 6][p % 6], sizeof(float) * CGK_WV); // see cgk_winograd_output
+                else memcpy(dst, out[p / 6][p % 6], sizeof(float) * (size_t)cn);
             }
         }
     }
@@ -124,15 +125,25 @@ void cgk_winograd_output(const float *m, ptrdiff_t plane, int32_t cout, int32_t 
                     const float m0 = t[i][0][c], m1 = t[i][1][c], m2 = t[i][2][c], m3 = t[i][3][c], m4 = t[i][4][c], m5 = t[i][5][c];
                     const float v0 = m0 + m1 + m2 + m3 + m4 + b[c], v1 = m1 - m2 + 2 * m3 - 2 * m4 + b[c];
                     const float v2 = m1 + m2 + 4 * m3 + 4 * m4 + b[c], v3 = m1 - m2 + 8 * m3 - 8 * m4 + m5 + b[c];
-                    o[i][0][c] = cgk_activate(v0, activation);
-                    o[i][1][c] = cgk_activate(v1, activation);
-                    o[i][2][c] = cgk_activate(v2, activation);
-                    o[i][3][c] = cgk_activate(v3, activation);
+                    o[i][0][c] = v0;
+                    o[i][1][c] = v1;
+                    o[i][2][c] = v2;
+                    o[i][3][c] = v3;
                 }
             }
+            // Activation in a loop of its own: inside the transform the compiler turned the
+            // per-activation branches into masked stores, which AMD CPUs run slowly.
+            float *flat = &o[0][0][0];
+            if (activation != CGK_ACT_NONE)
+                for (int e = 0; e < 16 * CGK_WV; e++) flat[e] = cgk_activate(flat[e], activation);
+            // A constant size for whole vectors: with a variable one the compiler emits masked
+            // stores too.
             for (int i = 0; i < 4 && oh0 + i < out_h; i++)
-                for (int j = 0; j < 4 && ow0 + j < out_w; j++)
-                    memcpy(y + ((ptrdiff_t)(oh0 + i) * out_w + ow0 + j) * cout + c0, o[i][j], sizeof(float) * (size_t)cn);
+                for (int j = 0; j < 4 && ow0 + j < out_w; j++) {
+                    float *dst = y + ((ptrdiff_t)(oh0 + i) * out_w + ow0 + j) * cout + c0;
+                    if (cn == CGK_WV) memcpy(dst, o[i][j], sizeof(float) * CGK_WV);
+                    else memcpy(dst, o[i][j], sizeof(float) * (size_t)cn);
+                }
         }
     }
 }
