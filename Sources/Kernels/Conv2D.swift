@@ -59,6 +59,16 @@ public enum Conv2D {
         max(16, min(shape.window.outPixels, tileFloats / max(shape.depth, 1)))
     }
 
+    /// Row tiles for a forward split across threads: no longer than `tileRows`, and as many as
+    /// a multiple of the thread count, so each thread gets the same share (a 112x112 stem in
+    /// three tiles left one of two threads idle for a third of the layer).
+    static func rowTiles(_ shape: ConvShape, threads: Int) -> (count: Int, rows: Int) {
+        let pixels = shape.window.outPixels, most = tileRows(shape), t = max(threads, 1)
+        let count = ((pixels + most - 1) / most + t - 1) / t * t
+        let rows = (pixels + count - 1) / count
+        return ((pixels + rows - 1) / rows, rows)
+    }
+
     /// Whether a multi-threaded forward splits output rows (many row tiles) or, for small
     /// images, im2cols once and splits output channels.
     @usableFromInline static func splitsRows(_ shape: ConvShape, batch: Int, threads: Int) -> Bool {
@@ -117,8 +127,7 @@ public enum Conv2D {
         let pixels = shape.window.outPixels, depth = shape.depth, cout = shape.outChannels
         let channels = Int32(shape.window.inChannels)
         if splitsRows(shape, batch: batch, threads: threads) {
-            let rowsPerTile = tileRows(shape)
-            let tiles = (pixels + rowsPerTile - 1) / rowsPerTile
+            let (tiles, rowsPerTile) = rowTiles(shape, threads: threads)
             Parallel.forRanges(batch * tiles, threads: threads) { worker, items in
                 let col = scratch + worker * rowsPerTile * depth
                 for item in items {
@@ -185,8 +194,7 @@ public enum Conv2D {
         let pixels = shape.window.outPixels, depth = shape.depth, cout = shape.outChannels
         let groupIn = shape.window.inChannels / shape.groups, groupOut = cout / shape.groups
         if splitsRows(shape, batch: batch, threads: threads) {
-            let rowsPerTile = tileRows(shape)
-            let tiles = (pixels + rowsPerTile - 1) / rowsPerTile
+            let (tiles, rowsPerTile) = rowTiles(shape, threads: threads)
             Parallel.forRanges(batch * tiles, threads: threads) { worker, items in
                 let col = scratch + worker * rowsPerTile * depth
                 for item in items {
