@@ -2,7 +2,7 @@
 
 Run through bench/run.sh, which builds the release library and tools and prepares the virtual
 environment (onnx, onnxruntime, and torch unless --no-torch). Prints the table and writes
-bench/results/<date>.md; docs/performance.md quotes the latest.
+bench/results/<date>.md (<date>-2.md, ... for later runs that day); docs/performance.md quotes the latest.
 """
 
 from __future__ import annotations
@@ -256,7 +256,13 @@ def main():
 
     results = BENCH / "results"
     results.mkdir(exist_ok=True)
-    out = results / ("%s.md" % datetime.date.today().isoformat())
+    # A second run on the same day gets its own file (-2, -3, ...): earlier results stay.
+    day = datetime.date.today().isoformat()
+    out = results / ("%s.md" % day)
+    run = 2
+    while out.exists():
+        out = results / ("%s-%d.md" % (day, run))
+        run += 1
     out.write_text("\n".join(lines) + "\n")
     print("\nwrote", out.relative_to(REPO))
 

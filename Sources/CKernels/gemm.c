@@ -9,9 +9,10 @@
 // passes, then 6-row micro-blocks against one panel slice held in L1. On this project's test
 // machine it runs at 67-93 GFLOP/s on the networks' shapes on one core, OpenBLAS sgemm at 42-80.
 //
-// One microkernel (AVX2 + FMA) serves every x86-64 CPU that has those instructions, including
-// AVX-512 ones: a kernel only counts when the tests execute it, and no machine we test on has
-// AVX-512. Other CPUs use OpenBLAS instead (cgk_gemm_packed_available() == 0).
+// One microkernel (AVX2 + FMA) serves every x86-64 CPU that has those instructions, AVX-512 ones
+// included. An AVX-512 variant existed but was removed: the machine these kernels were measured
+// and tested on lacks AVX-512, and an untested kernel is not one we ship. Other CPUs use
+// OpenBLAS instead (cgk_gemm_packed_available() == 0).
 #include "kernel_internal.h"
 
 #include <string.h>

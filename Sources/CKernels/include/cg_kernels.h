@@ -62,7 +62,7 @@ void cgk_sgd_update(float *w, const float *g, float *velocity, ptrdiff_t n, floa
 
 // ---- packed-weight GEMM (inference) -----------------------------------------------------------
 
-// 1 when this CPU has the AVX2+FMA or AVX-512 microkernels; otherwise callers use OpenBLAS.
+// 1 when this CPU runs the AVX2+FMA microkernel; otherwise callers use OpenBLAS.
 int cgk_gemm_packed_available(void);
 
 // Floats needed to pack a k x n row-major matrix into 16-column panels.
