@@ -22,8 +22,12 @@ void cgk_maxpool(const float *x, const cgk_window *w, int32_t oh_begin, int32_t 
                     const float *restrict xp = x + in;
                     if (argmax != NULL) {
                         int32_t *restrict ap = argmax + out;
+                        // Selects, not a branch per element: the branch mispredicted on real
+                        // activations and kept the loop scalar (7% of a training step).
                         for (int32_t c = 0; c < C; c++) {
-                            if (first || xp[c] > yp[c]) { yp[c] = xp[c]; ap[c] = (int32_t)(in + c); }
+                            const int take = first || xp[c] > yp[c];
+                            yp[c] = take ? xp[c] : yp[c];
+                            ap[c] = take ? (int32_t)(in + c) : ap[c];
                         }
                     } else if (first) {
                         for (int32_t c = 0; c < C; c++) yp[c] = xp[c];
