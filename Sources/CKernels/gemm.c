@@ -59,19 +59,13 @@ int cgk_cpu_has_avx2_fma(void) {
 
 int cgk_gemm_packed_available(void) { return cgk_cpu_has_avx2_fma(); }
 
-// Copies rows [0, rows) x depth [0, kc) of A into micro-panels of MR rows: element (r, kk) of
-// micro-panel i goes to dst[i * kc * MR + kk * MR + r]. Missing rows of the last micro-panel are
-// zeros, so the microkernel always computes MR rows and the store drops the extra ones.
-static void cgk_pack_a(int32_t rows, int32_t kc, const float *a, ptrdiff_t lda, float *dst) {
-    for (int32_t i0 = 0; i0 < rows; i0 += MR) {
-        const int32_t n = rows - i0 < MR ? rows - i0 : MR;
-        float *panel = dst + (size_t)i0 * kc;
-        for (int32_t r = 0; r < n; r++) {
-            const float *src = a + (ptrdiff_t)(i0 + r) * lda;
-            for (int32_t kk = 0; kk < kc; kk++) panel[(size_t)kk * MR + r] = src[kk];
-        }
-        for (int32_t r = n; r < MR; r++)
-            for (int32_t kk = 0; kk < kc; kk++) panel[(size_t)kk * MR + r] = 0.0f;
+// Copies the last, partial block of rows (rows < MR) x depth kc of A into one micro-panel:
+// element (r, kk) goes to dst[kk * MR + r], and the missing rows are zeros, so the microkernel
+// computes MR rows and the store drops the extra ones.
+static void cgk_pack_a_tail(int32_t rows, int32_t kc, const float *a, ptrdiff_t lda, float *dst) {
+    for (int32_t r = 0; r < MR; r++) {
+        const float *src = a + (ptrdiff_t)r * lda;
+        for (int32_t kk = 0; kk < kc; kk++) dst[(size_t)kk * MR + r] = r < rows ? src[kk] : 0.0f;
     }
 }
 
@@ -90,40 +84,31 @@ static inline void cgk_store_row(float *c, const float *acc, int32_t width, int 
 }
 
 #if CGK_X86
+// 16 halves to floats with F16C.
 __attribute__((target("avx,f16c")))
-static void cgk_pack_b_f16c(const uint16_t *b, ptrdiff_t ldb, int32_t k, int32_t n, float *packed) {
+static void cgk_half16_to_float(const uint16_t *src, float *dst) {
+    _mm256_storeu_ps(dst, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)src)));
+    _mm256_storeu_ps(dst + 8, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 8))));
+}
+#endif
+
+void cgk_pack_b_f16(const uint16_t *b, ptrdiff_t ldb, int32_t k, int32_t n, float *packed) {
+#if CGK_X86
+    const int f16c = __builtin_cpu_supports("f16c");
+#endif
     const int32_t panels = (n + NR - 1) / NR;
     for (int32_t p = 0; p < panels; p++) {
         float *dst = packed + (size_t)p * k * NR;
         const int32_t c0 = p * NR, width = n - c0 < NR ? n - c0 : NR;
         for (int32_t kk = 0; kk < k; kk++, dst += NR) {
             const uint16_t *src = b + (ptrdiff_t)kk * ldb + c0;
-            if (width == NR) {
-                _mm256_storeu_ps(dst, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)src)));
-                _mm256_storeu_ps(dst + 8, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 8))));
-            } else {
-                cgk_half_to_float(src, dst, (size_t)width);
-                for (int32_t j = width; j < NR; j++) dst[j] = 0.0f;
-            }
-        }
-    }
-}
-#endif
-
-void cgk_pack_b_f16(const uint16_t *b, ptrdiff_t ldb, int32_t k, int32_t n, float *packed) {
 #if CGK_X86
-    // Every CPU with AVX2 (the only one the packed kernels run on) has F16C.
-    if (cgk_cpu_has_avx2_fma() && __builtin_cpu_supports("f16c")) {
-        cgk_pack_b_f16c(b, ldb, k, n, packed);
-        return;
-    }
+            if (f16c && width == NR) {
+                cgk_half16_to_float(src, dst);
+                continue;
+            }
 #endif
-    const int32_t panels = (n + NR - 1) / NR;
-    for (int32_t p = 0; p < panels; p++) {
-        float *dst = packed + (size_t)p * k * NR;
-        const int32_t c0 = p * NR, width = n - c0 < NR ? n - c0 : NR;
-        for (int32_t kk = 0; kk < k; kk++, dst += NR) {
-            cgk_half_to_float(b + (ptrdiff_t)kk * ldb + c0, dst, (size_t)width);
+            cgk_half_to_float(src, dst, (size_t)width);
             for (int32_t j = width; j < NR; j++) dst[j] = 0.0f;
         }
     }
@@ -200,7 +185,7 @@ void cgk_gemm_packed(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t 
             const float *a_rows = a + (ptrdiff_t)i0 * lda + k0;
             // Only a partial last micro-panel is copied (zero rows added); full ones are read in place.
             const int32_t full = mc / MR * MR;
-            if (full < mc) cgk_pack_a(mc - full, kc, a_rows + (ptrdiff_t)full * lda, lda, a_tail);
+            if (full < mc) cgk_pack_a_tail(mc - full, kc, a_rows + (ptrdiff_t)full * lda, lda, a_tail);
             for (int32_t p = panel_begin; p < panel_end; p++) {
                 const float *panel = packed + (size_t)p * k * NR + (size_t)k0 * NR;
                 const int32_t c0 = p * NR, width = n - c0 < NR ? n - c0 : NR;

@@ -30,6 +30,13 @@ void cgk_winograd_weights(const float *weight, int32_t cin, int32_t cout, float 
 
 #define CGK_WV 16 // channels per vector step
 
+// Copies cn <= CGK_WV floats. Whole vectors get a constant size: with a variable one the
+// compiler emits masked stores (vmaskmovps), which AMD CPUs run slowly.
+static inline void cgk_copy_channels(float *dst, const float *src, int32_t cn) {
+    if (cn == CGK_WV) memcpy(dst, src, sizeof(float) * CGK_WV);
+    else memcpy(dst, src, sizeof(float) * (size_t)cn);
+}
+
 // B^T x B for one 6x6 block of CGK_WV-wide channel vectors, rows then columns.
 __attribute__((always_inline)) static inline void cgk_winograd_input_tile(float d[6][6][CGK_WV], float v[6][6][CGK_WV]) {
     float t[6][6][CGK_WV];
@@ -85,8 +92,7 @@ void cgk_winograd_input(const float *x, const cgk_window *w, int32_t tiles_w, in
             cgk_winograd_input_tile(d, out);
             for (int p = 0; p < 36; p++) {
                 float *dst = row + (ptrdiff_t)p * plane + c0;
-                if (cn == CGK_WV) memcpy(dst, out[p / 6][p % 6], sizeof(float) * CGK_WV); // see cgk_winograd_output
-                else memcpy(dst, out[p / 6][p % 6], sizeof(float) * (size_t)cn);
+                cgk_copy_channels(dst, out[p / 6][p % 6], cn);
             }
         }
     }
@@ -102,15 +108,13 @@ void cgk_winograd_output(const float *m, ptrdiff_t plane, int32_t cout, int32_t 
         const float *row = m + (ptrdiff_t)(tile - t_begin) * cout;
         for (int32_t c0 = 0; c0 < cout; c0 += CGK_WV) {
             const int32_t cn = cout - c0 < CGK_WV ? cout - c0 : CGK_WV;
-            if (cn == CGK_WV) {
-                for (int p = 0; p < 36; p++) memcpy(s[p / 6][p % 6], row + (ptrdiff_t)p * plane + c0, sizeof(float) * CGK_WV);
-                for (int c = 0; c < CGK_WV; c++) b[c] = bias != NULL ? bias[c0 + c] : 0.0f;
-            } else {
+            if (cn < CGK_WV) { // lanes past the last channel compute zeros that are never stored
                 memset(s, 0, sizeof s);
                 memset(b, 0, sizeof b);
-                for (int p = 0; p < 36; p++) memcpy(s[p / 6][p % 6], row + (ptrdiff_t)p * plane + c0, sizeof(float) * (size_t)cn);
-                if (bias != NULL) memcpy(b, bias + c0, sizeof(float) * (size_t)cn);
             }
+            for (int p = 0; p < 36; p++) cgk_copy_channels(s[p / 6][p % 6], row + (ptrdiff_t)p * plane + c0, cn);
+            if (bias != NULL) cgk_copy_channels(b, bias + c0, cn);
+            else memset(b, 0, sizeof b);
             for (int j = 0; j < 6; j++) {
                 for (int c = 0; c < CGK_WV; c++) {
                     const float m0 = s[0][j][c], m1 = s[1][j][c], m2 = s[2][j][c], m3 = s[3][j][c], m4 = s[4][j][c], m5 = s[5][j][c];
@@ -136,14 +140,9 @@ void cgk_winograd_output(const float *m, ptrdiff_t plane, int32_t cout, int32_t 
             float *flat = &o[0][0][0];
             if (activation != CGK_ACT_NONE)
                 for (int e = 0; e < 16 * CGK_WV; e++) flat[e] = cgk_activate(flat[e], activation);
-            // A constant size for whole vectors: with a variable one the compiler emits masked
-            // stores too.
             for (int i = 0; i < 4 && oh0 + i < out_h; i++)
-                for (int j = 0; j < 4 && ow0 + j < out_w; j++) {
-                    float *dst = y + ((ptrdiff_t)(oh0 + i) * out_w + ow0 + j) * cout + c0;
-                    if (cn == CGK_WV) memcpy(dst, o[i][j], sizeof(float) * CGK_WV);
-                    else memcpy(dst, o[i][j], sizeof(float) * (size_t)cn);
-                }
+                for (int j = 0; j < 4 && ow0 + j < out_w; j++)
+                    cgk_copy_channels(y + ((ptrdiff_t)(oh0 + i) * out_w + ow0 + j) * cout + c0, o[i][j], cn);
         }
     }
 }

@@ -194,8 +194,8 @@ public final class Model: @unchecked Sendable {
     /// images. This is the engine without image handling: parity tests and benchmarks use it.
     public func logits(preprocessed input: UnsafePointer<Float>, batch: Int, into out: UnsafeMutablePointer<Float>,
                        threads: Int? = nil) throws {
-        try runTensor(input, batch: batch, threads: threads ?? self.threads) { context, n, first in
-            for i in 0..<n { (out + (first + i) * classCount).update(from: context.logits(i).baseAddress!, count: classCount) }
+        try runTensor(input, batch: batch, threads: threads ?? self.threads) { context, image in
+            (out + image * classCount).update(from: context.logits(0).baseAddress!, count: classCount)
         }
     }
 
@@ -203,43 +203,37 @@ public final class Model: @unchecked Sendable {
     public func embeddings(preprocessed input: UnsafePointer<Float>, batch: Int, into out: UnsafeMutablePointer<Float>,
                            threads: Int? = nil) throws {
         guard embeddingSize > 0 else { throw CoverGenreError(.invalidArgument, "this model has no embedding output") }
-        try runTensor(input, batch: batch, threads: threads ?? self.threads) { context, n, first in
-            for i in 0..<n {
-                (out + (first + i) * embeddingSize).update(from: context.embedding(i)!.baseAddress!, count: embeddingSize)
-            }
+        try runTensor(input, batch: batch, threads: threads ?? self.threads) { context, image in
+            (out + image * embeddingSize).update(from: context.embedding(0)!.baseAddress!, count: embeddingSize)
         }
     }
 
-    /// Images one context runs at once when a batch is split. Layer by layer over a large batch,
-    /// every activation tensor leaves the caches (Lite0's largest is 4.8 MB per image); one image
-    /// at a time keeps them in L2/L3. Lite0, batch 16, 1 thread: 314 ms with the whole batch at
-    /// once, 228 ms one image at a time (2, 4 and 8 images were no better).
-    static let imagesPerRun = 1
-
+    /// Runs each image of the batch through a batch-1 context and calls `collect(context, image)`.
     private func runTensor(_ input: UnsafePointer<Float>, batch: Int, threads: Int,
-                           _ collect: (ExecutionContext, Int, Int) -> Void) throws {
+                           _ collect: (ExecutionContext, Int) -> Void) throws {
         guard batch > 0 else { return }
         if batch == 1 {
             try pool.withContext(batch: 1, threads: threads) { context in
                 context.input.update(from: input, count: inputCount)
                 context.run()
-                collect(context, 1, 0)
+                collect(context, 0)
             }
             return
         }
-        // One owner of parallelism: threads take whole images, each runs them single-threaded.
-        let groups = min(max(threads, 1), batch), chunk = Model.imagesPerRun
+        // One owner of parallelism: threads take whole images and run them one at a time,
+        // single-threaded. Layer by layer over a large batch every activation tensor leaves the
+        // caches (Lite0's largest is 4.8 MB per image). Lite0, batch 16, 1 thread: 314 ms as one
+        // batch, 228 ms one image at a time (2, 4 and 8 images at a time were no better).
+        let groups = min(max(threads, 1), batch)
         var failure: CoverGenreError?
         let lock = Locked<Void>(())
         Parallel.forEach(groups, threads: groups) { g in
-            let begin = g * batch / groups, end = (g + 1) * batch / groups
             do {
-                for first in stride(from: begin, to: end, by: chunk) {
-                    let n = min(chunk, end - first)
-                    try pool.withContext(batch: n, threads: 1) { context in
-                        context.input.update(from: input + first * inputCount, count: n * inputCount)
+                try pool.withContext(batch: 1, threads: 1) { context in
+                    for image in (g * batch / groups)..<((g + 1) * batch / groups) {
+                        context.input.update(from: input + image * inputCount, count: inputCount)
                         context.run()
-                        collect(context, n, first)
+                        collect(context, image)
                     }
                 }
             } catch {

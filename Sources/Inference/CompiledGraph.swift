@@ -105,10 +105,13 @@ public final class CompiledGraph: @unchecked Sendable {
             retained.append(buffer)
             return UnsafePointer(buffer.pointer)
         }
-        /// f16 weights packed straight from the file, when the layer would be packed anyway.
-        func packedHalfs(_ name: String, rows: Int, columns: Int) -> Weights? {
-            guard let halfs = weights.halfs(name), weights.shape(name)?.reduce(1, *) == rows * columns else { return nil }
-            return PackedMatrix(halfs: halfs, rows: rows, columns: columns, arena: arena).map { .packed($0) }
+        /// A weight matrix packed for the GEMM microkernels: f16 weights straight from the file,
+        /// f32 ones from the map (`resolve` has checked the shape); plain without the microkernels.
+        func packedWeights(_ name: String, rows: Int, columns: Int) throws -> Weights {
+            if let halfs = weights.halfs(name), let packed = PackedMatrix(halfs: halfs, rows: rows, columns: columns, arena: arena) {
+                return .packed(packed)
+            }
+            return try layerWeights(name) { PackedMatrix($0, rows: rows, columns: columns, arena: arena).map { .packed($0) } }
         }
         var steps: [Step] = []
         for (i, r) in resolved.enumerated() {
@@ -116,19 +119,20 @@ public final class CompiledGraph: @unchecked Sendable {
             switch r.node.op {
             case .conv2d(let a):
                 let shape = r.conv!
-                let packsDirectly = Conv2D.canPack(shape) && !(winograd && WinogradConvolution.isEligible(shape))
-                let halfs = packsDirectly ? packedHalfs(a.weight, rows: shape.depth, columns: shape.outChannels) : nil
-                let layer = try halfs ?? layerWeights(a.weight) { weight in
-                    if winograd, let w = WinogradConvolution(shape, weight: weight, arena: arena) { return .winograd(w) }
-                    guard Conv2D.canPack(shape) else { return nil }
-                    return PackedMatrix(weight, rows: shape.depth, columns: shape.outChannels, arena: arena).map { .packed($0) }
+                let layer: Weights
+                if winograd && WinogradConvolution.isEligible(shape) {
+                    layer = try layerWeights(a.weight) { weight in
+                        WinogradConvolution(shape, weight: weight, arena: arena).map { .winograd($0) }
+                    }
+                } else if Conv2D.canPack(shape) {
+                    layer = try packedWeights(a.weight, rows: shape.depth, columns: shape.outChannels)
+                } else {
+                    layer = .plain(try pointer(a.weight))
                 }
                 kernel = .conv(shape, layer, bias: try a.bias.map(pointer), a.activation)
             case .linear(let a):
                 let inFeatures = r.inputShapes[0].channels
-                let layer = try packedHalfs(a.weight, rows: inFeatures, columns: a.outFeatures) ?? layerWeights(a.weight) { weight in
-                    PackedMatrix(weight, rows: inFeatures, columns: a.outFeatures, arena: arena).map { .packed($0) }
-                }
+                let layer = try packedWeights(a.weight, rows: inFeatures, columns: a.outFeatures)
                 kernel = .linear(inFeatures: inFeatures, outFeatures: a.outFeatures, layer, bias: try a.bias.map(pointer), a.activation)
             case .batchNorm(let a):
                 let gamma = try weights.floats(a.gamma).array, beta = try weights.floats(a.beta).array
