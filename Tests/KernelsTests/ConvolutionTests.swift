@@ -15,11 +15,7 @@ final class ConvolutionTests: XCTestCase {
         let bias = random.floats(cout)
         for batch in [1, 3] {
             let x = random.floats(batch * shape.inElementsPerImage)
-            var expected: [Float] = []
-            for n in 0..<batch {
-                let image = Array(x[(n * shape.inElementsPerImage)..<((n + 1) * shape.inElementsPerImage)])
-                expected += Reference.conv(image, shape, weight: weight, bias: bias, activation: activation)
-            }
+            let expected = Reference.conv(batch: batch, x, shape, weight: weight, bias: bias, activation: activation)
             for threads in [1, 2] {
                 var y = [Float](repeating: .nan, count: batch * shape.outElementsPerImage)
                 var scratch = [Float](repeating: 0, count: max(1, Conv2D.scratchCount(shape, batch: batch, threads: threads)))

@@ -43,11 +43,7 @@ final class FastPathTests: XCTestCase {
             let runs = h * w > 1000 ? [(1, 2)] : [(1, 1), (2, 2), (3, 1)]
             for (batch, threads) in runs {
                 let x = random.floats(batch * shape.inElementsPerImage)
-                var expected: [Float] = []
-                for n in 0..<batch {
-                    expected += Reference.conv(Array(x[(n * shape.inElementsPerImage)..<((n + 1) * shape.inElementsPerImage)]), shape,
-                                               weight: weight, bias: bias, activation: .relu)
-                }
+                let expected = Reference.conv(batch: batch, x, shape, weight: weight, bias: bias, activation: .relu)
                 var y = [Float](repeating: .nan, count: batch * shape.outElementsPerImage)
                 var scratch = [Float](repeating: 0, count: winograd.scratchCount(threads: threads))
                 winograd.forward(batch: batch, x: x, bias: bias, activation: .relu, y: &y, scratch: &scratch, threads: threads)
@@ -77,11 +73,7 @@ final class FastPathTests: XCTestCase {
             let packed = try XCTUnwrap(PackedMatrix(weight, rows: shape.depth, columns: cout, arena: arena))
             for (batch, threads) in [(1, 1), (1, 2), (3, 2)] {
                 let x = random.floats(batch * shape.inElementsPerImage)
-                var expected: [Float] = []
-                for n in 0..<batch {
-                    expected += Reference.conv(Array(x[(n * shape.inElementsPerImage)..<((n + 1) * shape.inElementsPerImage)]), shape,
-                                               weight: weight, bias: bias, activation: .relu6)
-                }
+                let expected = Reference.conv(batch: batch, x, shape, weight: weight, bias: bias, activation: .relu6)
                 var y = [Float](repeating: .nan, count: batch * shape.outElementsPerImage)
                 var scratch = [Float](repeating: 0, count: max(1, Conv2D.scratchCount(shape, batch: batch, threads: threads)))
                 Conv2D.forward(shape, batch: batch, x: x, packed: packed, bias: bias, activation: .relu6, y: &y, scratch: &scratch,

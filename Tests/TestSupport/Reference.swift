@@ -5,6 +5,15 @@ import Kernels
 /// Naive reference implementations: obviously correct loops in double precision, against
 /// which the optimized kernels are checked.
 public enum Reference {
+    /// Convolution on each of `batch` NHWC images stored one after another.
+    public static func conv(batch: Int, _ x: [Float], _ shape: ConvShape, weight: [Float], bias: [Float]?,
+                            activation: Activation) -> [Float] {
+        let size = shape.inElementsPerImage
+        return (0..<batch).flatMap { n in
+            conv(Array(x[(n * size)..<((n + 1) * size)]), shape, weight: weight, bias: bias, activation: activation)
+        }
+    }
+
     /// Convolution on one NHWC image; weight [KH, KW, Cin/groups, Cout].
     public static func conv(_ x: [Float], _ shape: ConvShape, weight: [Float], bias: [Float]?, activation: Activation) -> [Float] {
         let w = shape.window
