@@ -47,7 +47,10 @@ public final class Model: @unchecked Sendable {
     /// Threads one call uses.
     public let threads: Int
     public let imageLimits: ImageLimits
+    /// Buffers: one context per call in progress, reused.
     private let pool: ContextPool
+    /// Threads: `threads - 1` workers shared by every call, whoever calls.
+    private let scheduler: Scheduler
 
     public convenience init(path: String, options: ModelOptions = ModelOptions()) throws {
         try self.init(file: try ModelFile(path: path, limits: options.fileLimits), options: options)
@@ -73,6 +76,7 @@ public final class Model: @unchecked Sendable {
         self.threads = options.threads > 0 ? options.threads : Parallel.availableCores
         self.imageLimits = options.imageLimits
         self.pool = ContextPool(graph: graph)
+        self.scheduler = Scheduler(threads: threads)
     }
 
     public var labels: [String] { description.labels }
@@ -130,8 +134,9 @@ public final class Model: @unchecked Sendable {
 
     // MARK: Many images
 
-    /// Probabilities for many images, decoded and run in parallel: each of `threads` workers
-    /// (default: the model's) takes whole images, so both decoding and inference use every core.
+    /// Probabilities for many images, decoded and run in parallel: each of up to `threads` threads
+    /// (default and at most: the model's) takes whole images, so both decoding and inference use
+    /// every core.
     /// A failing image gives its error in its slot; it never fails the others.
     public func probabilities(batch inputs: [ImageInput], threads: Int? = nil) -> [Result<[Float], CoverGenreError>] {
         inParallel(inputs, threads: threads ?? self.threads, probabilitiesSingleThreaded)
@@ -153,15 +158,20 @@ public final class Model: @unchecked Sendable {
         return results
     }
 
-    /// Runs `body(i)` for i in 0..<count on `threads` workers that take the next index when free
-    /// (images differ in decoding cost, so fixed blocks would leave a worker idle).
+    /// Runs `body(i)` for i in 0..<count on the calling thread and up to `threads - 1` of the
+    /// model's workers, each taking the next index when free (images differ in decoding cost, so
+    /// fixed blocks would leave a thread idle). Workers busy with other calls are not waited for.
     public func forEachInParallel(_ count: Int, threads: Int, _ body: (Int) -> Void) {
+        guard count > 0 else { return }
         let next = Atomic<Int>(0)
-        Parallel.forEach(min(max(threads, 1), count), threads: threads) { _ in
-            while true {
-                let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
-                if i >= count { break }
-                body(i)
+        let lanes = min(max(threads, 1), count)
+        scheduler.run {
+            scheduler.fork(lanes, maxThreads: lanes) { _ in
+                while true {
+                    let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                    if i >= count { break }
+                    body(i)
+                }
             }
         }
     }
@@ -215,7 +225,7 @@ public final class Model: @unchecked Sendable {
         if batch == 1 {
             try pool.withContext(batch: 1, threads: threads) { context in
                 context.input.update(from: input, count: inputCount)
-                context.run()
+                context.run(on: scheduler)
                 collect(context, 0)
             }
             return
@@ -224,17 +234,14 @@ public final class Model: @unchecked Sendable {
         // single-threaded. Layer by layer over a large batch every activation tensor leaves the
         // caches (Lite0's largest is 4.8 MB per image). Lite0, batch 16, 1 thread: 314 ms as one
         // batch, 228 ms one image at a time (2, 4 and 8 images at a time were no better).
-        let groups = min(max(threads, 1), batch)
         var failure: CoverGenreError?
         let lock = Locked<Void>(())
-        Parallel.forEach(groups, threads: groups) { g in
+        forEachInParallel(batch, threads: threads) { image in
             do {
                 try pool.withContext(batch: 1, threads: 1) { context in
-                    for image in (g * batch / groups)..<((g + 1) * batch / groups) {
-                        context.input.update(from: input + image * inputCount, count: inputCount)
-                        context.run()
-                        collect(context, image)
-                    }
+                    context.input.update(from: input + image * inputCount, count: inputCount)
+                    context.run()
+                    collect(context, image)
                 }
             } catch {
                 lock.withLock { _ in failure = Model.wrap(error) }
@@ -280,9 +287,11 @@ public final class Model: @unchecked Sendable {
     /// memory of a batch of two and costs no speed: both use every thread.
     private func runViews(_ image: RGBImage, threads: Int, _ add: (ExecutionContext) -> Void) throws {
         try pool.withContext(batch: 1, threads: threads) { context in
+            // A single-threaded run (a batch call's image) is already inside a scheduler call.
+            let scheduler = threads > 1 ? self.scheduler : nil
             for v in 0..<views {
                 try preprocess(image, mirror: v == 1, into: context.input)
-                context.run()
+                context.run(on: scheduler)
                 add(context)
             }
         }

@@ -64,7 +64,8 @@ struct BufferPlan {
 
 /// The mutable state of one run: activation buffers and scratch for a fixed batch size and
 /// thread count. Created once and reused for every call (no allocation per call); one thread at
-/// a time uses a context.
+/// a time uses a context. A context holds memory only: the threads belong to the model's
+/// `Scheduler`, which the caller runs it on.
 public final class ExecutionContext: @unchecked Sendable {
     public let graph: CompiledGraph
     public let batch: Int
@@ -72,8 +73,6 @@ public final class ExecutionContext: @unchecked Sendable {
     private let buffers: [FloatBuffer]
     private let values: [UnsafeMutablePointer<Float>]
     private let scratch: FloatBuffer?
-    /// Threads beyond the caller's, kept for this context's whole life.
-    private let workers: WorkerPool
 
     public init(graph: CompiledGraph, batch: Int, threads: Int) throws {
         precondition(batch > 0 && threads > 0)
@@ -99,7 +98,6 @@ public final class ExecutionContext: @unchecked Sendable {
         }
         self.buffers = buffers
         self.values = plan.valueSlot.map { buffers[$0].pointer }
-        self.workers = WorkerPool(workers: threads - 1)
     }
 
     /// Bytes of activations and scratch this context holds.
@@ -108,14 +106,24 @@ public final class ExecutionContext: @unchecked Sendable {
     /// Where the caller writes the `batch` preprocessed input images (NHWC).
     public var input: UnsafeMutablePointer<Float> { values[0] }
 
-    public func run() {
-        workers.run { graph.run(buffers: values, scratch: scratch?.pointer, batch: batch, threads: threads) }
+    /// Runs the graph on `scheduler`'s threads (nil: the calling thread's scheduler, if any, else
+    /// Dispatch for contexts of more than one thread).
+    public func run(on scheduler: Scheduler? = nil) {
+        if let scheduler {
+            scheduler.run { graph.run(buffers: values, scratch: scratch?.pointer, batch: batch, threads: threads) }
+        } else {
+            graph.run(buffers: values, scratch: scratch?.pointer, batch: batch, threads: threads)
+        }
     }
 
     /// Runs once, reporting each step's index and seconds.
-    public func run(profile: (Int, Double) -> Void) {
+    public func run(on scheduler: Scheduler? = nil, profile: (Int, Double) -> Void) {
         withoutActuallyEscaping(profile) { profile in
-            workers.run { graph.run(buffers: values, scratch: scratch?.pointer, batch: batch, threads: threads, profile: profile) }
+            if let scheduler {
+                scheduler.run { graph.run(buffers: values, scratch: scratch?.pointer, batch: batch, threads: threads, profile: profile) }
+            } else {
+                graph.run(buffers: values, scratch: scratch?.pointer, batch: batch, threads: threads, profile: profile)
+            }
         }
     }
 

@@ -25,12 +25,12 @@ public enum Parallel {
         }
     }
 
-    /// body(worker) for worker in 0..<workers: on the calling thread's WorkerPool when it has
-    /// enough threads, else on Dispatch's.
+    /// body(worker) for worker in 0..<workers: on the calling thread's Scheduler (a model's
+    /// threads) when it has one, else on Dispatch's (training, which owns its threads that way).
     @usableFromInline
     static func spread(_ workers: Int, _ body: (Int) -> Void) {
-        if let pool = WorkerPool.current, pool.workers + 1 >= workers {
-            pool.fork(workers, body)
+        if let scheduler = Scheduler.current {
+            scheduler.fork(workers, maxThreads: workers, body)
             return
         }
         withoutActuallyEscaping(body) { body in DispatchQueue.concurrentPerform(iterations: workers, execute: body) }

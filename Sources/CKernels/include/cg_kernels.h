@@ -156,15 +156,21 @@ void cgk_normalize_rgb(float *x, ptrdiff_t pixels, const float scale[3], const f
 
 // ---- threads ------------------------------------------------------------------------------------
 
-// A fork-join pool of `workers` threads that spin briefly between parallel regions, then sleep.
+// The scheduler of one model: `workers` threads shared by every call (threadpool.c says how).
 typedef struct cgk_pool cgk_pool;
 typedef void (*cgk_task)(void *context, int32_t part);
 
 cgk_pool *cgk_pool_create(int32_t workers);
 int32_t cgk_pool_workers(const cgk_pool *pool);
-// Runs task(context, i) for i in [0, parts) (parts <= workers + 1): part 0 on the calling thread,
-// the others on the workers; returns when all are done. One caller at a time per pool.
-void cgk_pool_run(cgk_pool *pool, int32_t parts, cgk_task task, void *context);
+// Brackets one call into the model (which may run many regions): the number of calls in progress
+// tells a region how many workers it may take and an idle worker whether to spin or sleep.
+void cgk_pool_enter(cgk_pool *pool);
+void cgk_pool_leave(cgk_pool *pool);
+// Runs task(context, i) exactly once for every i in [0, parts), on the calling thread and on at
+// most max_threads - 1 workers that are idle now; returns when every part has finished. Parts are
+// claimed in order by whichever thread is free, so `part` (not the thread) names the work and its
+// scratch. Any number of threads may call it at once; pool may be NULL (all parts on the caller).
+void cgk_pool_run(cgk_pool *pool, int32_t parts, int32_t max_threads, cgk_task task, void *context);
 void cgk_pool_destroy(cgk_pool *pool);
 
 // ---- storage --------------------------------------------------------------------------------
