@@ -1,9 +1,12 @@
 /* stress.c - CoverGenre's C API under load: many threads sharing one model, load/free cycles.
  *
- *   stress threads MODEL COVER_DIR THREADS TOTAL [MAX_GROWTH_KIB]  -> TOTAL classifications on THREADS
- *        threads sharing one model, each compared bit for bit with a single-threaded run of the same
- *        cover; fails on any error or mismatch, and on RSS growth after warm-up beyond MAX_GROWTH_KIB
- *        (default 8192; 0 skips the check, e.g. under AddressSanitizer's quarantine)
+ *   stress threads MODEL COVER_DIR CALLERS TOTAL N_THREADS [MAX_GROWTH_KIB]  -> TOTAL classifications
+ *        on CALLERS threads sharing one model loaded with n_threads = N_THREADS (0 = every core),
+ *        each compared bit for bit with a run of the same cover by a model loaded with n_threads = 1;
+ *        fails on any error or mismatch, when the process ever holds more threads than it had before
+ *        loading plus the callers plus the model's n_threads - 1 workers, and on RSS growth after
+ *        warm-up beyond MAX_GROWTH_KIB (default 8192; 0 skips the check, e.g. under
+ *        AddressSanitizer's quarantine)
  *   stress cycles MODEL IMAGE N                    -> N times: load, classify, free (valgrind, ASan)
  *   stress hostile MODEL                           -> bad arguments and inputs, each an error status
  * Exit status 0 only when every check passed.
@@ -14,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_COVERS 512
 
@@ -25,14 +29,27 @@ static int total_per_thread;
 static long errors, mismatches;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
-static long rss_kib(void) {
+static long status_field(const char *name) {
     FILE *f = fopen("/proc/self/status", "r");
     char line[256];
-    long kib = -1;
+    long value = -1;
+    size_t length = strlen(name);
     while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, "VmRSS:", 6) == 0) kib = atol(line + 6);
+        if (strncmp(line, name, length) == 0) value = atol(line + length);
     if (f) fclose(f);
-    return kib;
+    return value;
+}
+
+static long rss_kib(void) { return status_field("VmRSS:"); }
+
+/* The most threads the process held at once, sampled by every caller after each call. */
+static long peak_threads;
+
+static void sample_threads(void) {
+    long now = status_field("Threads:");
+    pthread_mutex_lock(&lock);
+    if (now > peak_threads) peak_threads = now;
+    pthread_mutex_unlock(&lock);
 }
 
 static void *worker(void *arg) {
@@ -45,6 +62,7 @@ static void *worker(void *arg) {
             continue;
         }
         if (memcmp(p, expected[c], class_count * sizeof(float)) != 0) local_mismatches++;
+        if (i % 8 == 0) sample_threads();
     }
     free(p);
     pthread_mutex_lock(&lock);
@@ -54,10 +72,9 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-static cg_model *load_single_threaded(const char *path) {
-    /* One thread per call: the reference and the threads run the same code path. */
+static cg_model *load_with_threads(const char *path, int n_threads) {
     cg_load_options options = cg_default_load_options();
-    options.n_threads = 1;
+    options.n_threads = n_threads;
     cg_model *m = NULL;
     if (cg_model_load_with_options(path, &options, &m) != CG_OK) {
         fprintf(stderr, "load %s: %s\n", path, cg_last_error());
@@ -66,7 +83,12 @@ static cg_model *load_single_threaded(const char *path) {
     return m;
 }
 
-static int run_threads(const char *path, const char *dir, int threads, int total, long max_growth) {
+static cg_model *load_single_threaded(const char *path) { return load_with_threads(path, 1); }
+
+static int run_threads(const char *path, const char *dir, int threads, int total, int n_threads, long max_growth) {
+    if (threads < 1 || threads > 64) return 2;
+    /* Threads before any model exists (main, and OpenBLAS's own, which it starts when loaded). */
+    long baseline_threads = status_field("Threads:");
     DIR *d = opendir(dir);
     if (!d) { perror(dir); return 1; }
     for (struct dirent *e; (e = readdir(d)) && cover_count < MAX_COVERS;) {
@@ -75,15 +97,20 @@ static int run_threads(const char *path, const char *dir, int threads, int total
         sprintf(covers[cover_count++], "%s/%s", dir, e->d_name);
     }
     closedir(d);
-    model = load_single_threaded(path);
-    class_count = cg_model_class_count(model);
+    cg_model *reference = load_single_threaded(path);
+    class_count = cg_model_class_count(reference);
     for (size_t c = 0; c < cover_count; c++) {
         expected[c] = malloc(class_count * sizeof(float));
-        if (cg_probabilities_file(model, covers[c], expected[c], class_count) != CG_OK) {
+        if (cg_probabilities_file(reference, covers[c], expected[c], class_count) != CG_OK) {
             fprintf(stderr, "%s: %s\n", covers[c], cg_last_error());
             return 1;
         }
     }
+    cg_model_free(reference);
+    model = load_with_threads(path, n_threads);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    long workers = (n_threads > 0 ? n_threads : cores) - 1;
+    long allowed_threads = baseline_threads + threads + workers;
     total_per_thread = total / threads;
     /* Warm-up round: every thread's execution context exists afterwards. */
     int saved = total_per_thread;
@@ -96,12 +123,15 @@ static int run_threads(const char *path, const char *dir, int threads, int total
     for (long t = 0; t < threads; t++) pthread_create(&ids[t], NULL, worker, (void *)t);
     for (int t = 0; t < threads; t++) pthread_join(ids[t], NULL);
     long after = rss_kib();
-    printf("stress covers=%zu threads=%d classified=%d errors=%ld mismatches=%ld rss_before_kib=%ld rss_after_kib=%ld growth_kib=%ld\n",
-           cover_count, threads, total_per_thread * threads, errors, mismatches, before, after, after - before);
+    printf("stress covers=%zu callers=%d n_threads=%d classified=%d errors=%ld mismatches=%ld peak_threads=%ld "
+           "allowed_threads=%ld rss_before_kib=%ld rss_after_kib=%ld growth_kib=%ld\n",
+           cover_count, threads, n_threads, total_per_thread * threads, errors, mismatches, peak_threads, allowed_threads,
+           before, after, after - before);
     cg_model_free(model);
     for (size_t c = 0; c < cover_count; c++) { free(covers[c]); free(expected[c]); }
     /* Growth beyond a few MiB after warm-up would be a leak (each call allocates only transiently). */
-    return errors == 0 && mismatches == 0 && (max_growth == 0 || after - before <= max_growth) ? 0 : 1;
+    return errors == 0 && mismatches == 0 && peak_threads <= allowed_threads &&
+                   (max_growth == 0 || after - before <= max_growth) ? 0 : 1;
 }
 
 static int run_cycles(const char *path, const char *image, int n) {
@@ -160,8 +190,8 @@ static int run_hostile(const char *path) {
 }
 
 int main(int argc, char **argv) {
-    if ((argc == 6 || argc == 7) && strcmp(argv[1], "threads") == 0)
-        return run_threads(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]), argc == 7 ? atol(argv[6]) : 8192);
+    if ((argc == 7 || argc == 8) && strcmp(argv[1], "threads") == 0)
+        return run_threads(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]), atoi(argv[6]), argc == 8 ? atol(argv[7]) : 8192);
     if (argc == 5 && strcmp(argv[1], "cycles") == 0) return run_cycles(argv[2], argv[3], atoi(argv[4]));
     if (argc == 3 && strcmp(argv[1], "hostile") == 0) return run_hostile(argv[2]);
     fprintf(stderr, "usage: see the comment at the top of stress.c\n");
