@@ -19,7 +19,29 @@ typedef struct {
     jmp_buf jump;
     char *message;
     uint32_t max_scans;
+    // libjpeg's own sample-array allocator, wrapped by cg_jpeg_alloc_zeroed_sarray.
+    JSAMPARRAY (*alloc_sarray)(j_common_ptr, int, JDIMENSION, JDIMENSION);
 } cg_jpeg_error;
+
+// libjpeg-turbo's SIMD upsamplers (AVX2) read whole vectors, past the samples the IDCT wrote into
+// its sample arrays, into the rows' alignment padding, which nothing initializes. The pixels never
+// depend on those lanes (decoding with JSIMD_FORCENONE=1, or with MALLOC_PERTURB_ filling fresh
+// memory with any byte, gives identical output), but memcheck cannot prove it and reports
+// undefined values reaching the logits (seen with DCT scaling to 1/8, e.g. a 32-pixel model). So
+// every sample array starts zeroed, padding included: a few rows per image, and the decoder
+// reads only memory it owns and has defined.
+static JSAMPARRAY cg_jpeg_alloc_zeroed_sarray(j_common_ptr cinfo, int pool, JDIMENSION samples, JDIMENSION rows) {
+    cg_jpeg_error *err = (cg_jpeg_error *)cinfo->err;
+    JSAMPARRAY array = err->alloc_sarray(cinfo, pool, samples, rows);
+    // Rows of one chunk are allocated back to back with the padded stride; the last row of each
+    // chunk has that stride too, so a chunk's stride is read off its first two rows.
+    size_t stride = samples;
+    if (rows >= 2 && array[1] > array[0] && (size_t)(array[1] - array[0]) >= samples &&
+        (size_t)(array[1] - array[0]) < (size_t)samples + 128 && (array[1] - array[0]) % 16 == 0)
+        stride = (size_t)(array[1] - array[0]);
+    for (JDIMENSION r = 0; r < rows; r++) memset(array[r], 0, stride * sizeof(JSAMPLE));
+    return array;
+}
 
 static void cg_jpeg_format_message(j_common_ptr cinfo) {
     cg_jpeg_error *err = (cg_jpeg_error *)cinfo->err;
@@ -126,6 +148,8 @@ cgc_status cgc_decode_jpeg(const uint8_t *data, size_t size, const cgc_limits *l
         return status;
     }
     jpeg_create_decompress(&cinfo);
+    err.alloc_sarray = cinfo.mem->alloc_sarray;
+    cinfo.mem->alloc_sarray = cg_jpeg_alloc_zeroed_sarray;
     progress.progress_monitor = cg_jpeg_progress;
     cinfo.progress = &progress;
     jpeg_mem_src(&cinfo, data, (unsigned long)size);
