@@ -25,6 +25,7 @@ REPO = BENCH.parent
 WORK = BENCH / "work"
 CLI = REPO / "build" / "bin" / "covergenre"
 INFER = WORK / "bench_infer"
+CALLERS = WORK / "bench_callers"
 sys.path.insert(0, str(REPO / "bindings" / "python"))
 sys.path.insert(0, str(REPO / "bindings" / "python" / "tests"))
 
@@ -171,6 +172,102 @@ def covers(directory, count):
     return sorted(directory.glob("*.jpg"))[:count]
 
 
+def process_threads():
+    return int(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("Threads:")))
+
+
+def ours_callers(path, n_threads, callers, seconds):
+    """Inferences/s of `callers` threads sharing one model (bench_callers.c), its latency and threads."""
+    return keyvalues(sh(CALLERS, path, n_threads, callers, seconds).strip())
+
+
+def ort_callers(path, callers, seconds):
+    """The same with ONNX Runtime: one session (default options: every core), shared by `callers`
+    Python threads (session.run releases the GIL). Peak threads sampled like bench_callers.c."""
+    import threading
+    import onnxruntime as ort
+    metadata, tensors = cgm.read(path)
+    model = onnx_export.to_onnx(metadata, tensors, input_layout="NCHW")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    h, w, c = metadata["graph"]["input_shape"]
+    x = np.random.default_rng(0).standard_normal((1, c, h, w)).astype(np.float32)
+    for _ in range(3):
+        session.run(["logits"], {"input": x})
+    latencies = [[] for _ in range(callers)]
+    start = time.perf_counter() + 0.05
+    deadline = start + seconds
+
+    def loop(i):
+        while time.perf_counter() < start:
+            time.sleep(0.0001)
+        while (t := time.perf_counter()) < deadline:
+            session.run(["logits"], {"input": x})
+            latencies[i].append(time.perf_counter() - t)
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(callers)]
+    for t in threads:
+        t.start()
+    peak = 0
+    while any(t.is_alive() for t in threads):
+        peak = max(peak, process_threads())
+        time.sleep(0.001)
+    elapsed = time.perf_counter() - start
+    every = sorted(v for l in latencies for v in l)
+    return {"inferences_per_s": len(every) / elapsed, "p50_ms": every[len(every) // 2] * 1e3,
+            "p99_ms": every[len(every) * 99 // 100] * 1e3, "peak_threads": peak}
+
+
+def busy_core():
+    """Another process keeping one core busy (as a neighbour on a shared server would)."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def many_callers(say, model_paths, seconds, rounds):
+    say("## Many callers, one model (inferences/s over all callers; batch 1; %.0f s per run, "
+        "engines in turn, median of %d rounds)" % (seconds, rounds))
+    say()
+    say("Ours: one model loaded with n_threads 0 (every core) or 1, shared by C threads looping on "
+        "cg_run_tensor (bench/bench_callers.c). ONNX Runtime: one session with default options shared by "
+        "Python threads. Threads: the whole process's peak (main thread, callers, library pools).")
+    say()
+    say("| model | callers | ours, n_threads 0 | ours, n_threads 1 | ONNX Runtime | ours(0) / ours(1) | ours(0) / ORT "
+        "| peak threads ours(0) / ORT | p50 / p99 ms ours(0) | p50 / p99 ms ORT |")
+    say("|---|---|---|---|---|---|---|---|---|---|")
+    for name, path in model_paths:
+        for callers in (1, 2, 8, 32):
+            runs = {"ours0": [], "ours1": [], "ort": []}
+            for _ in range(rounds):
+                runs["ours0"].append(ours_callers(path, 0, callers, seconds))
+                runs["ours1"].append(ours_callers(path, 1, callers, seconds))
+                runs["ort"].append(ort_callers(path, callers, seconds))
+            m = {k: {f: statistics.median(r[f] for r in v) for f in v[0]} for k, v in runs.items()}
+            say("| %s | %d | %.1f | %.1f | %.1f | %s | %s | %d / %d | %.1f / %.1f | %.1f / %.1f |" % (
+                name, callers, m["ours0"]["inferences_per_s"], m["ours1"]["inferences_per_s"], m["ort"]["inferences_per_s"],
+                ratio(m["ours0"]["inferences_per_s"], m["ours1"]["inferences_per_s"]),
+                ratio(m["ours0"]["inferences_per_s"], m["ort"]["inferences_per_s"]),
+                m["ours0"]["peak_threads"], m["ort"]["peak_threads"], m["ours0"]["p50_ms"], m["ours0"]["p99_ms"],
+                m["ort"]["p50_ms"], m["ort"]["p99_ms"]))
+    say()
+    say("One caller, every core, while another process keeps one core busy (p50 / p99 ms; inferences/s):")
+    say()
+    say("| model | ours | ONNX Runtime |")
+    say("|---|---|---|")
+    for name, path in model_paths:
+        neighbour = busy_core()
+        try:
+            o = [ours_callers(path, 0, 1, seconds) for _ in range(rounds)]
+            r = [ort_callers(path, 1, seconds) for _ in range(rounds)]
+        finally:
+            neighbour.kill()
+        med = lambda runs, f: statistics.median(x[f] for x in runs)
+        say("| %s | %.1f / %.1f; %.1f/s | %.1f / %.1f; %.1f/s |" % (
+            name, med(o, "p50_ms"), med(o, "p99_ms"), med(o, "inferences_per_s"),
+            med(r, "p50_ms"), med(r, "p99_ms"), med(r, "inferences_per_s")))
+    say()
+
+
 def combine(measurements):
     """Median and p90 over rounds: the median of each round's figures."""
     return {key: statistics.median(m[key] for m in measurements) for key in ("median_ms", "p90_ms")}
@@ -189,6 +286,9 @@ def main():
                         help="rounds of ours / ONNX Runtime / PyTorch in turn for calls under 20 GFLOP (median of rounds)")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--default-model", default=str(REPO / "models" / "covergenre-default.cgm"))
+    parser.add_argument("--only", choices=["all", "callers"], default="all",
+                        help="callers: just the many-callers table (a few minutes)")
+    parser.add_argument("--caller-seconds", type=float, default=3.0)
     args = parser.parse_args()
     have_torch = False
     if not args.no_torch:
@@ -200,6 +300,12 @@ def main():
 
     lines = ["# CoverGenre benchmark, %s" % datetime.date.today().isoformat(), "", "Machine: " + machine(), ""]
     say = lambda s="": (print(s, flush=True), lines.append(s))
+
+    if args.only == "callers":
+        lite0 = models()["efficientnet-lite0 224"][0]
+        many_callers(say, [("efficientnet-lite0 224", lite0), ("default model", args.default_model)],
+                     args.caller_seconds, args.rounds)
+        return write_results(lines)
 
     ceiling = {int(keyvalues(l)["threads"]): keyvalues(l)["gflops"] for l in sh(WORK / "sgemm_ceiling").splitlines()}
     say("OpenBLAS sgemm 1024^3: %.0f GFLOP/s on 1 thread, %.0f on 2 (the ceiling)." % (ceiling[1], ceiling[2]))
@@ -255,6 +361,8 @@ def main():
     say("| peak RSS growth: load + 20 classifications | %.1f MiB |" % (rss["growth_kib"] / 1024))
 
     say()
+    many_callers(say, [("efficientnet-lite0 224", models()["efficientnet-lite0 224"][0]), ("default model", model_path)],
+                 args.caller_seconds, args.rounds)
     say("## Training")
     say()
     say("| measure | ours | PyTorch | ours / PyTorch |")
@@ -268,6 +376,10 @@ def main():
     head = keyvalues(sh(CLI, "benchmark", "--what", "head", "--features", 2000, "--threads", 2).strip())
     say("| head-only transfer: 2,000 cached Lite0 features (2,848-d), 60 epochs | %.1f s | - | - |" % head["seconds"])
 
+    write_results(lines)
+
+
+def write_results(lines):
     results = BENCH / "results"
     results.mkdir(exist_ok=True)
     # A second run on the same day gets its own file (-2, -3, ...): earlier results stay.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark: CoverGenre vs ONNX Runtime vs PyTorch on this machine, same weights.
-#   bench/run.sh [--runs N] [--no-torch]
+#   bench/run.sh [--runs N] [--no-torch] [--only callers]
 # Builds the release products, compiles the C drivers, creates bench/work/venv (onnx, onnxruntime,
 # pillow, the Lite0 weights, and torch unless --no-torch; never the project's own dependencies),
 # prints the table and writes bench/results/<date>.md.
@@ -11,6 +11,7 @@ scripts/build.sh >&2
 mkdir -p bench/work
 export PKG_CONFIG_PATH="$PWD/build/lib/pkgconfig"
 cc -O2 -o bench/work/bench_infer bench/bench_infer.c $(pkg-config --cflags --libs covergenre)
+cc -O2 -o bench/work/bench_callers bench/bench_callers.c $(pkg-config --cflags --libs covergenre) -lpthread
 cc -O2 -o bench/work/sgemm_ceiling bench/sgemm_ceiling.c $(pkg-config --cflags --libs openblas)
 
 venv=bench/work/venv

@@ -25,11 +25,18 @@
  *   live until cg_model_free; the rest live for the process.
  * - A loaded model is immutable: any number of threads may call any function taking a
  *   `const cg_model *` at the same time. Only cg_model_free needs exclusive access.
- * - Threads: each call may use up to `n_threads` threads (load option; 0 = every core). Batch calls
- *   give each thread whole images. Results are deterministic for a given thread count; a
- *   different count (or a batch call, which runs each image on one thread) may change the last
- *   bits, as the matrix products are blocked differently. The library keeps OpenBLAS single-threaded (its process-wide
- *   setting, applied on first use) so that its pool and CoverGenre's never oversubscribe the CPU.
+ * - Threads: a model owns n_threads - 1 worker threads (load option; 0 = every core), started at
+ *   load, shared by every call into that model and stopped by cg_model_free. The calling thread
+ *   works too, so a model never adds more than n_threads - 1 threads to the process, however many
+ *   threads call it. A call takes the workers that are idle when it reaches a parallel step and
+ *   runs the rest itself: overlapping calls share the workers instead of waiting for each other,
+ *   and with as many callers as cores each call simply runs on its own thread. Idle workers sleep,
+ *   so a loaded model that nobody calls uses no CPU. Batch calls give each thread whole images.
+ *   The library keeps OpenBLAS single-threaded (its process-wide setting, applied on first use) so
+ *   that its pool and CoverGenre's never oversubscribe the CPU; OpenBLAS may still hold the idle
+ *   threads it started when it was loaded.
+ * - Determinism: an image's results (logits, probabilities, embeddings) are bit-identical whatever
+ *   n_threads is, and whether the image runs alone, in a batch call or while other calls overlap.
  * - Images: JPEG (baseline, progressive, gray, CMYK, EXIF orientation applied), PNG (every bit
  *   depth and colour type, interlaced; alpha is dropped) and still WebP, recognised by content.
  */
@@ -91,7 +98,8 @@ typedef struct cg_model cg_model;
  * are appended in later versions, and struct_size tells the library which ones you know. */
 typedef struct cg_load_options {
     size_t struct_size;           /* sizeof(cg_load_options), set by cg_default_load_options */
-    int32_t n_threads;            /* threads per call; 0 = every core */
+    int32_t n_threads;            /* threads per call: the caller's and n_threads - 1 workers the
+                                     model owns (see Threads above); 0 = every core */
     int32_t verify_checksum;      /* nonzero (default): check the model file's checksum on load */
     uint64_t max_model_bytes;     /* refuse larger model files (default 2 GiB) */
     uint64_t max_metadata_bytes;  /* refuse larger metadata sections (default 16 MiB) */
@@ -183,8 +191,9 @@ cg_status cg_run_tensor(const cg_model *model, const float *input, size_t batch,
 
 /* ---- Classifying many images -------------------------------------------------------------- */
 
-/* Classifies `count` image files on `n_threads` threads (0 = the model's setting), each thread
- * decoding and classifying whole images. Image i's predictions go to out[i * top_k ...] (`out`
+/* Classifies `count` image files on up to `n_threads` threads (0 = the model's setting; never more
+ * than the model's, as the model's workers run them), each thread decoding and classifying whole
+ * images. Image i's predictions go to out[i * top_k ...] (`out`
  * holds count * top_k entries; fewer than top_k only if the model has fewer classes, the rest
  * zeroed) and its status to statuses[i]. One bad image never fails the others: the call returns
  * CG_OK when every image was attempted, and an error only for invalid arguments. Any thread. */

@@ -83,7 +83,8 @@ typedef struct {
 } cgk_worker;
 
 struct cgk_pool {
-    int32_t workers;
+    int32_t workers;   // threads that started (written once they all have: callers read it)
+    int32_t planned;   // threads asked for (written before any starts: workers read it)
     cgk_worker *slots;
     _Atomic int32_t callers;  // calls between cgk_pool_enter and cgk_pool_leave
 };
@@ -116,7 +117,7 @@ static void cgk_run_parts(cgk_region *region) {
 // True while a call in progress could recruit one more worker: spinning is then worth its cost.
 static int cgk_worth_spinning(struct cgk_pool *pool) {
     int32_t callers = atomic_load_explicit(&pool->callers, memory_order_relaxed);
-    return callers > 0 && callers <= pool->workers;
+    return callers > 0 && callers <= pool->planned;
 }
 
 static void *cgk_worker_main(void *raw) {
@@ -174,6 +175,7 @@ cgk_pool *cgk_pool_create(int32_t workers) {
         pool->slots = aligned_alloc(64, sizeof(cgk_worker) * (size_t)workers);
         if (pool->slots == NULL) workers = 0;
     }
+    pool->planned = workers;
     for (int32_t i = 0; i < workers; i++) {
         cgk_worker *w = &pool->slots[i];
         memset(w, 0, sizeof *w);
