@@ -9,8 +9,26 @@ public struct GraphLimits: Sendable {
     public var maxInputSide = 4096
     /// Elements of any one activation, per image.
     public var maxActivationElements = 1 << 27
+    /// Multiply-adds per image over the whole graph (VGG-16 at 224 px: 15.5 G).
+    public var maxMultiplyAddsPerImage = 1 << 40
 
     public init() {}
+}
+
+/// The range every integer attribute of a node must fall in before any arithmetic uses it: wider
+/// than any real network needs, narrow enough that every product the engine forms from them
+/// (window geometry, im2col depth, weight counts, multiply-adds) fits in 64 bits. A model file is
+/// untrusted input, its checksum only proves it was not damaged; these are checked first.
+public enum AttributeRange {
+    public static let kernel = 1...1024
+    public static let stride = 1...1024
+    /// Explicit padding; also smaller than the kernel along its axis (checked with the geometry).
+    public static let padding = 0...1023
+    public static let channels = 1...(1 << 16)
+    public static let features = 1...(1 << 20)
+    public static let poolOutput = 1...1024
+    /// kernel height x kernel width x input channels per group: one im2col row.
+    public static let convolutionDepth = 1...(1 << 24)
 }
 
 /// A node with every shape resolved: what the engine and the trainer build layers from.
@@ -45,6 +63,29 @@ extension GraphSpec {
         var resolved: [ResolvedNode] = []
         resolved.reserveCapacity(nodes.count)
 
+        func check(_ node: String, _ attribute: String, _ values: [Int], _ range: ClosedRange<Int>) throws {
+            for v in values where !range.contains(v) {
+                throw fail(node, "\(attribute) \(values.count == 1 ? "\(values[0])" : "\(values)") is outside \(range)")
+            }
+        }
+        /// Preconditions of a sliding window (convolution, pooling), checked before its geometry.
+        func checkWindow(_ node: String, kernel: (Int, Int), stride: (Int, Int), padding: Padding) throws {
+            try check(node, "kernel", [kernel.0, kernel.1], AttributeRange.kernel)
+            try check(node, "stride", [stride.0, stride.1], AttributeRange.stride)
+            if case .explicit(let top, let bottom, let left, let right) = padding {
+                try check(node, "padding", [top, bottom, left, right], AttributeRange.padding)
+            }
+        }
+        var multiplyAdds = 0
+        func count(_ node: String, _ factors: Int...) throws {
+            var product = 1, overflow = false
+            for f in factors where !overflow { (product, overflow) = product.multipliedReportingOverflow(by: f) }
+            if !overflow { (multiplyAdds, overflow) = multiplyAdds.addingReportingOverflow(product) }
+            guard !overflow, multiplyAdds <= limits.maxMultiplyAddsPerImage else {
+                throw CoverGenreError(.limitExceeded, "graph node \"\(node)\": the graph needs more than \(limits.maxMultiplyAddsPerImage) multiply-adds per image")
+            }
+        }
+
         func expectTensor(_ node: String, _ name: String, _ shape: [Int]) throws {
             guard let actual = tensorShape(name) else { throw fail(node, "tensor \"\(name)\" is missing") }
             guard actual == shape else { throw fail(node, "tensor \"\(name)\" has shape \(actual), expected \(shape)") }
@@ -72,8 +113,20 @@ extension GraphSpec {
             var conv: ConvShape?
             var window: WindowGeometry?
 
+            // Each operator's preconditions come first, next to its shape rule: nothing below
+            // divides, multiplies or allocates with an attribute that was not checked.
             switch node.op {
             case .conv2d(let a):
+                // kernel, stride, padding in range; 1 <= out_channels, groups <= 65536; groups
+                // divide both channel counts; kernel area x channels per group is one im2col row.
+                try checkWindow(name, kernel: a.kernel, stride: a.stride, padding: a.padding)
+                try check(name, "out_channels", [a.outChannels], AttributeRange.channels)
+                try check(name, "groups", [a.groups], AttributeRange.channels)
+                guard x.channels % a.groups == 0, a.outChannels % a.groups == 0 else {
+                    throw fail(name, "groups \(a.groups) do not divide the channels \(x.channels) -> \(a.outChannels)")
+                }
+                try check(name, "kernel area x input channels per group", [a.kernel.0 * a.kernel.1 * (x.channels / a.groups)],
+                          AttributeRange.convolutionDepth)
                 let w = WindowGeometry(inHeight: x.height, inWidth: x.width, inChannels: x.channels, kernel: a.kernel,
                                        stride: a.stride, padding: a.padding)
                 let shape = ConvShape(window: w, outChannels: a.outChannels, groups: a.groups)
@@ -81,11 +134,14 @@ extension GraphSpec {
                 try expectTensor(name, a.weight, [a.kernel.0, a.kernel.1, x.channels / a.groups, a.outChannels])
                 if let bias = a.bias { try expectTensor(name, bias, [a.outChannels]) }
                 output = ActivationShape(height: w.outHeight, width: w.outWidth, channels: a.outChannels)
+                try count(name, w.outPixels, a.outChannels, a.kernel.0 * a.kernel.1, x.channels / a.groups)
                 conv = shape
                 window = w
             case .linear(let a):
+                // A vector input; 1 <= out_features <= 2^20.
                 guard x.height == 1, x.width == 1 else { throw fail(name, "linear needs a vector input, got \(x); add a flatten node") }
-                guard a.outFeatures > 0 else { throw fail(name, "out_features must be positive") }
+                try check(name, "out_features", [a.outFeatures], AttributeRange.features)
+                try count(name, x.channels, a.outFeatures)
                 try expectTensor(name, a.weight, [x.channels, a.outFeatures])
                 if let bias = a.bias { try expectTensor(name, bias, [a.outFeatures]) }
                 output = .vector(a.outFeatures)
@@ -94,6 +150,8 @@ extension GraphSpec {
                 for t in [a.gamma, a.beta, a.mean, a.variance] { try expectTensor(name, t, [x.channels]) }
                 output = x
             case .maxPool(let a):
+                // kernel, stride, padding in range, padding smaller than the kernel.
+                try checkWindow(name, kernel: a.kernel, stride: a.stride, padding: a.padding)
                 let w = WindowGeometry(inHeight: x.height, inWidth: x.width, inChannels: x.channels, kernel: a.kernel,
                                        stride: a.stride, padding: a.padding)
                 let shape = ConvShape(window: w, outChannels: x.channels, groups: 1)
@@ -103,7 +161,8 @@ extension GraphSpec {
             case .globalAveragePool:
                 output = .vector(x.channels)
             case .adaptiveAveragePool(let h, let w):
-                guard h > 0, w > 0, h <= 1024, w <= 1024 else { throw fail(name, "output size \(h)x\(w) out of range") }
+                // 1 <= output height, width <= 1024.
+                try check(name, "output_size", [h, w], AttributeRange.poolOutput)
                 output = ActivationShape(height: h, width: w, channels: x.channels)
             case .channelStats:
                 output = .vector(2 * x.channels)
