@@ -110,13 +110,14 @@ int main(int argc, char **argv) {
         }
         closedir(dir);
         cg_prediction *out = malloc(count * 3 * sizeof(cg_prediction));
-        cg_status *statuses = malloc(count * sizeof(cg_status));
-        cg_classify_files(model, (const char *const *)paths, count < 20 ? count : 20, 3, threads, out, statuses); /* warm-up */
+        cg_item_status *items = malloc(count * sizeof(cg_item_status));
+        size_t warm = count < 20 ? count : 20;
+        cg_classify_files(model, (const char *const *)paths, warm, 3, threads, out, warm * 3, items, warm); /* warm-up */
         double t = now_ms();
-        cg_classify_files(model, (const char *const *)paths, count, 3, threads, out, statuses);
+        cg_classify_files(model, (const char *const *)paths, count, 3, threads, out, count * 3, items, count);
         double ms = now_ms() - t;
         size_t failed = 0;
-        for (size_t i = 0; i < count; i++) failed += statuses[i] != CG_OK;
+        for (size_t i = 0; i < count; i++) failed += items[i].status != CG_OK;
         printf("throughput covers=%zu failed=%zu seconds=%.3f covers_per_second=%.2f\n", count, failed, ms / 1e3, count / (ms / 1e3));
         cg_model_free(model);
         return 0;

@@ -20,7 +20,12 @@
  * - Every fallible function returns a cg_status; CG_OK is 0. On failure, cg_last_error() gives a
  *   sentence for a human, kept per thread until that thread's next failure.
  * - The library never prints, never exits, never aborts on bad input (images, model files,
- *   arguments), and never writes past a buffer whose size the caller passed.
+ *   arguments), and never writes past a buffer whose size the caller passed. Every output array
+ *   comes with its capacity; sizes are size_t and checked as such: a count whose product with
+ *   another overflows, or a size no buffer can have, is CG_ERR_INVALID_ARGUMENT naming the argument.
+ * - A model file is untrusted input: its checksum proves only that it was not damaged. Every graph
+ *   is validated (each attribute in range, every product of them checked) before anything is
+ *   computed from it; a hostile one is CG_ERR_MODEL_FORMAT naming the node and the attribute.
  * - Strings returned by the library are owned by it. Those from a model (labels, name, metadata)
  *   live until cg_model_free; the rest live for the process.
  * - A loaded model is immutable: any number of threads may call any function taking a
@@ -52,10 +57,18 @@ extern "C" {
 
 /* ---- Version ------------------------------------------------------------------------------ */
 
-#define CG_API_VERSION_MAJOR 1
+#define CG_API_VERSION_MAJOR 2
 #define CG_API_VERSION_MINOR 0
 #define CG_API_VERSION_PATCH 0
-/* MAJOR * 10000 + MINOR * 100 + PATCH. A header and library with the same MAJOR are compatible. */
+/* MAJOR * 10000 + MINOR * 100 + PATCH. A header and library with the same MAJOR are compatible.
+ *
+ * Changes
+ * - 2.0.0: the batch calls (cg_classify_files, cg_probabilities_files) take the capacity of every
+ *   output array and report each image's failure as a status and a message (cg_item_status);
+ *   cg_embed_files is new. Single-image classify calls write only *out_count entries. Sizes and
+ *   counts whose product overflows are refused as CG_ERR_INVALID_ARGUMENT. Built against 1.x:
+ *   recompile, and pass the new capacity arguments.
+ * - 1.0.0: the first release. */
 #define CG_API_VERSION (CG_API_VERSION_MAJOR * 10000 + CG_API_VERSION_MINOR * 100 + CG_API_VERSION_PATCH)
 
 /* The API version the library was built with; compare with CG_API_VERSION. Any thread. */
@@ -157,7 +170,7 @@ typedef struct cg_prediction {
 } cg_prediction;
 
 /* The `top_k` most probable genres of the image, most probable first. `out` must hold top_k
- * entries; *out_count receives min(top_k, class count). The image is an encoded file (path, or
+ * entries; the first *out_count = min(top_k, class count) are written, the rest left untouched. The image is an encoded file (path, or
  * `size` bytes at `data`) or raw RGB pixels (3 bytes per pixel, rows `row_stride` bytes apart,
  * row_stride >= 3 * width). Any thread. */
 cg_status cg_classify_file(const cg_model *model, const char *path, size_t top_k, cg_prediction *out, size_t *out_count);
@@ -191,19 +204,36 @@ cg_status cg_run_tensor(const cg_model *model, const float *input, size_t batch,
 
 /* ---- Classifying many images -------------------------------------------------------------- */
 
+/* How one image of a batch call went: a status, and for a failure the library's sentence about
+ * that image (what cg_last_error() would have said had it been classified alone). */
+#define CG_ITEM_MESSAGE_SIZE 252
+typedef struct cg_item_status {
+    cg_status status;                    /* CG_OK or why this image failed */
+    char message[CG_ITEM_MESSAGE_SIZE];  /* NUL-terminated; "" for CG_OK; cut at a character boundary */
+} cg_item_status;
+
 /* Classifies `count` image files on up to `n_threads` threads (0 = the model's setting; never more
  * than the model's, as the model's workers run them), each thread decoding and classifying whole
- * images. Image i's predictions go to out[i * top_k ...] (`out`
- * holds count * top_k entries; fewer than top_k only if the model has fewer classes, the rest
- * zeroed) and its status to statuses[i]. One bad image never fails the others: the call returns
- * CG_OK when every image was attempted, and an error only for invalid arguments. Any thread. */
+ * images. Image i's predictions go to out[i * top_k ...]: min(top_k, class count) of them, the
+ * rest of its top_k entries {-1, 0, NULL}. `out_capacity` is the length of `out` in entries and
+ * must be at least count * top_k; `items` receives each image's status and message and holds
+ * `items_capacity` >= count entries. A NULL path or an image that fails only marks its own item:
+ * the call returns CG_OK when every image was attempted, an error only for invalid arguments (and
+ * then writes nothing). Any thread. */
 cg_status cg_classify_files(const cg_model *model, const char *const *paths, size_t count, size_t top_k,
-                            int32_t n_threads, cg_prediction *out, cg_status *statuses);
+                            int32_t n_threads, cg_prediction *out, size_t out_capacity, cg_item_status *items,
+                            size_t items_capacity);
 
-/* As cg_classify_files, writing every class probability: out[i * class_count + c]. `capacity` is
- * the length of `out` in floats and must be at least count * class_count. */
+/* As cg_classify_files, writing every class probability: out[i * class_count + c] (zeros for a
+ * failed image). `out_capacity` is the length of `out` in floats, at least count * class_count. */
 cg_status cg_probabilities_files(const cg_model *model, const char *const *paths, size_t count, int32_t n_threads,
-                                 float *out, size_t capacity, cg_status *statuses);
+                                 float *out, size_t out_capacity, cg_item_status *items, size_t items_capacity);
+
+/* As cg_probabilities_files, writing each image's embedding: out[i * embedding_size + j], with
+ * out_capacity >= count * cg_model_embedding_size(). CG_ERR_INVALID_ARGUMENT if the model has
+ * no embedding. */
+cg_status cg_embed_files(const cg_model *model, const char *const *paths, size_t count, int32_t n_threads, float *out,
+                         size_t out_capacity, cg_item_status *items, size_t items_capacity);
 
 #ifdef __cplusplus
 }

@@ -65,18 +65,18 @@ public func cg_model_load_with_options(_ path: UnsafePointer<CChar>?, _ options:
 }
 
 @_cdecl("cg_model_load_memory")
-public func cg_model_load_memory(_ data: UnsafeRawPointer?, _ size: Int, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cg_status {
+public func cg_model_load_memory(_ data: UnsafeRawPointer?, _ size: UInt, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cg_status {
     cg_model_load_memory_with_options(data, size, nil, out)
 }
 
 @_cdecl("cg_model_load_memory_with_options")
-public func cg_model_load_memory_with_options(_ data: UnsafeRawPointer?, _ size: Int, _ options: UnsafePointer<cg_load_options>?,
+public func cg_model_load_memory_with_options(_ data: UnsafeRawPointer?, _ size: UInt, _ options: UnsafePointer<cg_load_options>?,
                                               _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cg_status {
     load(out) {
         // An empty buffer is an (empty, hence invalid) model file, as an empty file on disk is.
         guard data != nil || size == 0 else { throw CoverGenreError(.invalidArgument, "model data is NULL") }
-        guard size >= 0 else { throw CoverGenreError(.invalidArgument, "model size is negative") }
-        return try Model(bytes: UnsafeRawBufferPointer(start: data, count: size), options: try ModelOptions(options))
+        let count = try Sizes.int(size, "size")
+        return try Model(bytes: UnsafeRawBufferPointer(start: data, count: count), options: try ModelOptions(options))
     }
 }
 
@@ -91,9 +91,9 @@ public func cg_model_free(_ model: OpaquePointer?) {
 public func cg_model_class_count(_ model: OpaquePointer?) -> Int { ModelHandle.from(model)?.model.classCount ?? 0 }
 
 @_cdecl("cg_model_label")
-public func cg_model_label(_ model: OpaquePointer?, _ index: Int) -> UnsafePointer<CChar>? {
-    guard let handle = ModelHandle.from(model), index >= 0, index < handle.labels.count else { return nil }
-    return UnsafePointer(handle.labels[index])
+public func cg_model_label(_ model: OpaquePointer?, _ index: UInt) -> UnsafePointer<CChar>? {
+    guard let handle = ModelHandle.from(model), index < UInt(handle.labels.count) else { return nil }
+    return UnsafePointer(handle.labels[Int(index)])
 }
 
 @_cdecl("cg_model_embedding_size")
@@ -129,15 +129,17 @@ private enum CImage {
         return .path(String(cString: path))
     }
 
-    static func encoded(_ data: UnsafeRawPointer?, _ size: Int) throws -> ImageInput {
+    static func encoded(_ data: UnsafeRawPointer?, _ size: UInt) throws -> ImageInput {
         guard let data else { throw CoverGenreError(.invalidArgument, "image data is NULL") }
-        return .encoded(UnsafeRawBufferPointer(start: data, count: size))
+        return .encoded(UnsafeRawBufferPointer(start: data, count: try Sizes.int(size, "size")))
     }
 
-    static func rgb(_ rgb: UnsafePointer<UInt8>?, _ width: Int32, _ height: Int32, _ stride: Int, limits: ImageLimits) throws -> ImageInput {
+    static func rgb(_ rgb: UnsafePointer<UInt8>?, _ width: Int32, _ height: Int32, _ strideArgument: UInt, limits: ImageLimits) throws -> ImageInput {
         guard let rgb else { throw CoverGenreError(.invalidArgument, "rgb is NULL") }
         guard width > 0, height > 0 else { throw CoverGenreError(.invalidArgument, "image size \(width)x\(height) is not positive") }
+        let stride = try Sizes.int(strideArgument, "row_stride")
         guard stride >= Int(width) * 3 else { throw CoverGenreError(.invalidArgument, "row_stride \(stride) is less than 3 * width") }
+        _ = try Sizes.product(stride, "row_stride", Int(height), "height")
         guard Int(width) <= limits.maxWidth, Int(height) <= limits.maxHeight, Int(width) * Int(height) <= limits.maxPixels else {
             throw CoverGenreError(.imageTooLarge, "image is \(width)x\(height); beyond the configured limits")
         }
@@ -150,22 +152,48 @@ private func handle(_ pointer: OpaquePointer?) throws -> ModelHandle {
     return handle
 }
 
+/// Checked conversions of the header's size_t arguments: no size is narrowed or wrapped.
+enum Sizes {
+    /// A size_t argument as an Int; beyond Int.max no buffer can exist.
+    static func int(_ value: UInt, _ name: String) throws -> Int {
+        guard let v = Int(exactly: value) else { throw CoverGenreError(.invalidArgument, "\(name) \(value) is larger than any buffer") }
+        return v
+    }
+
+    /// a x b for a capacity check; an overflow is an invalid argument naming both.
+    static func product(_ a: Int, _ aName: String, _ b: Int, _ bName: String) throws -> Int {
+        let (p, overflow) = a.multipliedReportingOverflow(by: b)
+        guard !overflow else { throw CoverGenreError(.invalidArgument, "\(aName) \(a) x \(bName) \(b) overflows a size") }
+        return p
+    }
+
+    /// Refuses a capacity below what the result needs, before anything is written.
+    static func require(_ capacity: UInt, _ need: Int, _ name: String, unit: String) throws {
+        guard capacity >= UInt(need) else {
+            throw CoverGenreError(.bufferTooSmall, "\(name) needs \(need) \(unit); its capacity is \(capacity)")
+        }
+    }
+}
+
+private let emptyPrediction = cg_prediction(class_index: -1, probability: 0, label: nil)
+
+/// Writes the min(topK, class count) most probable classes to `out`; returns how many.
 private func writePredictions(_ handle: ModelHandle, _ probabilities: UnsafeBufferPointer<Float>, topK: Int,
                               _ out: UnsafeMutablePointer<cg_prediction>) -> Int {
     let predictions = handle.model.predictions(Array(probabilities), top: topK)
     for (i, p) in predictions.enumerated() {
         out[i] = cg_prediction(class_index: Int32(p.index), probability: p.probability, label: UnsafePointer(handle.labels[p.index]))
     }
-    for i in predictions.count..<topK { out[i] = cg_prediction(class_index: -1, probability: 0, label: nil) }
     return predictions.count
 }
 
-private func classify(_ pointer: OpaquePointer?, _ topK: Int, _ out: UnsafeMutablePointer<cg_prediction>?,
+private func classify(_ pointer: OpaquePointer?, _ topKArgument: UInt, _ out: UnsafeMutablePointer<cg_prediction>?,
                       _ count: UnsafeMutablePointer<Int>?, _ input: (ModelHandle) throws -> ImageInput) -> cg_status {
     count?.pointee = 0
     return ErrorState.guarded {
         let handle = try handle(pointer)
-        guard topK > 0 else { throw CoverGenreError(.invalidArgument, "top_k must be at least 1") }
+        guard topKArgument > 0 else { throw CoverGenreError(.invalidArgument, "top_k must be at least 1") }
+        let topK = try Sizes.int(topKArgument, "top_k")
         guard let out else { throw CoverGenreError(.invalidArgument, "out is NULL") }
         let probabilities = try handle.model.probabilities(try input(handle))
         let n = probabilities.withUnsafeBufferPointer { writePredictions(handle, $0, topK: topK, out) }
@@ -173,12 +201,13 @@ private func classify(_ pointer: OpaquePointer?, _ topK: Int, _ out: UnsafeMutab
     }
 }
 
-private func floats(_ pointer: OpaquePointer?, _ out: UnsafeMutablePointer<Float>?, _ capacity: Int, embedding: Bool,
+private func floats(_ pointer: OpaquePointer?, _ out: UnsafeMutablePointer<Float>?, _ capacity: UInt, embedding: Bool,
                     _ input: (ModelHandle) throws -> ImageInput) -> cg_status {
     ErrorState.guarded {
         let handle = try handle(pointer)
         guard let out else { throw CoverGenreError(.invalidArgument, "out is NULL") }
-        let buffer = UnsafeMutableBufferPointer(start: out, count: max(capacity, 0))
+        // A capacity beyond Int.max holds any result: what matters is that it is not too small.
+        let buffer = UnsafeMutableBufferPointer(start: out, count: Int(clamping: capacity))
         if embedding {
             try handle.model.embedding(try input(handle), into: buffer)
         } else {
@@ -188,137 +217,160 @@ private func floats(_ pointer: OpaquePointer?, _ out: UnsafeMutablePointer<Float
 }
 
 @_cdecl("cg_classify_file")
-public func cg_classify_file(_ model: OpaquePointer?, _ path: UnsafePointer<CChar>?, _ topK: Int,
+public func cg_classify_file(_ model: OpaquePointer?, _ path: UnsafePointer<CChar>?, _ topK: UInt,
                              _ out: UnsafeMutablePointer<cg_prediction>?, _ count: UnsafeMutablePointer<Int>?) -> cg_status {
     classify(model, topK, out, count) { _ in try CImage.file(path) }
 }
 
 @_cdecl("cg_classify_image")
-public func cg_classify_image(_ model: OpaquePointer?, _ data: UnsafeRawPointer?, _ size: Int, _ topK: Int,
+public func cg_classify_image(_ model: OpaquePointer?, _ data: UnsafeRawPointer?, _ size: UInt, _ topK: UInt,
                               _ out: UnsafeMutablePointer<cg_prediction>?, _ count: UnsafeMutablePointer<Int>?) -> cg_status {
     classify(model, topK, out, count) { _ in try CImage.encoded(data, size) }
 }
 
 @_cdecl("cg_classify_rgb")
-public func cg_classify_rgb(_ model: OpaquePointer?, _ rgb: UnsafePointer<UInt8>?, _ width: Int32, _ height: Int32, _ stride: Int,
-                            _ topK: Int, _ out: UnsafeMutablePointer<cg_prediction>?, _ count: UnsafeMutablePointer<Int>?) -> cg_status {
+public func cg_classify_rgb(_ model: OpaquePointer?, _ rgb: UnsafePointer<UInt8>?, _ width: Int32, _ height: Int32, _ stride: UInt,
+                            _ topK: UInt, _ out: UnsafeMutablePointer<cg_prediction>?, _ count: UnsafeMutablePointer<Int>?) -> cg_status {
     classify(model, topK, out, count) { try CImage.rgb(rgb, width, height, stride, limits: $0.model.imageLimits) }
 }
 
 @_cdecl("cg_probabilities_file")
 public func cg_probabilities_file(_ model: OpaquePointer?, _ path: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<Float>?,
-                                  _ capacity: Int) -> cg_status {
+                                  _ capacity: UInt) -> cg_status {
     floats(model, out, capacity, embedding: false) { _ in try CImage.file(path) }
 }
 
 @_cdecl("cg_probabilities_image")
-public func cg_probabilities_image(_ model: OpaquePointer?, _ data: UnsafeRawPointer?, _ size: Int, _ out: UnsafeMutablePointer<Float>?,
-                                   _ capacity: Int) -> cg_status {
+public func cg_probabilities_image(_ model: OpaquePointer?, _ data: UnsafeRawPointer?, _ size: UInt, _ out: UnsafeMutablePointer<Float>?,
+                                   _ capacity: UInt) -> cg_status {
     floats(model, out, capacity, embedding: false) { _ in try CImage.encoded(data, size) }
 }
 
 @_cdecl("cg_probabilities_rgb")
-public func cg_probabilities_rgb(_ model: OpaquePointer?, _ rgb: UnsafePointer<UInt8>?, _ width: Int32, _ height: Int32, _ stride: Int,
-                                 _ out: UnsafeMutablePointer<Float>?, _ capacity: Int) -> cg_status {
+public func cg_probabilities_rgb(_ model: OpaquePointer?, _ rgb: UnsafePointer<UInt8>?, _ width: Int32, _ height: Int32, _ stride: UInt,
+                                 _ out: UnsafeMutablePointer<Float>?, _ capacity: UInt) -> cg_status {
     floats(model, out, capacity, embedding: false) { try CImage.rgb(rgb, width, height, stride, limits: $0.model.imageLimits) }
 }
 
 @_cdecl("cg_embed_file")
 public func cg_embed_file(_ model: OpaquePointer?, _ path: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<Float>?,
-                          _ capacity: Int) -> cg_status {
+                          _ capacity: UInt) -> cg_status {
     floats(model, out, capacity, embedding: true) { _ in try CImage.file(path) }
 }
 
 @_cdecl("cg_embed_image")
-public func cg_embed_image(_ model: OpaquePointer?, _ data: UnsafeRawPointer?, _ size: Int, _ out: UnsafeMutablePointer<Float>?,
-                           _ capacity: Int) -> cg_status {
+public func cg_embed_image(_ model: OpaquePointer?, _ data: UnsafeRawPointer?, _ size: UInt, _ out: UnsafeMutablePointer<Float>?,
+                           _ capacity: UInt) -> cg_status {
     floats(model, out, capacity, embedding: true) { _ in try CImage.encoded(data, size) }
 }
 
 @_cdecl("cg_embed_rgb")
-public func cg_embed_rgb(_ model: OpaquePointer?, _ rgb: UnsafePointer<UInt8>?, _ width: Int32, _ height: Int32, _ stride: Int,
-                         _ out: UnsafeMutablePointer<Float>?, _ capacity: Int) -> cg_status {
+public func cg_embed_rgb(_ model: OpaquePointer?, _ rgb: UnsafePointer<UInt8>?, _ width: Int32, _ height: Int32, _ stride: UInt,
+                         _ out: UnsafeMutablePointer<Float>?, _ capacity: UInt) -> cg_status {
     floats(model, out, capacity, embedding: true) { try CImage.rgb(rgb, width, height, stride, limits: $0.model.imageLimits) }
 }
 
 // MARK: Prepared input
 
 @_cdecl("cg_run_tensor")
-public func cg_run_tensor(_ model: OpaquePointer?, _ input: UnsafePointer<Float>?, _ batch: Int, _ logits: UnsafeMutablePointer<Float>?,
-                          _ capacity: Int) -> cg_status {
+public func cg_run_tensor(_ model: OpaquePointer?, _ input: UnsafePointer<Float>?, _ batchArgument: UInt,
+                          _ logits: UnsafeMutablePointer<Float>?, _ capacity: UInt) -> cg_status {
     ErrorState.guarded {
         let handle = try handle(model)
         guard let input, let logits else { throw CoverGenreError(.invalidArgument, "input or logits is NULL") }
-        guard batch > 0, batch <= 1 << 16 else { throw CoverGenreError(.invalidArgument, "batch \(batch) is out of range") }
-        guard capacity >= batch * handle.model.classCount else {
-            throw CoverGenreError(.bufferTooSmall, "logits needs \(batch * handle.model.classCount) floats; capacity is \(capacity)")
+        guard batchArgument > 0, batchArgument <= 1 << 16 else {
+            throw CoverGenreError(.invalidArgument, "batch \(batchArgument) is outside 1...65536")
         }
+        let batch = Int(batchArgument)
+        try Sizes.require(capacity, try Sizes.product(batch, "batch", handle.model.classCount, "class count"), "logits", unit: "floats")
         try handle.model.logits(preprocessed: input, batch: batch, into: logits)
     }
 }
 
 // MARK: Many images
 
-private func paths(_ paths: UnsafePointer<UnsafePointer<CChar>?>?, _ count: Int) throws -> [String?] {
-    guard count >= 0 else { throw CoverGenreError(.invalidArgument, "count is negative") }
-    guard count == 0 || paths != nil else { throw CoverGenreError(.invalidArgument, "paths is NULL") }
-    return (0..<count).map { i in paths![i].map { String(cString: $0) } }
+/// Writes a status and its message into a caller's cg_item_status, cutting the message at a
+/// UTF-8 character boundary so that it stays valid text.
+private func record(_ item: UnsafeMutablePointer<cg_item_status>, _ error: CoverGenreError?) {
+    item.pointee.status = error.map { cg_status(rawValue: UInt32($0.code.rawValue)) } ?? CG_OK
+    withUnsafeMutableBytes(of: &item.pointee.message) { buffer in
+        var bytes = Array((error?.message ?? "").utf8)
+        if bytes.count > buffer.count - 1 {
+            var end = buffer.count - 1
+            while end > 0 && bytes[end] & 0xC0 == 0x80 { end -= 1 } // not inside a character
+            bytes = Array(bytes[..<end])
+        }
+        buffer.copyBytes(from: bytes)
+        buffer[bytes.count] = 0
+    }
 }
 
-/// Runs one image per worker item; a NULL path or a failing image only marks its own status.
-private func forEachFile(_ handle: ModelHandle, _ files: [String?], threads: Int32, _ statuses: UnsafeMutablePointer<cg_status>,
-                         _ body: (Int, [Float]) -> Void) {
-    let workers = threads > 0 ? Int(threads) : handle.model.threads
-    handle.model.forEachInParallel(files.count, threads: workers) { i in
-        guard let path = files[i] else {
-            statuses[i] = CG_ERR_INVALID_ARGUMENT
-            return
+/// The checks every batch call shares, then one run of Model.forEachResult (the implementation
+/// Swift's batch calls use too): `width` floats or entries per image in `out`, every image's
+/// outcome in `items`. Nothing is written unless every argument is valid.
+private func runFiles(_ pointer: OpaquePointer?, _ pathList: UnsafePointer<UnsafePointer<CChar>?>?, _ countArgument: UInt,
+                      _ threads: Int32, _ output: Model.BatchOutput, outCapacity: UInt, outIsNull: Bool, width: (Model) -> Int,
+                      _ items: UnsafeMutablePointer<cg_item_status>?, _ itemsCapacity: UInt,
+                      prepare: (Int, Int) -> Void, write: (Int, UnsafeBufferPointer<Float>) -> Void) -> cg_status {
+    ErrorState.guarded {
+        let handle = try handle(pointer)
+        let count = try Sizes.int(countArgument, "count")
+        guard threads >= 0 else { throw CoverGenreError(.invalidArgument, "n_threads \(threads) is negative") }
+        guard count > 0 else { return }
+        guard let pathList else { throw CoverGenreError(.invalidArgument, "paths is NULL") }
+        guard !outIsNull else { throw CoverGenreError(.invalidArgument, "out is NULL") }
+        guard let items else { throw CoverGenreError(.invalidArgument, "items is NULL") }
+        if output == .embedding, handle.model.embeddingSize == 0 {
+            throw CoverGenreError(.invalidArgument, "this model has no embedding output")
         }
-        do {
-            body(i, try handle.model.probabilitiesSingleThreaded(.path(path)))
-            statuses[i] = CG_OK
-        } catch {
-            let e = error as? CoverGenreError ?? CoverGenreError(.internal, "\(error)")
-            statuses[i] = cg_status(rawValue: UInt32(e.code.rawValue))
+        let perImage = width(handle.model)
+        try Sizes.require(outCapacity, try Sizes.product(count, "count", perImage, "per-image size"), "out", unit: "entries")
+        try Sizes.require(itemsCapacity, count, "items", unit: "entries")
+        prepare(count, perImage)
+        handle.model.forEachResult(count: count, output, threads: threads > 0 ? Int(threads) : nil, input: { i in
+            guard let path = pathList[i] else { throw CoverGenreError(.invalidArgument, "paths[\(i)] is NULL") }
+            return .path(String(cString: path))
+        }) { i, result in
+            switch result {
+            case .success(let values):
+                write(i, values)
+                record(items + i, nil)
+            case .failure(let error):
+                record(items + i, error)
+            }
         }
     }
 }
 
 @_cdecl("cg_classify_files")
-public func cg_classify_files(_ model: OpaquePointer?, _ pathList: UnsafePointer<UnsafePointer<CChar>?>?, _ count: Int, _ topK: Int,
-                              _ threads: Int32, _ out: UnsafeMutablePointer<cg_prediction>?,
-                              _ statuses: UnsafeMutablePointer<cg_status>?) -> cg_status {
-    ErrorState.guarded {
-        let handle = try handle(model)
-        let files = try paths(pathList, count)
-        guard topK > 0 else { throw CoverGenreError(.invalidArgument, "top_k must be at least 1") }
-        guard threads >= 0 else { throw CoverGenreError(.invalidArgument, "n_threads is negative") }
-        guard count == 0 || (out != nil && statuses != nil) else { throw CoverGenreError(.invalidArgument, "out or statuses is NULL") }
-        guard count > 0, let out, let statuses else { return }
-        for i in 0..<(count * topK) { out[i] = cg_prediction(class_index: -1, probability: 0, label: nil) }
-        forEachFile(handle, files, threads: threads, statuses) { i, probabilities in
-            _ = probabilities.withUnsafeBufferPointer { writePredictions(handle, $0, topK: topK, out + i * topK) }
-        }
-    }
+public func cg_classify_files(_ model: OpaquePointer?, _ pathList: UnsafePointer<UnsafePointer<CChar>?>?, _ count: UInt, _ topK: UInt,
+                              _ threads: Int32, _ out: UnsafeMutablePointer<cg_prediction>?, _ outCapacity: UInt,
+                              _ items: UnsafeMutablePointer<cg_item_status>?, _ itemsCapacity: UInt) -> cg_status {
+    guard topK > 0 else { return ErrorState.fail(.invalidArgument, "top_k must be at least 1") }
+    guard let k = Int(exactly: topK) else { return ErrorState.fail(.invalidArgument, "top_k \(topK) is larger than any buffer") }
+    let handle = ModelHandle.from(model)
+    return runFiles(model, pathList, count, threads, .probabilities, outCapacity: outCapacity, outIsNull: out == nil,
+                    width: { _ in k }, items, itemsCapacity,
+                    prepare: { count, _ in out!.update(repeating: emptyPrediction, count: count * k) },
+                    write: { i, probabilities in _ = writePredictions(handle!, probabilities, topK: k, out! + i * k) })
 }
 
 @_cdecl("cg_probabilities_files")
-public func cg_probabilities_files(_ model: OpaquePointer?, _ pathList: UnsafePointer<UnsafePointer<CChar>?>?, _ count: Int,
-                                   _ threads: Int32, _ out: UnsafeMutablePointer<Float>?, _ capacity: Int,
-                                   _ statuses: UnsafeMutablePointer<cg_status>?) -> cg_status {
-    ErrorState.guarded {
-        let handle = try handle(model)
-        let files = try paths(pathList, count)
-        guard threads >= 0 else { throw CoverGenreError(.invalidArgument, "n_threads is negative") }
-        let classes = handle.model.classCount
-        guard count == 0 || (out != nil && statuses != nil) else { throw CoverGenreError(.invalidArgument, "out or statuses is NULL") }
-        guard capacity >= count * classes else {
-            throw CoverGenreError(.bufferTooSmall, "out needs \(count * classes) floats; capacity is \(capacity)")
-        }
-        guard count > 0, let out, let statuses else { return }
-        out.update(repeating: 0, count: count * classes)
-        forEachFile(handle, files, threads: threads, statuses) { i, probabilities in
-            (out + i * classes).update(from: probabilities, count: classes)
-        }
-    }
+public func cg_probabilities_files(_ model: OpaquePointer?, _ pathList: UnsafePointer<UnsafePointer<CChar>?>?, _ count: UInt,
+                                   _ threads: Int32, _ out: UnsafeMutablePointer<Float>?, _ outCapacity: UInt,
+                                   _ items: UnsafeMutablePointer<cg_item_status>?, _ itemsCapacity: UInt) -> cg_status {
+    runFiles(model, pathList, count, threads, .probabilities, outCapacity: outCapacity, outIsNull: out == nil,
+             width: { $0.classCount }, items, itemsCapacity,
+             prepare: { count, width in out!.update(repeating: 0, count: count * width) },
+             write: { i, values in (out! + i * values.count).update(from: values.baseAddress!, count: values.count) })
+}
+
+@_cdecl("cg_embed_files")
+public func cg_embed_files(_ model: OpaquePointer?, _ pathList: UnsafePointer<UnsafePointer<CChar>?>?, _ count: UInt,
+                           _ threads: Int32, _ out: UnsafeMutablePointer<Float>?, _ outCapacity: UInt,
+                           _ items: UnsafeMutablePointer<cg_item_status>?, _ itemsCapacity: UInt) -> cg_status {
+    runFiles(model, pathList, count, threads, .embedding, outCapacity: outCapacity, outIsNull: out == nil,
+             width: { $0.embeddingSize }, items, itemsCapacity,
+             prepare: { count, width in out!.update(repeating: 0, count: count * width) },
+             write: { i, values in (out! + i * values.count).update(from: values.baseAddress!, count: values.count) })
 }

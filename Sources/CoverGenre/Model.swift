@@ -75,7 +75,9 @@ public final class Model: @unchecked Sendable {
         self.graph = graph
         self.threads = options.threads > 0 ? options.threads : Parallel.availableCores
         self.imageLimits = options.imageLimits
-        self.pool = ContextPool(graph: graph)
+        // Calls beyond what the cores can run at once wait for a context (asleep, in order)
+        // rather than each holding activation buffers that evict the others' from the caches.
+        self.pool = ContextPool(graph: graph, maxInFlight: max(threads, Parallel.availableCores) + 1)
         self.scheduler = Scheduler(threads: threads)
     }
 
@@ -134,28 +136,60 @@ public final class Model: @unchecked Sendable {
 
     // MARK: Many images
 
+    /// What a batch call computes for each image.
+    public enum BatchOutput: Sendable {
+        case probabilities
+        case embedding
+    }
+
     /// Probabilities for many images, decoded and run in parallel: each of up to `threads` threads
     /// (default and at most: the model's) takes whole images, so both decoding and inference use
-    /// every core.
-    /// A failing image gives its error in its slot; it never fails the others.
+    /// every core. A failing image gives its error in its slot; it never fails the others.
     public func probabilities(batch inputs: [ImageInput], threads: Int? = nil) -> [Result<[Float], CoverGenreError>] {
-        inParallel(inputs, threads: threads ?? self.threads, probabilitiesSingleThreaded)
+        collect(inputs, .probabilities, threads: threads)
     }
 
     /// Embeddings for many images, the same way as `probabilities(batch:threads:)`.
     public func embeddings(batch inputs: [ImageInput], threads: Int? = nil) -> [Result<[Float], CoverGenreError>] {
-        inParallel(inputs, threads: threads ?? self.threads, embeddingSingleThreaded)
+        collect(inputs, .embedding, threads: threads)
     }
 
-    private func inParallel(_ inputs: [ImageInput], threads: Int,
-                            _ single: (ImageInput) throws -> [Float]) -> [Result<[Float], CoverGenreError>] {
+    private func collect(_ inputs: [ImageInput], _ output: BatchOutput, threads: Int?) -> [Result<[Float], CoverGenreError>] {
         var results = [Result<[Float], CoverGenreError>](repeating: .failure(CoverGenreError(.internal, "not run")), count: inputs.count)
         results.withUnsafeMutableBufferPointer { slots in
-            forEachInParallel(inputs.count, threads: threads) { i in
-                slots[i] = Result { try single(inputs[i]) }.mapError(Model.wrap)
+            forEachResult(count: inputs.count, output, threads: threads, input: { inputs[$0] }) { i, result in
+                slots[i] = result.map { Array($0) }
             }
         }
         return results
+    }
+
+    /// The one batch implementation (Swift's batch calls and the C API's `*_files` calls): for
+    /// each i in 0..<count, takes `input(i)` (which may throw, failing only image i), computes
+    /// `output` with one thread per image, and hands the result to `deliver(i, result)` on the
+    /// thread that computed it, with a buffer valid only during that call. Up to `threads` threads
+    /// (default and at most: the model's) run at once, each taking the next image when free.
+    public func forEachResult(count: Int, _ output: BatchOutput, threads: Int? = nil, input: (Int) throws -> ImageInput,
+                              _ deliver: (Int, Result<UnsafeBufferPointer<Float>, CoverGenreError>) -> Void) {
+        let size = output == .probabilities ? classCount : embeddingSize
+        forEachInParallel(count, threads: threads ?? self.threads) { i in
+            var values = [Float](repeating: 0, count: size)
+            do {
+                if output == .embedding, size == 0 { throw CoverGenreError(.invalidArgument, "this model has no embedding output") }
+                let image = try decode(try input(i))
+                try values.withUnsafeMutableBufferPointer { out in
+                    try runViews(image, threads: 1) { context in
+                        switch output {
+                        case .probabilities: addProbabilities(context, into: out.baseAddress!)
+                        case .embedding: addEmbedding(context, into: out.baseAddress!)
+                        }
+                    }
+                }
+                values.withUnsafeBufferPointer { deliver(i, .success($0)) }
+            } catch {
+                deliver(i, .failure(Model.wrap(error)))
+            }
+        }
     }
 
     /// Runs `body(i)` for i in 0..<count on the calling thread and up to `threads - 1` of the
@@ -174,27 +208,6 @@ public final class Model: @unchecked Sendable {
                 }
             }
         }
-    }
-
-    /// Probabilities of one image using one thread: the building block of batch calls.
-    public func probabilitiesSingleThreaded(_ input: ImageInput) throws -> [Float] {
-        var out = [Float](repeating: 0, count: classCount)
-        let image = try decode(input)
-        try out.withUnsafeMutableBufferPointer { out in
-            try runViews(image, threads: 1) { addProbabilities($0, into: out.baseAddress!) }
-        }
-        return out
-    }
-
-    /// Embeddings of one image using one thread.
-    public func embeddingSingleThreaded(_ input: ImageInput) throws -> [Float] {
-        guard embeddingSize > 0 else { throw CoverGenreError(.invalidArgument, "this model has no embedding output") }
-        var out = [Float](repeating: 0, count: embeddingSize)
-        let image = try decode(input)
-        try out.withUnsafeMutableBufferPointer { out in
-            try runViews(image, threads: 1) { addEmbedding($0, into: out.baseAddress!) }
-        }
-        return out
     }
 
     // MARK: Tensors

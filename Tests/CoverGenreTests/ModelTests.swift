@@ -85,7 +85,7 @@ final class ModelTests: XCTestCase {
         let embedding = try model.embedding(.rgb(image))
         XCTAssertEqual(embedding.count, 32)
         XCTAssertTrue(embedding.allSatisfy { $0 >= 0 && $0 <= 6 }) // means of ReLU6 outputs
-        XCTAssertEqual(try model.embeddingSingleThreaded(.rgb(image)), embedding)
+        XCTAssertEqual(try model.embedding(.rgb(image)), embedding)
     }
 
     func testBatchReportsEachFailureInItsOwnSlot() throws {
@@ -110,7 +110,7 @@ final class ModelTests: XCTestCase {
         let inputs = images.map { ImageInput.rgb($0) } + [.path("/nonexistent/cover.png")]
         let results = model.embeddings(batch: inputs, threads: 2)
         for (i, image) in images.enumerated() {
-            XCTAssertEqual(try results[i].get(), try model.embeddingSingleThreaded(.rgb(image)), "image \(i)")
+            XCTAssertEqual(try results[i].get(), try model.embedding(.rgb(image)), "image \(i)")
         }
         XCTAssertNotEqual(try results[0].get(), try results[1].get())
         XCTAssertThrowsError(try results[5].get()) { XCTAssertEqual(($0 as? CoverGenreError)?.code, .io) }

@@ -3,8 +3,10 @@
 #   1. The scheduler's region protocol (Tests/c/pool_stress.c): 8 workers, 100,000 regions of
 #      varying part counts, 1 and 4 callers, yielding at the protocol's windows; then the same
 #      under ThreadSanitizer.
-#   2. AddressSanitizer (leak detection on): the C example, hostile arguments, 8 threads sharing a
-#      model, load/classify/free cycles, against a library built with -sanitize=address.
+#   2. AddressSanitizer (leak detection on): the C example, hostile arguments (overflowing sizes and
+#      counts, short capacities, per-image messages), 8 threads sharing a model, load/classify/free
+#      cycles, and the C API fuzzer (Tests/c/api_fuzz.c: random calls on buffers that end at a
+#      guard page, fixed seed), against a library built with -sanitize=address.
 #   3. Many callers on the release library: 8 and 32 threads sharing one model loaded with
 #      n_threads 0 and 2, every result bit-identical to a single-threaded model's, the process's
 #      thread count within the callers plus n_threads - 1; 10,000 classifications of the default
@@ -49,15 +51,17 @@ swift build --scratch-path .build-asan -Xswiftc -sanitize=address -Xcc -fsanitiz
     --product CoverGenreC >/dev/null
 mkdir -p "$work/asan"
 cp .build-asan/debug/libCoverGenreC.so "$work/asan/libcovergenre.so"
-for program in examples/c/classify.c Tests/c/stress.c; do
+for program in examples/c/classify.c Tests/c/stress.c Tests/c/api_fuzz.c; do
     "$clang" -g -fsanitize=address -Iinclude "$program" -o "$work/asan/$(basename "$program" .c)" -L"$work/asan" -lcovergenre \
-        -Wl,-rpath,"$work/asan" -lpthread 2>/dev/null
+        -Wl,-rpath,"$work/asan" -lpthread
 done
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 "$work/asan/classify" models/covergenre-default.cgm "$work"/covers/*
 "$work/asan/stress" hostile "$work/small.cgm"
 "$work/asan/stress" threads "$work/small.cgm" "$work/many" 8 2000 0 0
 "$work/asan/stress" cycles "$work/small.cgm" "$work/covers/neon-grid.jpg" 50
+# Random API calls on guard-page buffers: a fixed seed and count here, longer in fuzz/run.sh.
+"$work/asan/api_fuzz" "$work/small.cgm" "$work/covers" 3000 1
 unset ASAN_OPTIONS
 
 echo "-- many callers share one model"

@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -157,7 +158,7 @@ static int run_cycles(const char *path, const char *image, int n) {
 
 static int run_hostile(const char *path) {
     int failures = 0;
-    cg_model *m = NULL;
+    cg_model *m = NULL, *m2 = NULL;
     cg_prediction top[3];
     size_t count = 0;
     float probabilities[64];
@@ -183,6 +184,48 @@ static int run_hostile(const char *path) {
     for (int i = 0; i < 64; i++)
         if (probabilities[i] != -1) { fprintf(stderr, "buffer written after refusal\n"); failures++; break; }
     if (cg_model_label(m, classes) != NULL) { fprintf(stderr, "label past the end\n"); failures++; }
+    if (cg_model_label(m, SIZE_MAX) != NULL) { fprintf(stderr, "label at SIZE_MAX\n"); failures++; }
+
+    /* Sizes whose products overflow, and sizes no buffer can have: refused, nothing written. */
+    float guard_floats[16];
+    cg_item_status items[4];
+    const char *paths[4] = {path, NULL, "/nonexistent/cover.jpg", path};
+    for (int i = 0; i < 16; i++) guard_floats[i] = -1;
+    EXPECT(cg_probabilities_files(m, paths, SIZE_MAX / 2, 0, guard_floats, 16, items, 4), CG_ERR_INVALID_ARGUMENT);
+    EXPECT(cg_embed_files(m, paths, SIZE_MAX / 2, 0, guard_floats, 16, items, 4), CG_ERR_INVALID_ARGUMENT);
+    EXPECT(cg_classify_files(m, paths, SIZE_MAX / 4, 8, 0, top, 3, items, 4), CG_ERR_INVALID_ARGUMENT);
+    EXPECT(cg_classify_files(m, paths, 4, SIZE_MAX, 0, top, 3, items, 4), CG_ERR_INVALID_ARGUMENT);
+    EXPECT(cg_classify_file(m, "x.jpg", SIZE_MAX, top, &count), CG_ERR_INVALID_ARGUMENT);
+    if (strstr(cg_last_error(), "top_k") == NULL) { fprintf(stderr, "top_k overflow message: %s\n", cg_last_error()); failures++; }
+    EXPECT(cg_classify_image(m, junk, SIZE_MAX, 3, top, &count), CG_ERR_INVALID_ARGUMENT);
+    EXPECT(cg_probabilities_image(m, junk, SIZE_MAX - 7, probabilities, 64), CG_ERR_INVALID_ARGUMENT);
+    EXPECT(cg_classify_rgb(m, junk, 4, 4, SIZE_MAX, 3, top, &count), CG_ERR_INVALID_ARGUMENT);
+    EXPECT(cg_classify_rgb(m, junk, 4, 1 << 20, SIZE_MAX / 8, 3, top, &count), CG_ERR_INVALID_ARGUMENT);
+    EXPECT(cg_run_tensor(m, guard_floats, SIZE_MAX, guard_floats, 16), CG_ERR_INVALID_ARGUMENT);
+    EXPECT(cg_model_load_memory(junk, SIZE_MAX, &m2), CG_ERR_INVALID_ARGUMENT);
+    /* Capacities one short: refused before anything is written. */
+    EXPECT(cg_probabilities_files(m, paths, 4, 0, guard_floats, 4 * classes - 1, items, 4), CG_ERR_BUFFER_TOO_SMALL);
+    EXPECT(cg_probabilities_files(m, paths, 4, 0, guard_floats, 16, items, 3), CG_ERR_BUFFER_TOO_SMALL);
+    EXPECT(cg_classify_files(m, paths, 4, 2, 0, top, 7, items, 4), CG_ERR_BUFFER_TOO_SMALL);
+    for (int i = 0; i < 16; i++)
+        if (guard_floats[i] != -1) { fprintf(stderr, "batch output written after refusal\n"); failures++; break; }
+    /* One bad path or image fails only its own item, with the library's message for it. */
+    if (cg_model_embedding_size(m) * 4 <= 64) {
+        float embeddings[64];
+        EXPECT(cg_embed_files(m, paths, 4, 2, embeddings, 64, items, 4), CG_OK);
+    }
+    cg_prediction batch_top[8];
+    EXPECT(cg_classify_files(m, paths, 4, 2, 2, batch_top, 8, items, 4), CG_OK);
+    if (items[0].status != CG_ERR_IMAGE_UNSUPPORTED && items[0].status != CG_ERR_IMAGE_DECODE) {
+        fprintf(stderr, "a model file classified as an image: %s\n", cg_status_string(items[0].status)); failures++;
+    }
+    if (items[1].status != CG_ERR_INVALID_ARGUMENT || strstr(items[1].message, "paths[1]") == NULL) {
+        fprintf(stderr, "NULL path: %s %s\n", cg_status_string(items[1].status), items[1].message); failures++;
+    }
+    if (items[2].status != CG_ERR_IO || strstr(items[2].message, "/nonexistent/cover.jpg") == NULL) {
+        fprintf(stderr, "missing file: %s %s\n", cg_status_string(items[2].status), items[2].message); failures++;
+    }
+    if (items[0].message[0] == 0 || batch_top[2].label != NULL) { fprintf(stderr, "failed item has no message or predictions\n"); failures++; }
     cg_model_free(m);
     cg_model_free(NULL);
     printf("hostile %s\n", failures ? "FAILED" : "ok");

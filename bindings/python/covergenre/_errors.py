@@ -4,24 +4,6 @@ from __future__ import annotations
 
 from . import _lib
 
-# The header's one-line meaning of each status, for failures that come back without a sentence
-# (the batch calls report a status per image but keep no per-image message).
-_DESCRIPTIONS = {
-    _lib.CG_ERR_INVALID_ARGUMENT: "invalid argument",
-    _lib.CG_ERR_IO: "the file could not be opened or read",
-    _lib.CG_ERR_MODEL_FORMAT: "not a valid .cgm model file",
-    _lib.CG_ERR_MODEL_UNSUPPORTED: "a model format version or operator this library does not know",
-    _lib.CG_ERR_CHECKSUM: "the model file's checksum does not match",
-    _lib.CG_ERR_IMAGE_DECODE: "corrupt or truncated image data",
-    _lib.CG_ERR_IMAGE_UNSUPPORTED: "not a JPEG, PNG or still WebP image",
-    _lib.CG_ERR_IMAGE_TOO_LARGE: "the image is beyond the configured limits",
-    _lib.CG_ERR_BUFFER_TOO_SMALL: "the result buffer is too small",
-    _lib.CG_ERR_OUT_OF_MEMORY: "out of memory",
-    _lib.CG_ERR_INTERNAL: "internal error in CoverGenre",
-    _lib.CG_ERR_LIMIT_EXCEEDED: "the model file is beyond the configured limits",
-}
-
-
 def _decode(raw):
     return raw.decode("utf-8", "replace") if raw else ""
 
@@ -59,10 +41,9 @@ def last_error(status):
     return CoverGenreError(status, _decode(_lib.load().cg_last_error()))
 
 
-def batch_error(status, path):
-    """The error for one image of a batch call, which reports only a status."""
-    what = _DESCRIPTIONS.get(int(status), "failed")
-    return CoverGenreError(status, "%s: %s" % (path, what))
+def item_error(item):
+    """The error of one image of a batch call: its status and the library's message about it."""
+    return CoverGenreError(item.status, _decode(item.message))
 
 
 def check(status):

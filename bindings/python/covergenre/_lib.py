@@ -15,7 +15,7 @@ from pathlib import Path
 
 # The header's CG_API_VERSION_MAJOR this binding was written against: a library with another
 # major version may lay out structs or enums differently.
-API_VERSION_MAJOR = 1
+API_VERSION_MAJOR = 2
 
 ENV_VAR = "COVERGENRE_LIBRARY"
 
@@ -77,13 +77,23 @@ class cg_prediction(ctypes.Structure):
     ]
 
 
+ITEM_MESSAGE_SIZE = 252
+
+
+class cg_item_status(ctypes.Structure):
+    _fields_ = [
+        ("status", cg_status),
+        ("message", ctypes.c_char * ITEM_MESSAGE_SIZE),
+    ]
+
+
 _c_float_p = ctypes.POINTER(ctypes.c_float)
 _c_uint8_p = ctypes.POINTER(ctypes.c_uint8)
 _c_size_t_p = ctypes.POINTER(ctypes.c_size_t)
 _c_int32_p = ctypes.POINTER(ctypes.c_int32)
 _prediction_p = ctypes.POINTER(cg_prediction)
 _options_p = ctypes.POINTER(cg_load_options)
-_status_p = ctypes.POINTER(cg_status)
+_item_p = ctypes.POINTER(cg_item_status)
 _paths_p = ctypes.POINTER(ctypes.c_char_p)
 
 # (name, restype, argtypes), in the header's order.
@@ -129,9 +139,12 @@ FUNCTIONS = [
     ("cg_run_tensor", cg_status, [cg_model_p, _c_float_p, ctypes.c_size_t, _c_float_p, ctypes.c_size_t]),
     # Classifying many images
     ("cg_classify_files", cg_status,
-     [cg_model_p, _paths_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int32, _prediction_p, _status_p]),
+     [cg_model_p, _paths_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int32, _prediction_p, ctypes.c_size_t, _item_p,
+      ctypes.c_size_t]),
     ("cg_probabilities_files", cg_status,
-     [cg_model_p, _paths_p, ctypes.c_size_t, ctypes.c_int32, _c_float_p, ctypes.c_size_t, _status_p]),
+     [cg_model_p, _paths_p, ctypes.c_size_t, ctypes.c_int32, _c_float_p, ctypes.c_size_t, _item_p, ctypes.c_size_t]),
+    ("cg_embed_files", cg_status,
+     [cg_model_p, _paths_p, ctypes.c_size_t, ctypes.c_int32, _c_float_p, ctypes.c_size_t, _item_p, ctypes.c_size_t]),
 ]
 
 

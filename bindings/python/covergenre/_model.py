@@ -11,7 +11,7 @@ import threading
 from collections import namedtuple
 
 from . import _lib
-from ._errors import CoverGenreError, batch_error, check
+from ._errors import CoverGenreError, check, item_error
 
 try:
     import numpy as _np
@@ -330,7 +330,7 @@ class Model:
         """Classifies image files in parallel (threads=0: the model's setting).
 
         Returns one item per path: its list of Predictions, or the CoverGenreError that image
-        failed with. One bad image never fails the others.
+        failed with (the library's status and message for it). One bad image never fails the others.
         """
         self._check_open()
         paths = list(paths)
@@ -339,43 +339,49 @@ class Model:
         k = self._top_k(top_k)
         count = len(encoded)
         out = (_lib.cg_prediction * max(count * k, 1))()
-        statuses = (_lib.cg_status * max(count, 1))()
+        items = (_lib.cg_item_status * max(count, 1))()
         with self._use() as handle:
-            status = self._lib.cg_classify_files(handle, path_array, count, k, threads, out, statuses)
+            status = self._lib.cg_classify_files(handle, path_array, count, k, threads, out, count * k, items, count)
         check(status)
         results = []
-        for i, path in enumerate(paths):
-            if statuses[i] != _lib.CG_OK:
-                results.append(batch_error(statuses[i], os.fspath(path)))
+        for i in range(count):
+            if items[i].status != _lib.CG_OK:
+                results.append(item_error(items[i]))
                 continue
             entries = [p for p in out[i * k:(i + 1) * k] if p.label is not None]
             results.append(self._predictions(entries))
         return results
+
+    def _floats_files(self, function, paths, threads, width):
+        self._check_open()
+        paths = list(paths)
+        encoded, path_array = self._path_array(paths)
+        threads = _int_in("threads", threads, 0, _INT32_MAX)
+        count = len(encoded)
+        out, result = _floats(count * width)
+        items = (_lib.cg_item_status * max(count, 1))()
+        with self._use() as handle:
+            status = function(handle, path_array, count, threads, out, count * width, items, count)
+        check(status)
+        values = result()
+        return [item_error(items[i]) if items[i].status != _lib.CG_OK else values[i * width:(i + 1) * width]
+                for i in range(count)]
 
     def probabilities_files(self, paths, threads=0):
         """Every class's probability for each image file, in parallel.
 
         Returns one item per path: a float32 array (a list without numpy) or a CoverGenreError.
         """
-        self._check_open()
-        paths = list(paths)
-        encoded, path_array = self._path_array(paths)
-        threads = _int_in("threads", threads, 0, _INT32_MAX)
-        count, classes = len(encoded), self._class_count
-        out, result = _floats(count * classes)
-        statuses = (_lib.cg_status * max(count, 1))()
-        with self._use() as handle:
-            status = self._lib.cg_probabilities_files(handle, path_array, count, threads, out, count * classes,
-                                                      statuses)
-        check(status)
-        values = result()
-        results = []
-        for i, path in enumerate(paths):
-            if statuses[i] != _lib.CG_OK:
-                results.append(batch_error(statuses[i], os.fspath(path)))
-            else:
-                results.append(values[i * classes:(i + 1) * classes])
-        return results
+        return self._floats_files(self._lib.cg_probabilities_files, paths, threads, self._class_count)
+
+    def embed_files(self, paths, threads=0):
+        """Each image file's embedding (embedding_size floats), in parallel.
+
+        Returns one item per path: a float32 array (a list without numpy) or a CoverGenreError.
+        """
+        if self._embedding_size == 0:
+            raise CoverGenreError(_lib.CG_ERR_INVALID_ARGUMENT, "this model has no embedding output")
+        return self._floats_files(self._lib.cg_embed_files, paths, threads, self._embedding_size)
 
     # ---- Prepared input ----
 

@@ -52,7 +52,7 @@ import os
 import tempfile
 import urllib.request
 
-from ._errors import CoverGenreError, batch_error
+from ._errors import CoverGenreError
 from ._model import Model
 
 __all__ = [
@@ -214,24 +214,27 @@ class CoverClassifier:
         with tempfile.TemporaryDirectory(prefix="covergenre-") as spool:
             if urls:
                 self._fetch(sources, urls, spool, files, errors)
+            def named(i, error):
+                # The library's message names the file it read: for a URL, the spooled copy.
+                if i in urls:
+                    error = CoverGenreError(error.status, error.message.replace(files[i], sources[i]))
+                return str(error)
+
             run = [i for i in range(count) if files[i] is not None]
             results = self.model.probabilities_files([files[i] for i in run], threads=self.threads)
             for i, result in zip(run, results):
                 if isinstance(result, CoverGenreError):
-                    # The library's message names the file it read: for a URL, the spooled copy.
-                    error = batch_error(result.status, sources[i]) if i in urls else result
-                    errors[i] = str(error)
+                    errors[i] = named(i, result)
                 else:
                     probabilities[i] = result
             if self.embedding:
-                for i in run:
-                    if probabilities[i] is None:
-                        continue
-                    try:
-                        embeddings[i] = self.model.embed(files[i])
-                    except CoverGenreError as e:
+                done = [i for i in run if probabilities[i] is not None]
+                for i, result in zip(done, self.model.embed_files([files[i] for i in done], threads=self.threads)):
+                    if isinstance(result, CoverGenreError):
                         probabilities[i] = None
-                        errors[i] = str(batch_error(e.status, sources[i]) if i in urls else e)
+                        errors[i] = named(i, result)
+                    else:
+                        embeddings[i] = result
 
         return self._append(table, probabilities, embeddings, errors)
 

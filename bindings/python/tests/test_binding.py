@@ -70,7 +70,7 @@ def _ctypes_for(c_type):
         "constfloat*": p(ctypes.c_float),
         "constuint8_t*": p(ctypes.c_uint8),
         "cg_prediction*": p(_lib.cg_prediction),
-        "cg_status*": p(_lib.cg_status),
+        "cg_item_status*": p(_lib.cg_item_status),
         "constchar*const*": p(ctypes.c_char_p),
         "float": ctypes.c_float,
         "uint64_t": ctypes.c_uint64,
@@ -90,7 +90,7 @@ def test_every_header_function_is_declared_with_the_headers_types(header_text):
         params = m.group(3).strip()
         args = [] if params in ("", "void") else [_c_type(a) for a in params.split(",")]
         declared[m.group(2)] = (_c_type(m.group(1)), args)
-    assert len(declared) == 29, sorted(declared)
+    assert len(declared) == 30, sorted(declared)
     ours = {name: (restype, argtypes) for name, restype, argtypes in _lib.FUNCTIONS}
     assert sorted(ours) == sorted(declared)
     for name, (c_return, c_args) in declared.items():
@@ -99,15 +99,24 @@ def test_every_header_function_is_declared_with_the_headers_types(header_text):
         assert argtypes == [_ctypes_for(a) for a in c_args], name
 
 
-@pytest.mark.parametrize("struct", ["cg_load_options", "cg_prediction"])
+@pytest.mark.parametrize("struct", ["cg_load_options", "cg_prediction", "cg_item_status"])
 def test_structs_match_the_header_field_by_field(header_text, struct):
     body = re.search(r"typedef struct %s \{(.*?)\} %s;" % (struct, struct), header_text, flags=re.S).group(1)
     fields = []
     for line in body.split(";"):
-        if line.strip():
-            name = re.search(r"(\w+)\s*$", line).group(1)
-            fields.append((name, _ctypes_for(_c_type(line))))
-    assert getattr(_lib, struct)._fields_ == fields
+        if not line.strip():
+            continue
+        array = re.search(r"(\w+)\s*\[(\w+)\]\s*$", line)
+        if array:  # char message[CG_ITEM_MESSAGE_SIZE]
+            size = int(re.search(r"#define %s (\d+)" % array.group(2), HEADER.read_text()).group(1))
+            fields.append((array.group(1), ctypes.c_char * size))
+            continue
+        name = re.search(r"(\w+)\s*$", line).group(1)
+        fields.append((name, _ctypes_for(_c_type(line))))
+    ours = getattr(_lib, struct)._fields_
+    assert [name for name, _ in ours] == [name for name, _ in fields]
+    for (name, a), (_, b) in zip(ours, fields):
+        assert a == b or (ctypes.sizeof(a) == ctypes.sizeof(b) and getattr(a, "_type_", None) == getattr(b, "_type_", None)), name
 
 
 def test_status_constants_match_the_header(lib, header_text):
@@ -518,8 +527,8 @@ def test_limits(small_model_path, images, cover_pixels):
 
 # ---- Batches ----------------------------------------------------------------------------------
 
-# A batch runs each image on one thread, so its results are bit for bit those of a model loaded
-# with threads=1; a multi-threaded single-image call may differ in the last bits.
+# A batch runs each image on one thread; results do not depend on the thread count, so they are
+# bit for bit those of single-image calls, with threads=1 or not.
 @pytest.fixture
 def one_thread_model(small_model_path):
     with Model(small_model_path, threads=1) as model:
@@ -537,15 +546,28 @@ def test_classify_files_with_one_bad_file_among_good_ones(small_model, one_threa
         assert len(results) == len(paths)
         for i in (0, 1, 3):
             assert results[i] == one_thread_model.classify(paths[i], top_k=2)
-            assert [p.index for p in results[i]] == [p.index for p in small_model.classify(paths[i], top_k=2)]
+            assert results[i] == small_model.classify(paths[i], top_k=2)
         for i, status in ((2, "CG_ERR_IO"), (4, "CG_ERR_IMAGE_UNSUPPORTED"), (5, "CG_ERR_IMAGE_DECODE")):
             assert isinstance(results[i], CoverGenreError)
             assert results[i].status_name == status
+            # The library's own sentence for that file, the one a single call raises.
+            with pytest.raises(CoverGenreError) as single:
+                small_model.classify(paths[i])
+            assert results[i].message == single.value.message
             assert str(paths[i]) in results[i].message
     assert small_model.classify_files([]) == []
     assert len(small_model.classify_files([images["png"]], top_k=10)[0]) == 5
     with pytest.raises(ValueError):
         small_model.classify_files([images["png"]], threads=-1)
+
+
+def test_embed_files_match_single_calls(small_model, images, tmp_path):
+    paths = [images["jpeg"], tmp_path / "missing.png", images["png"]]
+    results = small_model.embed_files(paths, threads=2)
+    assert list(results[0]) == list(small_model.embed(images["jpeg"]))
+    assert list(results[2]) == list(small_model.embed(images["png"]))
+    assert isinstance(results[1], CoverGenreError) and results[1].status_name == "CG_ERR_IO"
+    assert small_model.embed_files([]) == []
 
 
 def test_probabilities_files(small_model, one_thread_model, images, tmp_path):
