@@ -42,6 +42,76 @@ public final class PickleDict {
     public var values: [PickleValue] = []
 }
 
+/// Every list and dict one load makes. A hostile pickle can put a container inside itself (a
+/// memoized list appended to itself, 14 bytes); reference counting never frees such a cycle, so
+/// a load refuses a result that holds one, and empties every container it made but does not
+/// return, whether the load succeeds or fails: nothing it made outlives it unless returned.
+final class PickleContainers {
+    private var lists: [PickleList] = []
+    private var dicts: [PickleDict] = []
+
+    func list() -> PickleList {
+        let l = PickleList()
+        lists.append(l)
+        return l
+    }
+
+    func dict() -> PickleDict {
+        let d = PickleDict()
+        dicts.append(d)
+        return d
+    }
+
+    /// Empties every container made (breaking any cycle among them).
+    func breakAll() {
+        for l in lists { l.items = [] }
+        for d in dicts { d.keys = []; d.values = [] }
+        lists = []
+        dicts = []
+    }
+
+    /// Checks that `root` reaches no cycle and empties the containers it does not reach. Returns
+    /// false, after emptying everything, when it does reach one. Iterative: a hostile pickle can
+    /// nest containers deeper than any call stack.
+    func settle(keeping root: PickleValue) -> Bool {
+        enum Color { case open, closed }
+        var color: [ObjectIdentifier: Color] = [:]
+        var frames: [(children: [PickleValue], next: Int, owner: ObjectIdentifier?)] = [([root], 0, nil)]
+        while !frames.isEmpty {
+            let last = frames.count - 1
+            guard frames[last].next < frames[last].children.count else {
+                if let owner = frames[last].owner { color[owner] = .closed }
+                frames.removeLast()
+                continue
+            }
+            let value = frames[last].children[frames[last].next]
+            frames[last].next += 1
+            var id: ObjectIdentifier?, children: [PickleValue] = []
+            switch value {
+            case .tuple(let items): children = items
+            case .list(let l): id = ObjectIdentifier(l); children = l.items
+            case .dict(let d): id = ObjectIdentifier(d); children = d.keys + d.values
+            default: continue
+            }
+            if let id {
+                switch color[id] {
+                case .open?:
+                    breakAll()
+                    return false
+                case .closed?: continue
+                case nil: color[id] = .open
+                }
+            }
+            frames.append((children, 0, id))
+        }
+        for l in lists where color[ObjectIdentifier(l)] == nil { l.items = [] }
+        for d in dicts where color[ObjectIdentifier(d)] == nil { d.keys = []; d.values = [] }
+        lists = []
+        dicts = []
+        return true
+    }
+}
+
 /// Where a tensor's bytes live in the checkpoint.
 public struct StorageReference: Equatable, Sendable {
     public let key: String
@@ -166,6 +236,18 @@ public struct RestrictedUnpickler {
 
     /// Runs one pickle to its STOP opcode and returns the result; `position` is left after STOP.
     public mutating func load() throws -> PickleValue {
+        let containers = PickleContainers()
+        do {
+            let value = try run(containers)
+            guard containers.settle(keeping: value) else { throw failure("a container holds itself (a reference cycle)") }
+            return value
+        } catch {
+            containers.breakAll()
+            throw error
+        }
+    }
+
+    private mutating func run(_ containers: PickleContainers) throws -> PickleValue {
         var stack: [PickleValue] = []
         var marks: [Int] = []
         var memo: [Int: PickleValue] = [:]
@@ -218,14 +300,14 @@ public struct RestrictedUnpickler {
             case 0x2E: return try pop()                                    // STOP
             case 0x28: marks.append(stack.count); try push(.mark)          // MARK
             case 0x29: try push(.tuple([]))                                // EMPTY_TUPLE
-            case 0x5D: try push(.list(PickleList()))                       // EMPTY_LIST
-            case 0x7D: try push(.dict(PickleDict()))                       // EMPTY_DICT
+            case 0x5D: try push(.list(containers.list()))                  // EMPTY_LIST
+            case 0x7D: try push(.dict(containers.dict()))                  // EMPTY_DICT
             case 0x74: try push(.tuple(try popToMark()))                   // TUPLE
             case 0x85: try push(.tuple([try pop()]))                       // TUPLE1
             case 0x86: let b = try pop(), a = try pop(); try push(.tuple([a, b]))
             case 0x87: let c = try pop(), b = try pop(), a = try pop(); try push(.tuple([a, b, c]))
-            case 0x6C: let l = PickleList(); l.items = try popToMark(); try push(.list(l))   // LIST
-            case 0x64: let d = PickleValue.dict(PickleDict()); try setItems(d, try popToMark()); try push(d) // DICT
+            case 0x6C: let l = containers.list(); l.items = try popToMark(); try push(.list(l))   // LIST
+            case 0x64: let d = PickleValue.dict(containers.dict()); try setItems(d, try popToMark()); try push(d) // DICT
             case 0x73: let v = try pop(), k = try pop(); try setItems(try top(), [k, v])                      // SETITEM
             case 0x75: let items = try popToMark(); try setItems(try top(), items)                            // SETITEMS
             case 0x61: let v = try pop(); try append(try top(), [v])                                         // APPEND
@@ -261,7 +343,7 @@ public struct RestrictedUnpickler {
             case 0x6A: try recall(Int(try le(UInt32.self)))                         // LONG_BINGET
             case 0x52, 0x81:                                                        // REDUCE, NEWOBJ
                 let args = try pop(), callee = try pop()
-                try push(try call(callee, args))
+                try push(try call(callee, args, containers))
             case 0x62: _ = try pop()                                                // BUILD: state is not needed
             case 0x51: try push(try resolvePersistentID(try pop()))                 // BINPERSID
             case 0x30: _ = try pop()                                                // POP
@@ -296,13 +378,13 @@ public struct RestrictedUnpickler {
     }
 
     /// The few callables a state dict uses, interpreted here.
-    func call(_ callee: PickleValue, _ args: PickleValue) throws -> PickleValue {
+    func call(_ callee: PickleValue, _ args: PickleValue, _ containers: PickleContainers) throws -> PickleValue {
         guard case .global(let module, let name) = callee, let a = args.tupleItems else {
             throw failure("REDUCE of something that is not an allowed global")
         }
         switch "\(module).\(name)" {
         case "collections.OrderedDict":
-            return .dict(PickleDict())
+            return .dict(containers.dict())
         case "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor":
             guard a.count >= 4, case .storage(let storage) = a[0], let offset = a[1].int,
                   let size = a[2].tupleItems?.compactMap({ $0.int }), let stride = a[3].tupleItems?.compactMap({ $0.int }),

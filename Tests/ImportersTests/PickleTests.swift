@@ -36,6 +36,25 @@ final class PickleTests: XCTestCase {
         XCTAssertEqual(d.values[2].string, "a")
     }
 
+    /// A list appended to itself (EMPTY_LIST, BINPUT 0, BINGET 0, APPEND): refused, and (the
+    /// fuzzer's finding) the cycle is broken so nothing leaks; also when the cycle is discarded
+    /// and something else returned.
+    func testContainersHoldingThemselvesAreRefusedOrDropped() throws {
+        try [UInt8]([0x80, 0x02, 0x5D, 0x71, 0x00, 0x68, 0x00, 0x61, 0x2E]).withUnsafeBytes { raw in
+            var unpickler = RestrictedUnpickler(bytes: raw)
+            XCTAssertThrowsError(try unpickler.load()) { XCTAssertTrue("\($0)".contains("reference cycle"), "\($0)") }
+        }
+        // The same cycle popped off the stack before STOP returns None.
+        let value = try load([0x80, 0x02, 0x5D, 0x71, 0x00, 0x68, 0x00, 0x61, 0x30, 0x4E, 0x2E])
+        guard case .none = value else { return XCTFail("\(value)") }
+        // A list inside a list inside the first: still a cycle, refused.
+        assertRefused([0x80, 0x02, 0x5D, 0x71, 0x00, 0x5D, 0x68, 0x00, 0x61, 0x61, 0x2E], containing: "reference cycle")
+        // Sharing without a cycle is fine: the same list twice in a tuple.
+        let shared = try load([0x80, 0x02, 0x5D, 0x71, 0x00, 0x68, 0x00, 0x86, 0x2E])
+        guard case .tuple(let items) = shared, case .list(let a) = items[0], case .list(let b) = items[1] else { return XCTFail() }
+        XCTAssertTrue(a === b)
+    }
+
     func testCodeExecutionGlobalsAreRefused() {
         // The classic exploit: os.system("...") via GLOBAL + REDUCE.
         let exploit: [UInt8] = [0x80, 0x02] + Self.global("os", "system") + Self.shortString("echo pwned") + [0x85, 0x52, 0x2E]

@@ -47,8 +47,10 @@ TSAN_OPTIONS=halt_on_error=1 "$work/pool_stress_tsan" 8 20000 3
 
 echo "-- AddressSanitizer"
 # Multiversioned (ifunc) kernels are resolved before the sanitizer runtime starts: build without.
-swift build --scratch-path .build-asan -Xswiftc -sanitize=address -Xcc -fsanitize=address -Xcc -DCGK_NO_MULTIVERSION \
-    --product CoverGenreC >/dev/null
+for product in CoverGenreC covergenre-fuzz; do
+    swift build --scratch-path .build-asan -Xswiftc -sanitize=address -Xcc -fsanitize=address -Xcc -DCGK_NO_MULTIVERSION \
+        --product "$product" >/dev/null
+done
 mkdir -p "$work/asan"
 cp .build-asan/debug/libCoverGenreC.so "$work/asan/libcovergenre.so"
 for program in examples/c/classify.c Tests/c/stress.c Tests/c/api_fuzz.c; do
@@ -56,6 +58,15 @@ for program in examples/c/classify.c Tests/c/stress.c Tests/c/api_fuzz.c; do
         -Wl,-rpath,"$work/asan" -lpthread
 done
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+# The fuzz regressions again, with leak detection (a leak is a finding too).
+regressions=0
+for dir in fuzz/regressions/*/; do
+    files=("$dir"*)
+    .build-asan/debug/covergenre-fuzz "$(basename "$dir")" "${files[@]}" >/dev/null
+    regressions=$((regressions + ${#files[@]}))
+done
+[ "$regressions" -gt 0 ] || { echo "no fuzz regression inputs" >&2; exit 1; }
+echo "fuzz regressions under ASan: $regressions passed, 0 failed"
 "$work/asan/classify" models/covergenre-default.cgm "$work"/covers/*
 "$work/asan/stress" hostile "$work/small.cgm"
 "$work/asan/stress" threads "$work/small.cgm" "$work/many" 8 2000 0 0
