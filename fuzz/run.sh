@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Fuzzes every parser of untrusted bytes with libFuzzer + AddressSanitizer.
+# Fuzzes every parser of untrusted bytes with libFuzzer + AddressSanitizer, and the C API with
+# random call sequences (Tests/c/api_fuzz.c) against the AddressSanitizer library.
 #   fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]     default: 60 s each, all targets
-# Targets: model image torch safetensors csv json metadata (Sources/Fuzz/Harnesses.swift).
+# Targets: model image torch safetensors csv json metadata (Sources/Fuzz/Harnesses.swift), api.
+# Leaks fail a run (detect_leaks=1), as crashes do.
 # Builds into .build-fuzz, makes seed corpora (fuzz/corpus-<target>, git-ignored) from the
 # project's own tools, runs each target, copies anything that crashes into fuzz/regressions/<target>/
 # (replayed by the test suite), and appends the figures to fuzz/results.md.
@@ -10,7 +12,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 seconds=${1:-60}
 shift || true
-targets=${*:-model image torch safetensors csv json metadata}
+targets=${*:-model image torch safetensors csv json metadata api}
 
 swift build --scratch-path .build-fuzz -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING \
     -Xcc -fsanitize=fuzzer-no-link,address -Xcc -DCGK_NO_MULTIVERSION --product covergenre-fuzz >&2
@@ -22,6 +24,34 @@ results=fuzz/results.md
 [ -f "$results" ] || printf '| date | target | seconds | executions | exec/s | corpus | crashes |\n|---|---|---|---|---|---|---|\n' > "$results"
 status=0
 for target in $targets; do
+    if [ "$target" = api ]; then
+        # Random C API calls, a new seed per round until the time is up; a failure prints its seed.
+        swift build --scratch-path .build-asan -Xswiftc -sanitize=address -Xcc -fsanitize=address -Xcc -DCGK_NO_MULTIVERSION \
+            --product CoverGenreC >&2
+        api=$(mktemp -d)
+        cp .build-asan/debug/libCoverGenreC.so "$api/libcovergenre.so"
+        clang=/opt/swift/usr/bin/clang
+        command -v "$clang" >/dev/null || clang=clang
+        "$clang" -g -fsanitize=address -Iinclude Tests/c/api_fuzz.c -o "$api/api_fuzz" -L"$api" -lcovergenre -Wl,-rpath,"$api"
+        build/bin/covergenre create --arch baseline-cnn --labels a,b,c,d --input-size 32 --width-divisor 16 --out "$api/m.cgm" >/dev/null
+        build/bin/covergenre make-examples --size 64 "$api/covers" >/dev/null
+        end=$(($(date +%s) + seconds)) calls=0 rounds=0 failures=0
+        while [ "$(date +%s)" -lt "$end" ]; do
+            seed=$(( ($(date +%s%N) / 1000) % 4294967296 ))
+            if ASAN_OPTIONS=detect_leaks=1 "$api/api_fuzz" "$api/m.cgm" "$api/covers" 2000 "$seed" >/dev/null 2>"$api/err"; then
+                calls=$((calls + 2000))
+            else
+                failures=$((failures + 1))
+                tail -20 "$api/err" >&2
+                status=1
+            fi
+            rounds=$((rounds + 1))
+        done
+        printf '| %s | api | %s | %s | %s | %s seeds | %s |\n' "$(date -u +%F)" "$seconds" "$calls" "$((calls / seconds))" \
+            "$rounds" "$failures" | tee -a "$results"
+        rm -rf "$api"
+        continue
+    fi
     corpus="fuzz/corpus-$target"
     artifacts=$(mktemp -d)
     log=$(mktemp)

@@ -55,4 +55,6 @@ section "C API: sanitizers, valgrind, stress"
 Tests/c/run.sh
 
 section "python tests"
+# In CI every skip but the documented Spark one fails (bindings/python/tests/conftest.py).
+[ "${CI:-}" = true ] && export COVERGENRE_NO_SKIP=1
 .venv/bin/python -m pytest bindings/python/tests -q

@@ -236,10 +236,13 @@ public final class Model: @unchecked Sendable {
                            _ collect: (ExecutionContext, Int) -> Void) throws {
         guard batch > 0 else { return }
         if batch == 1 {
-            try pool.withContext(batch: 1, threads: threads) { context in
-                context.input.update(from: input, count: inputCount)
-                context.run(on: scheduler)
-                collect(context, 0)
+            // The call counts as in progress while it waits for its context too (see runViews).
+            try scheduler.run {
+                try pool.withContext(batch: 1, threads: threads) { context in
+                    context.input.update(from: input, count: inputCount)
+                    context.run()
+                    collect(context, 0)
+                }
             }
             return
         }
@@ -299,15 +302,19 @@ public final class Model: @unchecked Sendable {
     /// batch-1 context, calling `add` after each. One view at a time halves the activation
     /// memory of a batch of two and costs no speed: both use every thread.
     private func runViews(_ image: RGBImage, threads: Int, _ add: (ExecutionContext) -> Void) throws {
-        try pool.withContext(batch: 1, threads: threads) { context in
-            // A single-threaded run (a batch call's image) is already inside a scheduler call.
-            let scheduler = threads > 1 ? self.scheduler : nil
-            for v in 0..<views {
-                try preprocess(image, mirror: v == 1, into: context.input)
-                context.run(on: scheduler)
-                add(context)
+        func run() throws {
+            try pool.withContext(batch: 1, threads: threads) { context in
+                for v in 0..<views {
+                    try preprocess(image, mirror: v == 1, into: context.input)
+                    context.run()
+                    add(context)
+                }
             }
         }
+        // A call is in progress for the scheduler from before it waits for a context: calls queued
+        // for admission mean every core is taken, so no region recruits workers that would only
+        // compete with them. A single-threaded run (a batch call's image) is already inside one.
+        if threads > 1 { try scheduler.run { try run() } } else { try run() }
     }
 
     /// Adds the softmax of the context's logits, divided by the number of views, to `out`
