@@ -33,7 +33,7 @@ includedir=\${prefix}/include
 
 Name: covergenre
 Description: Predict an album's genre from its cover art
-Version: 0.1.0
+Version: 0.2.0
 Libs: -L\${libdir} -Wl,-rpath,\${libdir} -lcovergenre
 Cflags: -I\${includedir}
 PC

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing CoverGenre need, and skips what is already there:
-#   --system   Debian packages: OpenBLAS, libjpeg, libpng, libwebp (-dev), pkg-config
+#   --system   Debian packages: OpenBLAS, libjpeg, libpng, libwebp (-dev), pkg-config, valgrind,
+#              cmake and patchelf (prefix installs and wheels)
 #   --python   a virtual environment in .venv with the test-only Python packages
 # Safe to run again; run by scripts/classify.sh and scripts/test.sh.
 set -euo pipefail
@@ -16,7 +17,7 @@ for arg in "$@"; do
 done
 
 if [ "$want_system" = 1 ]; then
-    packages="libopenblas-dev libjpeg-dev libpng-dev libwebp-dev libcurl4-openssl-dev pkg-config valgrind"
+    packages="libopenblas-dev libjpeg-dev libpng-dev libwebp-dev libcurl4-openssl-dev pkg-config valgrind cmake patchelf"
     missing=""
     for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
     if [ -n "$missing" ]; then

@@ -8,7 +8,7 @@ import Glibc
 // The C API of include/covergenre.h. Every function validates its arguments, turns Swift errors
 // into a cg_status plus a thread-local message, and never lets an error escape as a trap.
 
-private let versionString: UnsafePointer<CChar> = UnsafePointer(strdup("0.1.0")!)
+private let versionString: UnsafePointer<CChar> = UnsafePointer(strdup("0.2.0")!)
 
 @_cdecl("cg_api_version")
 public func cg_api_version() -> UInt32 { UInt32(CG_API_VERSION_MAJOR * 10000 + CG_API_VERSION_MINOR * 100 + CG_API_VERSION_PATCH) }

@@ -3,7 +3,8 @@ import CoverGenre
 
 struct Classify: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print the most probable genres of each cover image (JPEG, PNG or WebP).")
+        abstract: "Print the most probable genres of each cover image (JPEG, PNG or WebP).",
+        discussion: "Folders are searched recursively for .jpg, .jpeg, .png and .webp files. Exit status: 0 when every cover was classified, 1 when any failed (the others are still printed), 2 on a usage error.")
 
     @OptionGroup var modelArguments: ModelArguments
 
@@ -13,17 +14,26 @@ struct Classify: ParsableCommand {
     @Flag(help: "Print JSON instead of text.")
     var json = false
 
-    @Argument(help: "Image files.")
-    var images: [String]
+    @Flag(help: "Print CSV instead of text: image,rank,label,probability,error (a failed image: its error only).")
+    var csv = false
+
+    @Argument(help: "Image files or folders of them.")
+    var inputs: [String]
 
     func validate() throws {
         guard top >= 1 else { throw ValidationError("--top must be at least 1.") }
-        guard !images.isEmpty else { throw ValidationError("Give at least one image file.") }
+        guard !inputs.isEmpty else { throw ValidationError("Give at least one image file or folder.") }
+        guard !(json && csv) else { throw ValidationError("Choose --json or --csv, not both.") }
     }
 
     func run() throws {
         let model = try modelArguments.load()
+        var images: [String] = []
+        for input in inputs {
+            images += Files.isDirectory(input) ? try Similar.images(under: input) : [input]
+        }
         let results = model.probabilities(batch: images.map { .path($0) })
+        if csv { print("image,rank,label,probability,error") }
         var failures = 0
         var records: [JSON] = []
         for (path, result) in zip(images, results) {
@@ -34,6 +44,10 @@ struct Classify: ParsableCommand {
                     records.append(["image": .string(path), "predictions": .array(predictions.map {
                         ["label": .string($0.label), "probability": JSON(Double(format(Double($0.probability), decimals: 4))!)]
                     })])
+                } else if csv {
+                    for (rank, p) in predictions.enumerated() {
+                        print([path, "\(rank + 1)", p.label, format(Double(p.probability), decimals: 4), ""].map(CSV.escape).joined(separator: ","))
+                    }
                 } else {
                     print(path)
                     let width = predictions.map(\.label.count).max() ?? 0
@@ -42,6 +56,7 @@ struct Classify: ParsableCommand {
             case .failure(let error):
                 failures += 1
                 if json { records.append(["image": .string(path), "error": .string(error.message)]) }
+                if csv { print([path, "", "", "", error.message].map(CSV.escape).joined(separator: ",")) }
                 printError("covergenre: \(error.message)")
             }
         }

@@ -2,7 +2,7 @@
 
     import covergenre
 
-    with covergenre.Model("models/covergenre-default.cgm") as model:
+    with covergenre.Model() as model:                     # the default model; or Model("my.cgm")
         for p in model.classify("cover.jpg", top_k=3):
             print(p.label, round(p.probability, 3))
 
@@ -14,9 +14,9 @@ reads and writes model files in pure Python (with numpy) and needs no library.
 from . import _lib
 from ._errors import CoverGenreError, status_string
 from ._lib import LibraryNotFoundError
-from ._model import Model, Prediction
+from ._model import Model, Prediction, default_model_path
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "CoverGenreError",
@@ -24,6 +24,7 @@ __all__ = [
     "Model",
     "Prediction",
     "api_version",
+    "default_model_path",
     "library_path",
     "library_version",
     "status_string",

@@ -7,6 +7,7 @@ import ctypes
 import json
 import operator
 import os
+from pathlib import Path
 import threading
 from collections import namedtuple
 
@@ -107,11 +108,27 @@ def _require_numpy(what):
     return _np
 
 
+DEFAULT_MODEL = "covergenre-default.cgm"
+
+
+def default_model_path():
+    """The default model's file: inside the installed package (a wheel ships it), or the
+    repository's models/ folder when running from a checkout."""
+    here = Path(__file__).resolve().parent
+    candidates = [here / "models" / DEFAULT_MODEL]
+    if here.parent.name == "python" and here.parents[1].name == "bindings":
+        candidates.append(here.parents[2] / "models" / DEFAULT_MODEL)
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate)
+    raise FileNotFoundError("the default model is not installed (looked in %s)" % ", ".join(map(str, candidates)))
+
+
 class Model:
     """A loaded CoverGenre model.
 
     ``source`` is a path to a .cgm file or the file's bytes (bytes, bytearray, memoryview; copied
-    by the library). ``threads`` is the number of threads each call may use (0 = every core).
+    by the library); omitted, the default model (``covergenre.default_model_path()``). ``threads`` is the number of threads each call may use (0 = every core).
     The ``max_*`` keywords override the library's load limits (cg_load_options).
 
     Images passed to ``classify``, ``probabilities`` and ``embed`` are a path (str or
@@ -123,7 +140,7 @@ class Model:
     ValueError.
     """
 
-    def __init__(self, source, threads=0, verify_checksum=True, *, max_model_bytes=None, max_metadata_bytes=None,
+    def __init__(self, source=None, threads=0, verify_checksum=True, *, max_model_bytes=None, max_metadata_bytes=None,
                  max_tensors=None, max_image_width=None, max_image_height=None, max_image_pixels=None,
                  max_image_bytes=None):
         self._handle = None
@@ -143,6 +160,8 @@ class Model:
                 setattr(options, field, _int_in(field, value, 0, _LIMITS[field]))
 
         handle = _lib.cg_model_p()
+        if source is None:
+            source = default_model_path()
         if isinstance(source, (str, os.PathLike)):
             status = lib.cg_model_load_with_options(_path(source), ctypes.byref(options), ctypes.byref(handle))
         elif isinstance(source, (bytes, bytearray, memoryview)):
