@@ -42,11 +42,14 @@ let package = Package(
         .target(name: "Inference", dependencies: ["Graph", "Kernels", "ModelFormat", "SystemIO"]),
         .target(name: "CoverGenre", dependencies: ["Graph", "ImageIO", "Inference", "Kernels", "ModelFormat", "SystemIO"]),
         .systemLibrary(name: "CCoverGenreAPI"),
-        .target(name: "CAPI", dependencies: ["CCoverGenreAPI", "CoverGenre"]),
+        .target(name: "CAPI", dependencies: ["CCoverGenreAPI", "CoverGenre", "Graph", "ImageIO", "ModelFormat", "SystemIO"]),
         // libFuzzer harnesses (fuzz/run.sh builds them with -sanitize=fuzzer,address -D FUZZING).
-        .executableTarget(name: "Fuzz", dependencies: ["CoverGenre", "DataPrep", "Importers", "Training"]),
+        .executableTarget(name: "Fuzz", dependencies: [
+            "CoverGenre", "DataPrep", "ImageIO", "Importers", "ModelFormat", "SystemIO", "Training",
+        ]),
         .executableTarget(name: "CLI", dependencies: [
-            "Architectures", "CoverGenre", "DataPrep", "Importers", "Inference", "Kernels", "Training",
+            "Architectures", "CoverGenre", "DataPrep", "Graph", "ImageIO", "Importers", "Inference", "Kernels", "ModelFormat",
+            "SystemIO", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -55,7 +58,9 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CKernels", "TestSupport"]),
         .testTarget(name: "ImageIOTests", dependencies: ["ImageIO", "SystemIO", "TestSupport"]),
         .testTarget(name: "ModelFormatTests", dependencies: ["ModelFormat", "SystemIO", "TestSupport"]),
-        .testTarget(name: "CoverGenreTests", dependencies: ["Architectures", "CoverGenre", "TestSupport"]),
+        .testTarget(name: "CoverGenreTests", dependencies: [
+            "Architectures", "CoverGenre", "Graph", "ImageIO", "ModelFormat", "SystemIO", "TestSupport",
+        ]),
         .testTarget(name: "ImportersTests", dependencies: ["Importers", "SystemIO"]),
         .testTarget(name: "TrainingTests", dependencies: [
             "Architectures", "Graph", "ImageIO", "Kernels", "ModelFormat", "SystemIO", "TestSupport", "Training",

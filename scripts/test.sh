@@ -79,6 +79,10 @@ cmake --build "$package_work/cmake-build" >/dev/null
 bare ./cmake-build/classify prefix/share/covergenre/covergenre-default.cgm "$package_work"/covers/*
 echo "prefix install: pkg-config and CMake builds of examples/c ran"
 
+section "a Swift package that depends on CoverGenre"
+swift build --package-path examples/swift 2>&1 | tail -1
+examples/swift/.build/debug/classify-cover models/covergenre-default.cgm "$examples"/*
+
 section "fuzzing regressions"
 # Every input that ever crashed or leaked in a fuzz target is replayed through the same harness
 # (again under AddressSanitizer with leak detection in Tests/c/run.sh). An empty replay fails:

@@ -1,5 +1,9 @@
 import CCoverGenreAPI
 import CoverGenre
+import Graph
+import ImageIO
+import ModelFormat
+import SystemIO
 
 #if canImport(Glibc)
 import Glibc

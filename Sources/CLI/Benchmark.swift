@@ -1,6 +1,10 @@
 import Architectures
 import ArgumentParser
 import CoverGenre
+import Graph
+import ImageIO
+import ModelFormat
+import SystemIO
 import Inference
 import Kernels
 import Training

@@ -1,5 +1,9 @@
 import ArgumentParser
 import CoverGenre
+import Graph
+import ImageIO
+import ModelFormat
+import SystemIO
 
 /// Rewrites a model with another tensor storage type: f16 halves the file (the engine computes in
 /// f32 either way), which is how the shipped default model is stored.

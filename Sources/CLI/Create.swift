@@ -1,6 +1,10 @@
 import Architectures
 import ArgumentParser
 import CoverGenre
+import Graph
+import ImageIO
+import ModelFormat
+import SystemIO
 
 /// Writes an untrained (randomly initialized) model: the starting point of training, and the
 /// models the engine's parity tests run through other runtimes.

@@ -1,5 +1,9 @@
 import ArgumentParser
 import CoverGenre
+import Graph
+import ImageIO
+import ModelFormat
+import SystemIO
 import Importers
 
 struct Import: ParsableCommand {

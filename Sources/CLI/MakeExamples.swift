@@ -1,5 +1,9 @@
 import ArgumentParser
 import CoverGenre
+import Graph
+import ImageIO
+import ModelFormat
+import SystemIO
 
 /// Cover-like images the project draws itself (it ships no third-party artwork): a JPEG, a PNG
 /// and a WebP, so every decoder is exercised by the README's first command and by CI.

@@ -1,5 +1,9 @@
 import ArgumentParser
 import CoverGenre
+import Graph
+import ImageIO
+import ModelFormat
+import SystemIO
 import Training
 
 /// Nearest covers by the model's embedding (cosine similarity): a search tool, and a cheap check

@@ -1,26 +1,67 @@
-@_exported import Graph
-@_exported import ImageIO
+import Graph
+import ImageIO
 import Inference
 import Kernels
-@_exported import ModelFormat
+import ModelFormat
 import Synchronization
+import SystemIO
 #if canImport(Glibc)
 import Glibc
 #endif
-@_exported import SystemIO
+
+// `import CoverGenre` gives exactly what this file declares public: Model, ModelOptions,
+// Prediction, ImageInput, and the two types they use from the modules below it. Everything else
+// (graphs, model files, kernels) is `package`: shared with the CLI, the C API and training, never
+// part of what a Swift client depends on.
+
+/// What every throwing call throws: `code` (a `CoverGenreError.Code`, the C API's status) and a
+/// `message` for a human.
+public typealias CoverGenreError = SystemIO.CoverGenreError
+/// Raw RGB pixels, 3 bytes per pixel: `RGBImage(width:height:rgb:)`, for `ImageInput.rgb`.
+public typealias RGBImage = ImageIO.RGBImage
 
 /// Options fixed when a model is loaded.
 public struct ModelOptions: Sendable {
-    /// Threads one call may use; 0 means every core. A batch call gives each thread whole images.
+    /// Threads one call may use: the caller's and `threads - 1` workers the model owns; 0 means
+    /// every core. A batch call gives each thread whole images.
     public var threads = 0
-    public var fileLimits = ModelFileLimits()
-    public var graphLimits = GraphLimits()
-    public var imageLimits = ImageLimits()
+    package var fileLimits = ModelFileLimits()
+    package var graphLimits = GraphLimits()
+    package var imageLimits = ImageLimits()
     /// Winograd F(4x4, 3x3) for 3x3 convolutions: faster, equal to direct convolution up to float
     /// rounding. Turn off for results bit-comparable with im2col.
     public var winograd = true
 
     public init() {}
+
+    /// Check the model file's XXH64 checksum on load (default true).
+    public var verifyChecksum: Bool {
+        get { fileLimits.verifyChecksum }
+        set { fileLimits.verifyChecksum = newValue }
+    }
+    /// Refuse larger model files (default 2 GiB).
+    public var maxModelBytes: Int {
+        get { fileLimits.maxFileBytes }
+        set { fileLimits.maxFileBytes = newValue }
+    }
+    /// Refuse images wider, taller, with more pixels or more encoded bytes than these, before
+    /// decoding (defaults 16384, 16384, 64 Mi, 64 MiB).
+    public var maxImageWidth: Int {
+        get { imageLimits.maxWidth }
+        set { imageLimits.maxWidth = newValue }
+    }
+    public var maxImageHeight: Int {
+        get { imageLimits.maxHeight }
+        set { imageLimits.maxHeight = newValue }
+    }
+    public var maxImagePixels: Int {
+        get { imageLimits.maxPixels }
+        set { imageLimits.maxPixels = newValue }
+    }
+    public var maxImageBytes: Int {
+        get { imageLimits.maxFileBytes }
+        set { imageLimits.maxFileBytes = newValue }
+    }
 }
 
 /// One class and its probability.
@@ -41,12 +82,12 @@ public enum ImageInput {
 
 /// A loaded model: immutable and safe to use from any number of threads at once.
 public final class Model: @unchecked Sendable {
-    public let description: ModelDescription
-    public let file: ModelFile
-    public let graph: CompiledGraph
+    package let description: ModelDescription
+    package let file: ModelFile
+    package let graph: CompiledGraph
     /// Threads one call uses.
     public let threads: Int
-    public let imageLimits: ImageLimits
+    package let imageLimits: ImageLimits
     /// Buffers: one context per call in progress, reused.
     private let pool: ContextPool
     /// Threads: `threads - 1` workers shared by every call, whoever calls.
@@ -61,7 +102,13 @@ public final class Model: @unchecked Sendable {
         try self.init(file: try ModelFile(copying: bytes, limits: options.fileLimits), options: options)
     }
 
-    public init(file: ModelFile, options: ModelOptions = ModelOptions()) throws {
+    /// Loads a model from the bytes of a .cgm file (copied).
+    public convenience init(bytes: [UInt8], options: ModelOptions = ModelOptions()) throws {
+        let file = try bytes.withUnsafeBytes { try ModelFile(copying: $0, limits: options.fileLimits) }
+        try self.init(file: file, options: options)
+    }
+
+    package init(file: ModelFile, options: ModelOptions = ModelOptions()) throws {
         let description = try ModelDescription(json: file.metadata, limits: options.graphLimits)
         let graph = try CompiledGraph(graph: description.graph, weights: file, limits: options.graphLimits, winograd: options.winograd)
         guard graph.classCount == description.labels.count else {
@@ -82,6 +129,9 @@ public final class Model: @unchecked Sendable {
     }
 
     public var labels: [String] { description.labels }
+    /// The model's name and architecture ("efficientnet-lite0", ...), from its metadata.
+    public var name: String { description.name }
+    public var architecture: String { description.architecture }
     public var classCount: Int { description.labels.count }
     public var inputWidth: Int { graph.inputShape.width }
     public var inputHeight: Int { graph.inputShape.height }
@@ -137,7 +187,7 @@ public final class Model: @unchecked Sendable {
     // MARK: Many images
 
     /// What a batch call computes for each image.
-    public enum BatchOutput: Sendable {
+    package enum BatchOutput: Sendable {
         case probabilities
         case embedding
     }
@@ -169,7 +219,7 @@ public final class Model: @unchecked Sendable {
     /// `output` with one thread per image, and hands the result to `deliver(i, result)` on the
     /// thread that computed it, with a buffer valid only during that call. Up to `threads` threads
     /// (default and at most: the model's) run at once, each taking the next image when free.
-    public func forEachResult(count: Int, _ output: BatchOutput, threads: Int? = nil, input: (Int) throws -> ImageInput,
+    package func forEachResult(count: Int, _ output: BatchOutput, threads: Int? = nil, input: (Int) throws -> ImageInput,
                               _ deliver: (Int, Result<UnsafeBufferPointer<Float>, CoverGenreError>) -> Void) {
         let size = output == .probabilities ? classCount : embeddingSize
         forEachInParallel(count, threads: threads ?? self.threads) { i in
@@ -195,7 +245,7 @@ public final class Model: @unchecked Sendable {
     /// Runs `body(i)` for i in 0..<count on the calling thread and up to `threads - 1` of the
     /// model's workers, each taking the next index when free (images differ in decoding cost, so
     /// fixed blocks would leave a thread idle). Workers busy with other calls are not waited for.
-    public func forEachInParallel(_ count: Int, threads: Int, _ body: (Int) -> Void) {
+    package func forEachInParallel(_ count: Int, threads: Int, _ body: (Int) -> Void) {
         guard count > 0 else { return }
         let next = Atomic<Int>(0)
         let lanes = min(max(threads, 1), count)
@@ -269,7 +319,7 @@ public final class Model: @unchecked Sendable {
     // MARK: Preprocessing
 
     /// Decodes an input, using JPEG DCT scaling when the image is far larger than needed.
-    public func decode(_ input: ImageInput) throws -> RGBImage {
+    package func decode(_ input: ImageInput) throws -> RGBImage {
         let minimumSize: Int
         switch description.preprocessing.resize {
         case .centerCrop(let side): minimumSize = side
@@ -290,7 +340,7 @@ public final class Model: @unchecked Sendable {
     }
 
     /// Writes the model's input for `image` (resized, cropped, normalized) at `output`.
-    public func preprocess(_ image: RGBImage, mirror: Bool = false, into output: UnsafeMutablePointer<Float>) throws {
+    package func preprocess(_ image: RGBImage, mirror: Bool = false, into output: UnsafeMutablePointer<Float>) throws {
         let p = description.preprocessing
         let r = p.sourceRegion(imageWidth: image.width, imageHeight: image.height, outWidth: inputWidth, outHeight: inputHeight)
         try ImageResampler.resample(image, region: (r.0, r.1, r.2, r.3), width: inputWidth, height: inputHeight,

@@ -1,4 +1,7 @@
 import CoverGenre
+import ImageIO
+import ModelFormat
+import SystemIO
 import DataPrep
 import Importers
 import Training

@@ -1,6 +1,7 @@
 import Architectures
 import CoverGenre
 import Graph
+import ImageIO
 import Kernels
 import ModelFormat
 import SystemIO

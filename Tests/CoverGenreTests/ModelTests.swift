@@ -1,5 +1,9 @@
 import Architectures
 import CoverGenre
+import Graph
+import ImageIO
+import ModelFormat
+import SystemIO
 import Dispatch
 import Synchronization
 import TestSupport
