@@ -59,7 +59,7 @@ let package = Package(
         .testTarget(name: "ImageIOTests", dependencies: ["ImageIO", "SystemIO", "TestSupport"]),
         .testTarget(name: "ModelFormatTests", dependencies: ["ModelFormat", "SystemIO", "TestSupport"]),
         .testTarget(name: "CoverGenreTests", dependencies: [
-            "Architectures", "CoverGenre", "Graph", "ImageIO", "ModelFormat", "SystemIO", "TestSupport",
+            "Architectures", "CoverGenre", "Graph", "ImageIO", "ModelFormat", "SystemIO", "TestSupport", "Training",
         ]),
         .testTarget(name: "ImportersTests", dependencies: ["Importers", "SystemIO"]),
         .testTarget(name: "TrainingTests", dependencies: [

@@ -36,6 +36,7 @@ static int process_threads(void) {
 typedef struct {
     const cg_model *model;
     const float *input;
+    size_t input_count;
     size_t classes;
     double deadline;
     long calls;
@@ -52,7 +53,7 @@ static void *run_caller(void *raw) {
     while (!atomic_load(&go)) usleep(100);
     while (now_s() < c->deadline) {
         double t0 = now_s();
-        if (cg_run_tensor(c->model, c->input, 1, logits, c->classes) != CG_OK) {
+        if (cg_run_tensor(c->model, c->input, c->input_count, 1, logits, c->classes) != CG_OK) {
             fprintf(stderr, "cg_run_tensor: %s\n", cg_last_error());
             c->failed = 1;
             break;
@@ -93,14 +94,14 @@ int main(int argc, char **argv) {
     srand(7);
     for (size_t i = 0; i < count; i++) input[i] = (float)rand() / RAND_MAX * 2 - 1;
     float warm[4096];
-    for (int i = 0; i < 3; i++) cg_run_tensor(model, input, 1, warm, classes); /* contexts, pages */
+    for (int i = 0; i < 3; i++) cg_run_tensor(model, input, count, 1, warm, classes); /* contexts, pages */
 
     caller *c = calloc((size_t)callers, sizeof(caller));
     pthread_t *threads = calloc((size_t)callers, sizeof(pthread_t));
     long capacity = (long)(seconds * 2000) + 16;
     double start = now_s() + 0.05;
     for (int i = 0; i < callers; i++) {
-        c[i] = (caller){model, input, classes, start + seconds, 0, malloc((size_t)capacity * sizeof(double)), capacity, 0};
+        c[i] = (caller){model, input, count, classes, start + seconds, 0, malloc((size_t)capacity * sizeof(double)), capacity, 0};
         pthread_create(&threads[i], NULL, run_caller, &c[i]);
     }
     while (now_s() < start) usleep(100);

@@ -67,11 +67,11 @@ int main(int argc, char **argv) {
         float *input = malloc(n * sizeof(float)), *logits = malloc((size_t)batch * classes * sizeof(float));
         srand(1);
         for (size_t i = 0; i < n; i++) input[i] = (float)rand() / RAND_MAX * 2 - 1;
-        for (int i = 0; i < 5; i++) cg_run_tensor(model, input, batch, logits, batch * classes); /* warm-up */
+        for (int i = 0; i < 5; i++) cg_run_tensor(model, input, n, batch, logits, batch * classes); /* warm-up */
         double *times = malloc(runs * sizeof(double));
         for (int i = 0; i < runs; i++) {
             double t = now_ms();
-            if (cg_run_tensor(model, input, batch, logits, batch * classes) != CG_OK) { fprintf(stderr, "%s\n", cg_last_error()); return 1; }
+            if (cg_run_tensor(model, input, n, batch, logits, batch * classes) != CG_OK) { fprintf(stderr, "%s\n", cg_last_error()); return 1; }
             times[i] = now_ms() - t;
         }
         report("latency", times, runs);

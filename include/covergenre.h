@@ -65,7 +65,8 @@ extern "C" {
  * Changes
  * - 2.0.0: the batch calls (cg_classify_files, cg_probabilities_files) take the capacity of every
  *   output array and report each image's failure as a status and a message (cg_item_status);
- *   cg_embed_files is new. Single-image classify calls write only *out_count entries. Sizes and
+ *   cg_embed_files is new; cg_run_tensor takes the length of its input. Single-image classify calls
+ *   write only *out_count entries; cg_load_options gains min_confidence. Sizes and
  *   counts whose product overflows are refused as CG_ERR_INVALID_ARGUMENT. Built against 1.x:
  *   recompile, and pass the new capacity arguments.
  * - 1.0.0: the first release. */
@@ -122,6 +123,8 @@ typedef struct cg_load_options {
     uint32_t reserved;
     uint64_t max_image_pixels;    /* refuse images with more pixels (default 64 Mi) */
     uint64_t max_image_bytes;     /* refuse larger encoded images (default 64 MiB) */
+    float min_confidence;         /* cg_classify_*: return only genres at least this probable,
+                                     0..1; none returned (*out_count 0) means "unsure". Default 0 */
 } cg_load_options;
 
 /* Defaults for cg_load_options. Any thread. */
@@ -170,7 +173,10 @@ typedef struct cg_prediction {
 } cg_prediction;
 
 /* The `top_k` most probable genres of the image, most probable first. `out` must hold top_k
- * entries; the first *out_count = min(top_k, class count) are written, the rest left untouched. The image is an encoded file (path, or
+ * entries; the first *out_count = min(top_k, class count) are written, the rest left untouched.
+ * With the load option min_confidence, only genres at least that probable count: *out_count 0
+ * then means the model is unsure. Probabilities are calibrated when the model file carries a
+ * temperature (covergenre calibrate). The image is an encoded file (path, or
  * `size` bytes at `data`) or raw RGB pixels (3 bytes per pixel, rows `row_stride` bytes apart,
  * row_stride >= 3 * width). Any thread. */
 cg_status cg_classify_file(const cg_model *model, const char *path, size_t top_k, cg_prediction *out, size_t *out_count);
@@ -196,11 +202,13 @@ cg_status cg_embed_rgb(const cg_model *model, const uint8_t *rgb, int32_t width,
 /* ---- Running the network on prepared input ------------------------------------------------ */
 
 /* Runs the network on `batch` images that the caller has already preprocessed: NHWC float32,
- * each height x width x 3 (cg_model_input_size), normalized as the model's metadata says.
+ * each height x width x 3 (cg_model_input_size), normalized as the model's metadata says;
+ * `input_count` is the length of `input` in floats and must be at least batch x height x width x 3.
  * Writes batch * cg_model_class_count() logits (before softmax) to `logits`, whose length in
  * floats is `capacity`. For callers with their own image pipeline, and for checking the engine
  * against other runtimes. Batches are split into whole images per thread. Any thread. */
-cg_status cg_run_tensor(const cg_model *model, const float *input, size_t batch, float *logits, size_t capacity);
+cg_status cg_run_tensor(const cg_model *model, const float *input, size_t input_count, size_t batch, float *logits,
+                        size_t capacity);
 
 /* ---- Classifying many images -------------------------------------------------------------- */
 

@@ -43,7 +43,8 @@ public func cg_default_load_options() -> cg_load_options {
         max_model_bytes: UInt64(defaults.fileLimits.maxFileBytes), max_metadata_bytes: UInt64(defaults.fileLimits.maxMetadataBytes),
         max_tensors: UInt32(defaults.fileLimits.maxTensors), max_image_width: UInt32(defaults.imageLimits.maxWidth),
         max_image_height: UInt32(defaults.imageLimits.maxHeight), reserved: 0,
-        max_image_pixels: UInt64(defaults.imageLimits.maxPixels), max_image_bytes: UInt64(defaults.imageLimits.maxFileBytes))
+        max_image_pixels: UInt64(defaults.imageLimits.maxPixels), max_image_bytes: UInt64(defaults.imageLimits.maxFileBytes),
+        min_confidence: defaults.minConfidence)
 }
 
 // MARK: Loading
@@ -184,7 +185,7 @@ private let emptyPrediction = cg_prediction(class_index: -1, probability: 0, lab
 /// Writes the min(topK, class count) most probable classes to `out`; returns how many.
 private func writePredictions(_ handle: ModelHandle, _ probabilities: UnsafeBufferPointer<Float>, topK: Int,
                               _ out: UnsafeMutablePointer<cg_prediction>) -> Int {
-    let predictions = handle.model.predictions(Array(probabilities), top: topK)
+    let predictions = handle.model.predictions(Array(probabilities), top: topK).filter { $0.probability >= handle.model.minConfidence }
     for (i, p) in predictions.enumerated() {
         out[i] = cg_prediction(class_index: Int32(p.index), probability: p.probability, label: UnsafePointer(handle.labels[p.index]))
     }
@@ -277,7 +278,7 @@ public func cg_embed_rgb(_ model: OpaquePointer?, _ rgb: UnsafePointer<UInt8>?, 
 // MARK: Prepared input
 
 @_cdecl("cg_run_tensor")
-public func cg_run_tensor(_ model: OpaquePointer?, _ input: UnsafePointer<Float>?, _ batchArgument: UInt,
+public func cg_run_tensor(_ model: OpaquePointer?, _ input: UnsafePointer<Float>?, _ inputCount: UInt, _ batchArgument: UInt,
                           _ logits: UnsafeMutablePointer<Float>?, _ capacity: UInt) -> cg_status {
     ErrorState.guarded {
         let handle = try handle(model)
@@ -286,6 +287,10 @@ public func cg_run_tensor(_ model: OpaquePointer?, _ input: UnsafePointer<Float>
             throw CoverGenreError(.invalidArgument, "batch \(batchArgument) is outside 1...65536")
         }
         let batch = Int(batchArgument)
+        let perImage = handle.model.inputWidth * handle.model.inputHeight * 3
+        guard inputCount >= UInt(try Sizes.product(batch, "batch", perImage, "floats per image")) else {
+            throw CoverGenreError(.invalidArgument, "input holds \(inputCount) floats; batch \(batch) needs \(batch * perImage)")
+        }
         try Sizes.require(capacity, try Sizes.product(batch, "batch", handle.model.classCount, "class count"), "logits", unit: "floats")
         try handle.model.logits(preprocessed: input, batch: batch, into: logits)
     }

@@ -69,5 +69,6 @@ extension ModelOptions {
         imageLimits.maxHeight = Int(o.max_image_height)
         imageLimits.maxPixels = Int(clamping: o.max_image_pixels)
         imageLimits.maxFileBytes = Int(clamping: o.max_image_bytes)
+        minConfidence = o.min_confidence
     }
 }

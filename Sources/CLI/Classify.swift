@@ -18,6 +18,9 @@ struct Classify: ParsableCommand {
     @Flag(help: "Print JSON instead of text.")
     var json = false
 
+    @Option(help: "Print only genres at least this probable (0-1); a cover with none is \"unsure\".")
+    var minConfidence = 0.0
+
     @Flag(help: "Print CSV instead of text: image,rank,label,probability,error (a failed image: its error only).")
     var csv = false
 
@@ -28,10 +31,11 @@ struct Classify: ParsableCommand {
         guard top >= 1 else { throw ValidationError("--top must be at least 1.") }
         guard !inputs.isEmpty else { throw ValidationError("Give at least one image file or folder.") }
         guard !(json && csv) else { throw ValidationError("Choose --json or --csv, not both.") }
+        guard (0...1).contains(minConfidence) else { throw ValidationError("--min-confidence is between 0 and 1.") }
     }
 
     func run() throws {
-        let model = try modelArguments.load()
+        let model = try modelArguments.load(minConfidence: minConfidence)
         var images: [String] = []
         for input in inputs {
             images += Files.isDirectory(input) ? try Similar.images(under: input) : [input]
@@ -43,7 +47,7 @@ struct Classify: ParsableCommand {
         for (path, result) in zip(images, results) {
             switch result {
             case .success(let probabilities):
-                let predictions = model.predictions(probabilities, top: top)
+                let predictions = model.predictions(probabilities, top: top).filter { $0.probability >= model.minConfidence }
                 if json {
                     records.append(["image": .string(path), "predictions": .array(predictions.map {
                         ["label": .string($0.label), "probability": JSON(Double(format(Double($0.probability), decimals: 4))!)]
@@ -56,6 +60,7 @@ struct Classify: ParsableCommand {
                     print(path)
                     let width = predictions.map(\.label.count).max() ?? 0
                     for p in predictions { print("  \(pad(p.label, width))  \(format(Double(p.probability), decimals: 3))") }
+                    if predictions.isEmpty { print("  unsure (no genre reaches \(format(minConfidence, decimals: 2)))") }
                 }
             case .failure(let error):
                 failures += 1

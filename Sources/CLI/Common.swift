@@ -23,9 +23,10 @@ struct ModelArguments: ParsableArguments {
         return "models/covergenre-default.cgm"
     }
 
-    func load() throws -> Model {
+    func load(minConfidence: Double = 0) throws -> Model {
         var options = ModelOptions()
         options.threads = threads
+        options.minConfidence = Float(minConfidence)
         do {
             return try Model(path: path, options: options)
         } catch let error as CoverGenreError where error.code == .io && model == nil {

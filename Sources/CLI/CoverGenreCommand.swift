@@ -7,7 +7,7 @@ struct CoverGenreCommand: AsyncParsableCommand {
         commandName: "covergenre",
         abstract: "Predict an album's genre from its cover art.",
         version: "0.1.0",
-        subcommands: [Classify.self, Evaluate.self, Train.self, Import.self, PrepareCommand.self, DownloadCommand.self,
+        subcommands: [Classify.self, Evaluate.self, Calibrate.self, Train.self, Import.self, PrepareCommand.self, DownloadCommand.self,
                       Inspect.self, Create.self, Convert.self, Similar.self, MakeExamples.self, Benchmark.self]
     )
 }

@@ -31,6 +31,9 @@ public struct ModelOptions: Sendable {
     /// Winograd F(4x4, 3x3) for 3x3 convolutions: faster, equal to direct convolution up to float
     /// rounding. Turn off for results bit-comparable with im2col.
     public var winograd = true
+    /// `classify` returns only the genres at least this probable: none means "unsure". 0 (the
+    /// default) returns the `top` genres whatever their probability.
+    public var minConfidence: Float = 0
 
     public init() {}
 
@@ -87,6 +90,11 @@ public final class Model: @unchecked Sendable {
     package let graph: CompiledGraph
     /// Threads one call uses.
     public let threads: Int
+    /// The calibration temperature the probabilities use (1: none; see `covergenre calibrate`).
+    public let temperature: Double
+    /// `classify`'s confidence threshold (ModelOptions.minConfidence).
+    public let minConfidence: Float
+    private let inverseTemperature: Float
     package let imageLimits: ImageLimits
     /// Buffers: one context per call in progress, reused.
     private let pool: ContextPool
@@ -121,6 +129,13 @@ public final class Model: @unchecked Sendable {
         self.file = file
         self.graph = graph
         self.threads = options.threads > 0 ? options.threads : Parallel.availableCores
+        guard options.minConfidence.isFinite, (0...1).contains(options.minConfidence) else {
+            throw CoverGenreError(.invalidArgument, "min_confidence \(options.minConfidence) is outside 0...1")
+        }
+        self.minConfidence = options.minConfidence
+        self.temperature = description.temperature
+        // Exactly 1 when uncalibrated, so probabilities stay bit-identical to an uncalibrated softmax.
+        self.inverseTemperature = Float(1 / description.temperature)
         self.imageLimits = options.imageLimits
         // Calls beyond what the cores can run at once wait for a context (asleep, in order)
         // rather than each holding activation buffers that evict the others' from the caches.
@@ -159,9 +174,10 @@ public final class Model: @unchecked Sendable {
         try runViews(image, threads: threads) { addProbabilities($0, into: out.baseAddress!) }
     }
 
-    /// The `top` most probable classes, most probable first.
+    /// The `top` most probable classes, most probable first; with `minConfidence` set, only those
+    /// at least that probable (an empty answer: the model is unsure).
     public func classify(_ input: ImageInput, top: Int = 3) throws -> [Prediction] {
-        predictions(try probabilities(input), top: top)
+        predictions(try probabilities(input), top: top).filter { $0.probability >= minConfidence }
     }
 
     /// The penultimate feature vector (the model's "embedding" node), for similarity search.
@@ -367,14 +383,23 @@ public final class Model: @unchecked Sendable {
         if threads > 1 { try scheduler.run { try run() } } else { try run() }
     }
 
-    /// Adds the softmax of the context's logits, divided by the number of views, to `out`
-    /// (zeroed by the caller before the first view).
+    /// Adds the softmax of the context's logits divided by the temperature, divided by the number
+    /// of views, to `out` (zeroed by the caller before the first view).
     private func addProbabilities(_ context: ExecutionContext, into out: UnsafeMutablePointer<Float>) {
         let logits = context.logits(0)
         let peak = logits.max() ?? 0
         var total: Float = 0
-        for c in 0..<classCount { total += expf(logits[c] - peak) }
-        for c in 0..<classCount { out[c] = out[c] + expf(logits[c] - peak) / total / Float(views) }
+        for c in 0..<classCount { total += expf((logits[c] - peak) * inverseTemperature) }
+        for c in 0..<classCount { out[c] = out[c] + expf((logits[c] - peak) * inverseTemperature) / total / Float(views) }
+    }
+
+    /// The raw logits of every view of one image (the image, then its mirror for flip-averaging
+    /// models), on the calling thread: what calibration is fitted on.
+    package func viewLogits(_ input: ImageInput) throws -> [[Float]] {
+        let image = try decode(input)
+        var result: [[Float]] = []
+        try runViews(image, threads: 1) { result.append(Array($0.logits(0))) }
+        return result
     }
 
     private func addEmbedding(_ context: ExecutionContext, into out: UnsafeMutablePointer<Float>) {

@@ -81,6 +81,12 @@ public struct ModelDescription: Equatable, Sendable {
     public var preprocessing: Preprocessing
     /// Free-form: data, split seed, epochs, metrics, source weights, licence.
     public var provenance: JSON
+    /// Post-hoc calibration: the engine's probabilities are softmax(logits / temperature); 1 is
+    /// none. Fitted on held-out covers by `covergenre calibrate`.
+    public var temperature: Double = 1
+    /// How the temperature was fitted (data, NLL and ECE before and after), kept in the file.
+    public var calibration: JSON = .null
+    public static let temperatureRange = 0.01...100.0
 
     public init(name: String, architecture: String, labels: [String], graph: GraphSpec, preprocessing: Preprocessing,
                 provenance: JSON = .object([:])) {
@@ -101,7 +107,13 @@ public struct ModelDescription: Equatable, Sendable {
             "graph": graph.json,
             "preprocess": preprocessing.json,
             "provenance": provenance,
-        ])
+        ].merging(temperature == 1 && calibration == .null ? [:] : ["calibration": calibrationJSON]) { a, _ in a })
+    }
+
+    private var calibrationJSON: JSON {
+        var o = calibration.object ?? [:]
+        o["temperature"] = .number(temperature)
+        return .object(o)
     }
 
     public init(json: JSON, limits: GraphLimits = GraphLimits()) throws {
@@ -115,5 +127,13 @@ public struct ModelDescription: Equatable, Sendable {
         graph = try GraphSpec(json: try f.value("graph"), limits: limits)
         preprocessing = try Preprocessing(json: try f.value("preprocess"))
         provenance = f.has("provenance") ? try f.value("provenance") : .object([:])
+        if f.has("calibration") {
+            let c = FieldReader(try f.value("calibration"), context: "metadata \"calibration\"")
+            temperature = try c.double("temperature")
+            guard Self.temperatureRange.contains(temperature) else {
+                throw c.fail("\"temperature\" \(temperature) is outside \(Self.temperatureRange)")
+            }
+            calibration = try f.value("calibration")
+        }
     }
 }

@@ -1,4 +1,6 @@
+import Foundation
 import ModelFormat
+import SystemIO
 
 /// Classification metrics that stay honest on imbalanced data: besides accuracy, the mean
 /// per-class recall (balanced accuracy, which a majority-class predictor cannot inflate) and
@@ -9,6 +11,11 @@ public struct ConfusionMatrix: Equatable, Sendable {
     public private(set) var counts: [[Int]]
     public private(set) var topKCorrect = 0
     public let k: Int
+    /// For calibration: each example's top probability over all of the model's classes, whether
+    /// that top class was the truth, and the probability given to the truth.
+    public private(set) var confidences: [Double] = []
+    public private(set) var correct: [Bool] = []
+    public private(set) var truthProbabilities: [Double] = []
 
     public init(classes: [String], k: Int = 3) {
         self.classes = classes
@@ -24,6 +31,23 @@ public struct ConfusionMatrix: Equatable, Sendable {
         add(truth: truth, predicted: order[0])
         if order.prefix(k).contains(truth) { topKCorrect += 1 }
     }
+
+    /// Records the model's own answer for calibration (see `confidences`).
+    public mutating func addAnswer(confidence: Float, correct right: Bool, truthProbability: Float) {
+        confidences.append(Double(confidence))
+        correct.append(right)
+        truthProbabilities.append(Double(truthProbability))
+    }
+
+    public var answers: [(confidence: Double, correct: Bool)] { Array(zip(confidences, correct)).map { ($0, $1) } }
+    /// Expected calibration error, 15 equal-width bins (nil without recorded answers).
+    public var ece15: Double? { confidences.isEmpty ? nil : Calibration.ece(answers, bins: 15) }
+    /// Mean negative log-likelihood of the true class.
+    public var nll: Double? {
+        truthProbabilities.isEmpty ? nil : truthProbabilities.reduce(0) { $0 - log(max($1, 1e-12)) } / Double(truthProbabilities.count)
+    }
+    public var meanConfidence: Double? { confidences.isEmpty ? nil : confidences.reduce(0, +) / Double(confidences.count) }
+    public static let coverageThresholds = [0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
 
     public var total: Int { counts.reduce(0) { $0 + $1.reduce(0, +) } }
     public func support(_ c: Int) -> Int { counts[c].reduce(0, +) }
@@ -65,6 +89,14 @@ public struct ConfusionMatrix: Equatable, Sendable {
             lines.append(pad(classes[c], width) + "  " + pad(pct(precision(c)), 9) + "  " + pad(pct(recall(c)), 9) + "  "
                          + pad(pct(f1(c)), 9) + "  " + String(support(c)))
         }
+        if let ece15, let nll, let meanConfidence {
+            lines.append("")
+            lines.append("calibration        ECE (15 bins) \(Format.fixed(ece15, 4)), NLL \(Format.fixed(nll, 4)), mean top probability \(pct(meanConfidence))")
+            lines.append("min confidence  answered  accuracy of the answers")
+            for row in Calibration.coverage(answers, thresholds: Self.coverageThresholds) {
+                lines.append(pad(Format.fixed(row.threshold, 2), 16) + pad(pct(row.coverage), 10) + pct(row.accuracy))
+            }
+        }
         lines.append("")
         lines.append("confusion matrix (rows: true genre, columns: predicted)")
         let cell = max(6, String(total).count + 1)
@@ -83,6 +115,11 @@ public struct ConfusionMatrix: Equatable, Sendable {
                  "f1": .number(f1($0)), "support": JSON(support($0))]
             }),
             "confusion_matrix": .array(counts.map { JSON($0) }),
+            "ece15": ece15.map { .number($0) } ?? .null, "nll": nll.map { .number($0) } ?? .null,
+            "mean_confidence": meanConfidence.map { .number($0) } ?? .null,
+            "coverage": .array(Calibration.coverage(answers, thresholds: Self.coverageThresholds).map {
+                ["min_confidence": .number($0.threshold), "answered": .number($0.coverage), "accuracy": .number($0.accuracy)]
+            }),
         ])
     }
 }

@@ -322,7 +322,11 @@ public enum Evaluation {
             let results = model.probabilities(batch: part.map { .path($0.path) }, threads: threads)
             for (item, result) in zip(part, results) {
                 switch result {
-                case .success(let p): matrix.add(truth: item.label, probabilities: mapping.map { p[$0] })
+                case .success(let p):
+                    matrix.add(truth: item.label, probabilities: mapping.map { p[$0] })
+                    // Calibration is the model's own answer over all its classes.
+                    let top = p.indices.max { p[$0] < p[$1] || (p[$0] == p[$1] && $0 > $1) }!
+                    matrix.addAnswer(confidence: p[top], correct: top == mapping[item.label], truthProbability: p[mapping[item.label]])
                 case .failure(let error): failures?.record(item.path, error)
                 }
             }

@@ -4,6 +4,7 @@ import Graph
 import ImageIO
 import ModelFormat
 import SystemIO
+import Training
 import Dispatch
 import Synchronization
 import TestSupport
@@ -66,6 +67,47 @@ final class ModelTests: XCTestCase {
         let a = try f32.probabilities(.rgb(image)), b = try f16.probabilities(.rgb(image))
         XCTAssertLessThan(maxRelativeError(a, b), 1e-2)
         XCTAssertLessThan(f16.file.fileSize, f32.file.fileSize)
+    }
+
+    /// A temperature in the file divides the logits before the softmax, for every view; the
+    /// ranking (hence accuracy) is unchanged. min_confidence leaves only sure answers.
+    func testTemperatureAndMinConfidence() throws {
+        let (path, bytes) = try Self.makeModel(flipAverage: true)
+        let file = try ModelFile(copying: bytes.withUnsafeBytes { $0 }, limits: ModelFileLimits())
+        var description = try ModelDescription(json: file.metadata)
+        description.temperature = 2.5
+        var writer = ModelWriter(metadata: description.json)
+        for info in file.tensors { try writer.add(info.name, shape: info.shape, values: try file.floats(info.name).array, storage: info.dtype) }
+        let calibratedPath = temporaryPath("calibrated.cgm")
+        try writer.write(to: calibratedPath)
+        let plain = try Model(path: path), calibrated = try Model(path: calibratedPath)
+        XCTAssertEqual(plain.temperature, 1)
+        XCTAssertEqual(calibrated.temperature, 2.5)
+        let image = RGBImage(width: 40, height: 30, rgb: Fixtures.quadrants(width: 40, height: 30))
+        let views = try plain.viewLogits(.rgb(image))
+        XCTAssertEqual(views.count, 2)
+        let expected = Calibration.probabilities(Calibration.Sample(viewLogits: views, truth: 0), temperature: 2.5)
+        let got = try calibrated.probabilities(.rgb(image))
+        for c in got.indices { XCTAssertEqual(Double(got[c]), expected[c], accuracy: 1e-5) }
+        XCTAssertEqual(try plain.classify(.rgb(image), top: 5).map(\.index), try calibrated.classify(.rgb(image), top: 5).map(\.index))
+        // Uncalibrated models keep their exact softmax (temperature 1 multiplies by exactly 1).
+        let raw = Calibration.probabilities(Calibration.Sample(viewLogits: views, truth: 0), temperature: 1)
+        for (c, p) in try plain.probabilities(.rgb(image)).enumerated() { XCTAssertEqual(Double(p), raw[c], accuracy: 1e-6) }
+
+        var options = ModelOptions()
+        options.minConfidence = 0.99
+        XCTAssertEqual(try Model(path: calibratedPath, options: options).classify(.rgb(image), top: 3), [])
+        options.minConfidence = 0
+        XCTAssertEqual(try Model(path: calibratedPath, options: options).classify(.rgb(image), top: 3).count, 3)
+        options.minConfidence = 1.5
+        XCTAssertThrowsError(try Model(path: calibratedPath, options: options))
+        // A temperature outside 0.01...100 is a model format error, not a division by zero.
+        description.temperature = 0
+        var bad = ModelWriter(metadata: description.json)
+        for info in file.tensors { try bad.add(info.name, shape: info.shape, values: try file.floats(info.name).array, storage: info.dtype) }
+        XCTAssertThrowsError(try bad.serialize().withUnsafeBytes { try Model(bytes: $0) }) {
+            XCTAssertEqual(($0 as? CoverGenreError)?.code, .modelFormat)
+        }
     }
 
     func testFlipAverageIsTheMeanOfBothViews() throws {

@@ -201,7 +201,8 @@ static int run_hostile(const char *path) {
     EXPECT(cg_probabilities_image(m, junk, SIZE_MAX - 7, probabilities, 64), CG_ERR_INVALID_ARGUMENT);
     EXPECT(cg_classify_rgb(m, junk, 4, 4, SIZE_MAX, 3, top, &count), CG_ERR_INVALID_ARGUMENT);
     EXPECT(cg_classify_rgb(m, junk, 4, 1 << 20, SIZE_MAX / 8, 3, top, &count), CG_ERR_INVALID_ARGUMENT);
-    EXPECT(cg_run_tensor(m, guard_floats, SIZE_MAX, guard_floats, 16), CG_ERR_INVALID_ARGUMENT);
+    EXPECT(cg_run_tensor(m, guard_floats, 16, SIZE_MAX, guard_floats, 16), CG_ERR_INVALID_ARGUMENT);
+    EXPECT(cg_run_tensor(m, guard_floats, 16, 1, guard_floats, 16), CG_ERR_INVALID_ARGUMENT); /* input too short */
     EXPECT(cg_model_load_memory(junk, SIZE_MAX, &m2), CG_ERR_INVALID_ARGUMENT);
     /* Capacities one short: refused before anything is written. */
     EXPECT(cg_probabilities_files(m, paths, 4, 0, guard_floats, 4 * classes - 1, items, 4), CG_ERR_BUFFER_TOO_SMALL);

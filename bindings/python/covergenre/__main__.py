@@ -45,7 +45,7 @@ def classify(args):
     writer = csv.writer(sys.stdout, lineterminator="\n") if args.csv else None
     if writer:
         writer.writerow(["image", "rank", "label", "probability", "error"])
-    with Model(args.model, threads=args.threads) as model:
+    with Model(args.model, threads=args.threads, min_confidence=args.min_confidence) as model:
         for path, result in zip(paths, model.classify_files(paths, top_k=args.top)):
             if isinstance(result, CoverGenreError):
                 failures += 1
@@ -66,6 +66,8 @@ def classify(args):
                 width = max((len(p.label) for p in result), default=0)
                 for p in result:
                     print("  %s  %.3f" % (p.label.ljust(width), p.probability))
+                if not result:
+                    print("  unsure")
     if args.json:
         print(json.dumps(records, indent=2))
     return 1 if failures else 0
@@ -113,6 +115,8 @@ def main(argv=None):
     c = commands.add_parser("classify", help="the most probable genres of each cover")
     common(c)
     c.add_argument("--top", type=int, default=3, help="genres per cover")
+    c.add_argument("--min-confidence", type=float, default=None,
+                   help="only genres at least this probable (0-1); a cover with none is unsure")
     formats = c.add_mutually_exclusive_group()
     formats.add_argument("--json", action="store_true", help="print JSON")
     formats.add_argument("--csv", action="store_true", help="print CSV: image,rank,label,probability,error")

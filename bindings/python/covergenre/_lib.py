@@ -66,6 +66,7 @@ class cg_load_options(ctypes.Structure):
         ("reserved", ctypes.c_uint32),
         ("max_image_pixels", ctypes.c_uint64),
         ("max_image_bytes", ctypes.c_uint64),
+        ("min_confidence", ctypes.c_float),
     ]
 
 
@@ -136,7 +137,7 @@ FUNCTIONS = [
     ("cg_embed_rgb", cg_status,
      [cg_model_p, _c_uint8_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_size_t, _c_float_p, ctypes.c_size_t]),
     # Running the network on prepared input
-    ("cg_run_tensor", cg_status, [cg_model_p, _c_float_p, ctypes.c_size_t, _c_float_p, ctypes.c_size_t]),
+    ("cg_run_tensor", cg_status, [cg_model_p, _c_float_p, ctypes.c_size_t, ctypes.c_size_t, _c_float_p, ctypes.c_size_t]),
     # Classifying many images
     ("cg_classify_files", cg_status,
      [cg_model_p, _paths_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int32, _prediction_p, ctypes.c_size_t, _item_p,

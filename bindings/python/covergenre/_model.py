@@ -142,7 +142,7 @@ class Model:
 
     def __init__(self, source=None, threads=0, verify_checksum=True, *, max_model_bytes=None, max_metadata_bytes=None,
                  max_tensors=None, max_image_width=None, max_image_height=None, max_image_pixels=None,
-                 max_image_bytes=None):
+                 max_image_bytes=None, min_confidence=None):
         self._handle = None
         self._cond = threading.Condition()
         self._active = 0
@@ -158,6 +158,11 @@ class Model:
         for field, value in given.items():
             if value is not None:
                 setattr(options, field, _int_in(field, value, 0, _LIMITS[field]))
+        if min_confidence is not None:
+            # classify() then returns only genres at least this probable: [] means "unsure".
+            if not 0 <= float(min_confidence) <= 1:
+                raise ValueError("min_confidence must be between 0 and 1, not %r" % (min_confidence,))
+            options.min_confidence = float(min_confidence)
 
         handle = _lib.cg_model_p()
         if source is None:
@@ -424,7 +429,7 @@ class Model:
         x = np.ascontiguousarray(x)
         float_p = ctypes.POINTER(ctypes.c_float)
         with self._use() as handle:
-            status = self._lib.cg_run_tensor(handle, x.ctypes.data_as(float_p), batch, out.ctypes.data_as(float_p),
+            status = self._lib.cg_run_tensor(handle, x.ctypes.data_as(float_p), x.size, batch, out.ctypes.data_as(float_p),
                                              out.size)
         check(status)
         return out

@@ -561,6 +561,16 @@ def test_classify_files_with_one_bad_file_among_good_ones(small_model, one_threa
         small_model.classify_files([images["png"]], threads=-1)
 
 
+def test_min_confidence_leaves_only_sure_answers(small_model_path, images):
+    with Model(small_model_path, min_confidence=0.999) as unsure:
+        assert unsure.classify(images["png"], top_k=3) == []
+        assert unsure.classify_files([images["png"]], top_k=3) == [[]]
+    with Model(small_model_path, min_confidence=0.0) as model:
+        assert len(model.classify(images["png"], top_k=3)) == 3
+    with pytest.raises(ValueError):
+        Model(small_model_path, min_confidence=1.5)
+
+
 def test_embed_files_match_single_calls(small_model, images, tmp_path):
     paths = [images["jpeg"], tmp_path / "missing.png", images["png"]]
     results = small_model.embed_files(paths, threads=2)
