@@ -288,7 +288,7 @@ public func cg_run_tensor(_ model: OpaquePointer?, _ input: UnsafePointer<Float>
         }
         let batch = Int(batchArgument)
         let perImage = handle.model.inputWidth * handle.model.inputHeight * 3
-        guard inputCount >= UInt(try Sizes.product(batch, "batch", perImage, "floats per image")) else {
+        guard try Sizes.int(inputCount, "input_count") >= (try Sizes.product(batch, "batch", perImage, "floats per image")) else {
             throw CoverGenreError(.invalidArgument, "input holds \(inputCount) floats; batch \(batch) needs \(batch * perImage)")
         }
         try Sizes.require(capacity, try Sizes.product(batch, "batch", handle.model.classCount, "class count"), "logits", unit: "floats")

@@ -185,7 +185,7 @@ int main(int argc, char **argv) {
             guarded out = guarded_alloc(k * sizeof(cg_prediction));
             size_t n = 0;
             size_t claimed = below(8) ? bytes : size_around(bytes);
-            if (claimed > bytes && claimed < (size_t)1 << 62) claimed = bytes; /* a lie the library cannot see */
+            if (claimed > bytes && claimed <= (size_t)INTPTR_MAX) claimed = bytes; /* a lie the library cannot see */
             status = cg_classify_image(model, data.data, claimed, k, out.data, &n);
             guarded_free(out);
             guarded_free(data);
@@ -215,7 +215,9 @@ int main(int argc, char **argv) {
             memset(input.data, 0, floats * sizeof(float));
             guarded out = guarded_alloc(capacity * sizeof(float));
             size_t count = below(8) ? floats : size_around(floats);
-            if (count > floats && count < ((size_t)1 << 62)) count = floats; /* a lie the library cannot see */
+            /* A count beyond the buffer but within what a buffer could be is a lie the library cannot
+             * see; beyond SSIZE_MAX it must refuse. */
+            if (count > floats && count <= (size_t)INTPTR_MAX) count = floats;
             status = cg_run_tensor(model, below(16) ? input.data : NULL, count, batch, out.data, capacity);
             if (status == CG_OK && batch * input_floats > floats) fail("ran a batch larger than its input", status);
             guarded_free(out);

@@ -54,8 +54,9 @@ done
 mkdir -p "$work/asan"
 cp .build-asan/debug/libCoverGenreC.so "$work/asan/libcovergenre.so"
 for program in examples/c/classify.c Tests/c/stress.c Tests/c/api_fuzz.c; do
+    # The linker warns about every sanitizer symbol it cannot export: show its output only on failure.
     "$clang" -g -fsanitize=address -Iinclude "$program" -o "$work/asan/$(basename "$program" .c)" -L"$work/asan" -lcovergenre \
-        -Wl,-rpath,"$work/asan" -lpthread
+        -Wl,-rpath,"$work/asan" -lpthread > "$work/asan/link.log" 2>&1 || { cat "$work/asan/link.log"; exit 1; }
 done
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 # The fuzz regressions again, with leak detection (a leak is a finding too).
