@@ -364,22 +364,26 @@ public func cg_classify_files(_ model: OpaquePointer?, _ pathList: UnsafePointer
                     write: { i, probabilities in _ = writePredictions(handle!, probabilities, topK: k, out! + i * k) })
 }
 
+/// The float-vector batch calls: `width` floats per image, zeros for a failed one.
+private func floatFiles(_ output: Model.BatchOutput, _ model: OpaquePointer?, _ pathList: UnsafePointer<UnsafePointer<CChar>?>?,
+                        _ count: UInt, _ threads: Int32, _ out: UnsafeMutablePointer<Float>?, _ outCapacity: UInt,
+                        _ items: UnsafeMutablePointer<cg_item_status>?, _ itemsCapacity: UInt) -> cg_status {
+    runFiles(model, pathList, count, threads, output, outCapacity: outCapacity, outIsNull: out == nil,
+             width: { output == .probabilities ? $0.classCount : $0.embeddingSize }, items, itemsCapacity,
+             prepare: { count, width in out!.update(repeating: 0, count: count * width) },
+             write: { i, values in (out! + i * values.count).update(from: values.baseAddress!, count: values.count) })
+}
+
 @_cdecl("cg_probabilities_files")
 public func cg_probabilities_files(_ model: OpaquePointer?, _ pathList: UnsafePointer<UnsafePointer<CChar>?>?, _ count: UInt,
                                    _ threads: Int32, _ out: UnsafeMutablePointer<Float>?, _ outCapacity: UInt,
                                    _ items: UnsafeMutablePointer<cg_item_status>?, _ itemsCapacity: UInt) -> cg_status {
-    runFiles(model, pathList, count, threads, .probabilities, outCapacity: outCapacity, outIsNull: out == nil,
-             width: { $0.classCount }, items, itemsCapacity,
-             prepare: { count, width in out!.update(repeating: 0, count: count * width) },
-             write: { i, values in (out! + i * values.count).update(from: values.baseAddress!, count: values.count) })
+    floatFiles(.probabilities, model, pathList, count, threads, out, outCapacity, items, itemsCapacity)
 }
 
 @_cdecl("cg_embed_files")
 public func cg_embed_files(_ model: OpaquePointer?, _ pathList: UnsafePointer<UnsafePointer<CChar>?>?, _ count: UInt,
                            _ threads: Int32, _ out: UnsafeMutablePointer<Float>?, _ outCapacity: UInt,
                            _ items: UnsafeMutablePointer<cg_item_status>?, _ itemsCapacity: UInt) -> cg_status {
-    runFiles(model, pathList, count, threads, .embedding, outCapacity: outCapacity, outIsNull: out == nil,
-             width: { $0.embeddingSize }, items, itemsCapacity,
-             prepare: { count, width in out!.update(repeating: 0, count: count * width) },
-             write: { i, values in (out! + i * values.count).update(from: values.baseAddress!, count: values.count) })
+    floatFiles(.embedding, model, pathList, count, threads, out, outCapacity, items, itemsCapacity)
 }

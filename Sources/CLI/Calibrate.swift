@@ -13,14 +13,8 @@ struct Calibrate: ParsableCommand {
 
     @OptionGroup var modelArguments: ModelArguments
 
-    @Argument(help: "Image folder or manifest CSV (path,genre[,split]).")
-    var data: String
-
-    @Option(help: "Fit on this split of a manifest; default: val when the data has splits. Never the test split you report.")
-    var split: String?
-
-    @Option(help: "Folder holding a prepare-manifest's downloaded images.")
-    var images: String?
+    /// Fits on the val split by default: never on the test split you report.
+    @OptionGroup var dataArguments: LabeledDataArguments
 
     @Option(help: "Output model file (written atomically; may not be the input).")
     var out: String
@@ -31,15 +25,9 @@ struct Calibrate: ParsableCommand {
 
     func run() throws {
         let model = try modelArguments.load()
-        var dataset = try LabeledDataset.load(data, images: images)
-        let chosen = split ?? (dataset.hasSplit ? "val" : nil)
-        var items = dataset.items
-        if let chosen {
-            guard let s = Split(rawValue: chosen) else { throw ValidationError("--split is train, val or test.") }
-            items = dataset.items(in: s)
-        }
+        let (dataset, chosen) = try dataArguments.load(defaultSplit: "val")
+        let items = dataset.items, data = dataArguments.data
         guard !items.isEmpty else { throw CLIError("no images to fit on in \(data)") }
-        dataset.items = items
         let truth = try dataset.classes.map { name -> Int in
             guard let i = model.labels.firstIndex(of: name) else { throw CLIError("the model has no genre \"\(name)\"") }
             return i

@@ -4,12 +4,38 @@ import Graph
 import ImageIO
 import ModelFormat
 import SystemIO
+import Training
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Options every command that loads a model shares.
+/// The labelled covers `evaluate` and `calibrate` read: a folder or manifest, one of its splits.
+struct LabeledDataArguments: ParsableArguments {
+    @Argument(help: "Image folder or manifest CSV (path,genre[,split]).")
+    var data: String
+
+    @Option(help: "Use only this split of a manifest (train, val, test); the default depends on the command.")
+    var split: String?
+
+    @Option(help: "Folder holding a prepare-manifest's downloaded images.")
+    var images: String?
+
+    /// The data set restricted to `split`, or to `defaultSplit` when the data has splits; and
+    /// the split used.
+    func load(defaultSplit: String) throws -> (dataset: LabeledDataset, split: String?) {
+        var dataset = try LabeledDataset.load(data, images: images)
+        let chosen = split ?? (dataset.hasSplit ? defaultSplit : nil)
+        if let chosen {
+            guard let s = Split(rawValue: chosen) else { throw ValidationError("--split is train, val or test.") }
+            dataset.items = dataset.items(in: s)
+            guard !dataset.items.isEmpty else { throw CLIError("no images in split \"\(chosen)\" of \(data)") }
+        }
+        return (dataset, chosen)
+    }
+}
+
 struct ModelArguments: ParsableArguments {
     @Option(name: .shortAndLong, help: "Model file (.cgm). Default: $COVERGENRE_MODEL, else models/covergenre-default.cgm.")
     var model: String?

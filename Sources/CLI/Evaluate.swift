@@ -12,14 +12,7 @@ struct Evaluate: ParsableCommand {
 
     @OptionGroup var modelArguments: ModelArguments
 
-    @Argument(help: "Image folder or manifest CSV (path,genre[,split]).")
-    var data: String
-
-    @Option(help: "Evaluate only this split of a manifest (train, val, test); default: test when the data has splits.")
-    var split: String?
-
-    @Option(help: "Folder holding a prepare-manifest's downloaded images.")
-    var images: String?
+    @OptionGroup var dataArguments: LabeledDataArguments
 
     @Flag(help: "Print JSON.")
     var json = false
@@ -29,15 +22,8 @@ struct Evaluate: ParsableCommand {
 
     func run() throws {
         let model = try modelArguments.load()
-        var dataset = try LabeledDataset.load(data, images: images)
-        var items = dataset.items
-        let chosen = split ?? (dataset.hasSplit ? "test" : nil)
-        if let chosen {
-            guard let s = Split(rawValue: chosen) else { throw ValidationError("--split is train, val or test.") }
-            items = dataset.items(in: s)
-            guard !items.isEmpty else { throw CLIError("no images in split \"\(chosen)\" of \(data)") }
-        }
-        dataset.items = items
+        let (dataset, chosen) = try dataArguments.load(defaultSplit: "test")
+        let items = dataset.items, data = dataArguments.data
         let failures = FailureLog(report: printError)
         let matrix = try Evaluation.evaluate(model, items: items, classes: dataset.classes, threads: model.threads,
                                              label: "evaluate", failures: failures)
