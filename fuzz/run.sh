@@ -71,6 +71,11 @@ for target in $targets; do
     fi
     printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$(date -u +%F)" "$target" "$seconds" "$runs" "$rate" \
         "$(ls "$corpus" | wc -l)" "$crashes" | tee -a "$results"
+    # The corpus's smallest inputs that keep its coverage, committed in fuzz/seeds/ and replayed
+    # by CI (the corpora themselves are large and git-ignored).
+    mkdir -p "fuzz/seeds/$target"
+    COVERGENRE_FUZZ_TARGET=$target ASAN_OPTIONS=detect_leaks=1 "$fuzzer" -merge=1 -max_len=4096 \
+        "fuzz/seeds/$target" "$corpus" >/dev/null 2>&1 || true
     rm -rf "$artifacts" "$log"
 done
 exit $status

@@ -96,6 +96,17 @@ for dir in fuzz/regressions/*/; do
 done
 [ "$replayed" -gt 0 ] || { echo "no fuzz regression inputs found" >&2; exit 1; }
 echo "fuzz regressions: $replayed passed, 0 failed"
+# The campaigns' minimized corpora (fuzz/run.sh keeps each target's smallest inputs that hold its
+# coverage): every target's parser must still take each of them without a crash.
+seeds=0
+for dir in fuzz/seeds/*/; do
+    files=("$dir"*)
+    [ -e "${files[0]}" ] || continue
+    .build/debug/covergenre-fuzz "$(basename "$dir")" "${files[@]}" >/dev/null
+    seeds=$((seeds + ${#files[@]}))
+done
+[ "$seeds" -gt 0 ] || { echo "no fuzz seed inputs found" >&2; exit 1; }
+echo "fuzz seeds: $seeds passed, 0 failed"
 
 section "C API: sanitizers, valgrind, stress"
 Tests/c/run.sh

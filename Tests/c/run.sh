@@ -61,13 +61,14 @@ done
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 # The fuzz regressions again, with leak detection (a leak is a finding too).
 regressions=0
-for dir in fuzz/regressions/*/; do
+for dir in fuzz/regressions/*/ fuzz/seeds/*/; do
     files=("$dir"*)
+    [ -e "${files[0]}" ] || continue
     .build-asan/debug/covergenre-fuzz "$(basename "$dir")" "${files[@]}" >/dev/null
     regressions=$((regressions + ${#files[@]}))
 done
 [ "$regressions" -gt 0 ] || { echo "no fuzz regression inputs" >&2; exit 1; }
-echo "fuzz regressions under ASan: $regressions passed, 0 failed"
+echo "fuzz regressions and seeds under ASan: $regressions passed, 0 failed"
 "$work/asan/classify" models/covergenre-default.cgm "$work"/covers/*
 "$work/asan/stress" hostile "$work/small.cgm"
 "$work/asan/stress" threads "$work/small.cgm" "$work/many" 8 2000 0 0
