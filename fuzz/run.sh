@@ -30,7 +30,8 @@ for target in $targets; do
             --product CoverGenreC >&2
         api=$(mktemp -d)
         cp .build-asan/debug/libCoverGenreC.so "$api/libcovergenre.so"
-        clang=/opt/swift/usr/bin/clang
+        # The Swift toolchain's clang (its sanitizer runtimes match the library's), else the system's.
+        clang="$(dirname "$(readlink -f "$(command -v swift)")")/clang"
         command -v "$clang" >/dev/null || clang=clang
         "$clang" -g -fsanitize=address -Iinclude Tests/c/api_fuzz.c -o "$api/api_fuzz" -L"$api" -lcovergenre -Wl,-rpath,"$api"
         build/bin/covergenre create --arch baseline-cnn --labels a,b,c,d --input-size 32 --width-divisor 16 --out "$api/m.cgm" >/dev/null

@@ -25,7 +25,8 @@ quick=0
 # CI (CI=true) runs 3,000 classifications to keep the suite short; docs/security.md reports a full run.
 stress_total=$([ $quick = 1 ] && echo 1000 || { [ "${CI:-}" = true ] && echo 3000 || echo 10000; })
 cycles=$([ $quick = 1 ] && echo 100 || echo 1000)
-clang=/opt/swift/usr/bin/clang
+# The Swift toolchain's clang (its sanitizer runtimes match the library's), else the system's.
+clang="$(dirname "$(readlink -f "$(command -v swift)")")/clang"
 command -v "$clang" >/dev/null || clang=clang
 
 build/bin/covergenre make-examples --size 300 "$work/covers" >/dev/null
