@@ -185,7 +185,7 @@ private let emptyPrediction = cg_prediction(class_index: -1, probability: 0, lab
 /// Writes the min(topK, class count) most probable classes to `out`; returns how many.
 private func writePredictions(_ handle: ModelHandle, _ probabilities: UnsafeBufferPointer<Float>, topK: Int,
                               _ out: UnsafeMutablePointer<cg_prediction>) -> Int {
-    let predictions = handle.model.predictions(Array(probabilities), top: topK).filter { $0.probability >= handle.model.minConfidence }
+    let predictions = handle.model.predictions(Array(probabilities), top: topK)
     for (i, p) in predictions.enumerated() {
         out[i] = cg_prediction(class_index: Int32(p.index), probability: p.probability, label: UnsafePointer(handle.labels[p.index]))
     }

@@ -36,7 +36,7 @@ struct Benchmark: ParsableCommand {
         let scheduler = Scheduler(threads: threads)
         for i in 0..<(batchSize * graph.inputShape.count) { context.input[i] = Float(i % 7) / 7 - 0.5 }
         var times = [[Double]](repeating: [], count: graph.stepDescriptions.count)
-        for run in 0..<(steps + 3) { context.run(on: scheduler) { index, seconds in if run >= 3 { times[index].append(seconds) } } }
+        for run in 0..<(steps + 3) { scheduler.run { context.run { index, seconds in if run >= 3 { times[index].append(seconds) } } } }
         let medians = times.map { $0.sorted()[$0.count / 2] * 1000 }
         var byKind: [String: Double] = [:]
         for (d, t) in zip(graph.stepDescriptions, medians) { byKind[d, default: 0] += t }

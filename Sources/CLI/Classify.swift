@@ -47,7 +47,7 @@ struct Classify: ParsableCommand {
         for (path, result) in zip(images, results) {
             switch result {
             case .success(let probabilities):
-                let predictions = model.predictions(probabilities, top: top).filter { $0.probability >= model.minConfidence }
+                let predictions = model.predictions(probabilities, top: top)
                 if json {
                     records.append(["image": .string(path), "predictions": .array(predictions.map {
                         ["label": .string($0.label), "probability": JSON(Double(format(Double($0.probability), decimals: 4))!)]

@@ -177,7 +177,7 @@ public final class Model: @unchecked Sendable {
     /// The `top` most probable classes, most probable first; with `minConfidence` set, only those
     /// at least that probable (an empty answer: the model is unsure).
     public func classify(_ input: ImageInput, top: Int = 3) throws -> [Prediction] {
-        predictions(try probabilities(input), top: top).filter { $0.probability >= minConfidence }
+        predictions(try probabilities(input), top: top)
     }
 
     /// The penultimate feature vector (the model's "embedding" node), for similarity search.
@@ -195,9 +195,12 @@ public final class Model: @unchecked Sendable {
         try runViews(image, threads: threads) { addEmbedding($0, into: out.baseAddress!) }
     }
 
+    /// The `top` most probable of `probabilities`, most probable first, leaving out those below
+    /// `minConfidence`.
     public func predictions(_ probabilities: [Float], top: Int) -> [Prediction] {
         let order = probabilities.indices.sorted { probabilities[$0] > probabilities[$1] || (probabilities[$0] == probabilities[$1] && $0 < $1) }
-        return order.prefix(max(0, top)).map { Prediction(index: $0, label: labels[$0], probability: probabilities[$0]) }
+        return order.prefix(max(0, top)).filter { probabilities[$0] >= minConfidence }
+            .map { Prediction(index: $0, label: labels[$0], probability: probabilities[$0]) }
     }
 
     // MARK: Many images
@@ -238,10 +241,14 @@ public final class Model: @unchecked Sendable {
     package func forEachResult(count: Int, _ output: BatchOutput, threads: Int? = nil, input: (Int) throws -> ImageInput,
                               _ deliver: (Int, Result<UnsafeBufferPointer<Float>, CoverGenreError>) -> Void) {
         let size = output == .probabilities ? classCount : embeddingSize
+        if output == .embedding, size == 0 {
+            let error = CoverGenreError(.invalidArgument, "this model has no embedding output")
+            for i in 0..<count { deliver(i, .failure(error)) }
+            return
+        }
         forEachInParallel(count, threads: threads ?? self.threads) { i in
             var values = [Float](repeating: 0, count: size)
             do {
-                if output == .embedding, size == 0 { throw CoverGenreError(.invalidArgument, "this model has no embedding output") }
                 let image = try decode(try input(i))
                 try values.withUnsafeMutableBufferPointer { out in
                     try runViews(image, threads: 1) { context in

@@ -106,24 +106,16 @@ public final class ExecutionContext: @unchecked Sendable {
     /// Where the caller writes the `batch` preprocessed input images (NHWC).
     public var input: UnsafeMutablePointer<Float> { values[0] }
 
-    /// Runs the graph on `scheduler`'s threads (nil: the calling thread's scheduler, if any, else
-    /// Dispatch for contexts of more than one thread).
-    public func run(on scheduler: Scheduler? = nil) {
-        if let scheduler {
-            scheduler.run { graph.run(buffers: values, scratch: scratch?.pointer, batch: batch, threads: threads) }
-        } else {
-            graph.run(buffers: values, scratch: scratch?.pointer, batch: batch, threads: threads)
-        }
+    /// Runs the graph on the calling thread's scheduler (inside `Scheduler.run`: the model's
+    /// threads), else, for contexts of more than one thread, on Dispatch's.
+    public func run() {
+        graph.run(buffers: values, scratch: scratch?.pointer, batch: batch, threads: threads)
     }
 
     /// Runs once, reporting each step's index and seconds.
-    public func run(on scheduler: Scheduler? = nil, profile: (Int, Double) -> Void) {
+    public func run(profile: (Int, Double) -> Void) {
         withoutActuallyEscaping(profile) { profile in
-            if let scheduler {
-                scheduler.run { graph.run(buffers: values, scratch: scratch?.pointer, batch: batch, threads: threads, profile: profile) }
-            } else {
-                graph.run(buffers: values, scratch: scratch?.pointer, batch: batch, threads: threads, profile: profile)
-            }
+            graph.run(buffers: values, scratch: scratch?.pointer, batch: batch, threads: threads, profile: profile)
         }
     }
 
