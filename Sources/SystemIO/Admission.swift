@@ -43,14 +43,14 @@ public final class Admission: @unchecked Sendable {
         pthread_mutex_lock(mutex)
         let ticket = issued
         issued += 1
-        while ticket >= left + limit { pthread_cond_wait(turns + ticket % Self.slots, mutex) }
+        // Differences, not sums: `left + limit` overflows for an unbounded limit (Int.max).
+        while ticket - left >= limit { pthread_cond_wait(turns + ticket % Self.slots, mutex) }
         pthread_mutex_unlock(mutex)
         defer {
             pthread_mutex_lock(mutex)
             left += 1
-            // The ticket this departure admits, if anyone holds it yet.
-            let admitted = left + limit - 1
-            if admitted < issued { pthread_cond_broadcast(turns + admitted % Self.slots) }
+            // The ticket this departure admits (left + limit - 1), if anyone holds it yet.
+            if issued - left > limit - 1 { pthread_cond_broadcast(turns + (left + (limit - 1) % Self.slots) % Self.slots) }
             pthread_mutex_unlock(mutex)
         }
         return try body()

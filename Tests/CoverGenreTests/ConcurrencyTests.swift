@@ -134,4 +134,30 @@ final class ConcurrencyTests: XCTestCase {
         for _ in 0..<4 { finished.wait() }
         XCTAssertEqual(mismatches.load(ordering: .relaxed), 0)
     }
+
+    /// Admission admits at most `limit` holders at once, in order, and an unbounded one (Int.max,
+    /// training's pools) any number, call after call (its ticket arithmetic once overflowed on
+    /// the second call).
+    func testAdmissionBoundsHoldersAndUnboundedNeverTraps() {
+        let unbounded = Admission(limit: .max)
+        for i in 0..<100 { XCTAssertEqual(unbounded.run { i }, i) }
+        for limit in [1, 2, 3] {
+            let admission = Admission(limit: limit)
+            let inside = Atomic<Int>(0), peak = Atomic<Int>(0), done = Atomic<Int>(0)
+            DispatchQueue.concurrentPerform(iterations: 8) { _ in
+                for _ in 0..<200 {
+                    admission.run {
+                        let now = inside.add(1, ordering: .sequentiallyConsistent).newValue
+                        _ = peak.max(now, ordering: .sequentiallyConsistent)
+                        usleep(20)
+                        inside.subtract(1, ordering: .sequentiallyConsistent)
+                    }
+                    done.add(1, ordering: .relaxed)
+                }
+            }
+            XCTAssertEqual(done.load(ordering: .relaxed), 1600)
+            XCTAssertLessThanOrEqual(peak.load(ordering: .relaxed), limit, "limit \(limit)")
+            XCTAssertGreaterThanOrEqual(peak.load(ordering: .relaxed), 1)
+        }
+    }
 }
