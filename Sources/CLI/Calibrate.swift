@@ -26,7 +26,7 @@ struct Calibrate: ParsableCommand {
     func run() throws {
         let model = try modelArguments.load()
         let (dataset, chosen) = try dataArguments.load(defaultSplit: "val")
-        let items = dataset.items, data = dataArguments.data
+        let items = dataset.items, data = dataArguments.description
         guard !items.isEmpty else { throw CLIError("no images to fit on in \(data)") }
         let truth = try dataset.classes.map { name -> Int in
             guard let i = model.labels.firstIndex(of: name) else { throw CLIError("the model has no genre \"\(name)\"") }
@@ -50,7 +50,7 @@ struct Calibrate: ParsableCommand {
         let nll = (Calibration.nll(fitted, temperature: before), Calibration.nll(fitted, temperature: after))
         let ece = (Calibration.ece(fitted, temperature: before), Calibration.ece(fitted, temperature: after))
         // The data set's name, never a path: a manifest's folder ("discogs5"), or the image folder.
-        let name = data.hasSuffix(".csv") ? Files.baseName(Files.parentDirectory(data)) : Files.baseName(data)
+        let name = dataArguments.data.map { DataSource($0).name }.joined(separator: "+")
         let source = name + (chosen.map { " (\($0) split)" } ?? "")
         print("fitted on \(fitted.count) covers of \(source)")
         print("temperature \(Format.fixed(before, 3)) -> \(Format.fixed(after, 3))")

@@ -13,26 +13,54 @@ import Glibc
 /// Options every command that loads a model shares.
 /// The labelled covers `evaluate` and `calibrate` read: a folder or manifest, one of its splits.
 struct LabeledDataArguments: ParsableArguments {
-    @Argument(help: "Image folder or manifest CSV (path,genre[,split]).")
-    var data: String
+    @Argument(help: ArgumentHelp("Image folders or manifest CSVs (path,genre[,split]); several need --taxonomy.",
+                                 discussion: "Each is PATH or NAME=PATH; a source is named after its folder unless NAME is given."))
+    var data: [String]
 
-    @Option(help: "Use only this split of a manifest (train, val, test); the default depends on the command.")
+    @Option(help: "Use only this split of a manifest (train, val, test, or all); the default depends on the command.")
     var split: String?
 
     @Option(help: "Folder holding a prepare-manifest's downloaded images.")
     var images: String?
 
+    @Option(help: "Genre taxonomy (source,source_genre,<label set>... CSV, e.g. models/taxonomy.csv) mapping each source's genres to the model's.")
+    var taxonomy: String?
+
+    @Option(help: "The taxonomy's label set (column) to use.")
+    var genres = "default"
+
+    /// What the data arguments name, for reports.
+    var description: String { data.joined(separator: " ") }
+
     /// The data set restricted to `split`, or to `defaultSplit` when the data has splits; and
     /// the split used.
     func load(defaultSplit: String) throws -> (dataset: LabeledDataset, split: String?) {
-        var dataset = try LabeledDataset.load(data, images: images)
-        let chosen = split ?? (dataset.hasSplit ? defaultSplit : nil)
-        if let chosen {
-            guard let s = Split(rawValue: chosen) else { throw ValidationError("--split is train, val or test.") }
+        var dataset = try TrainingData.load(data, taxonomy: taxonomy, genres: genres, images: images)
+        let chosen = split ?? (dataset.items.contains { $0.split != nil } ? defaultSplit : nil)
+        if let chosen, chosen != "all" {
+            guard let s = Split(rawValue: chosen) else { throw ValidationError("--split is train, val, test or all.") }
             dataset.items = dataset.items(in: s)
-            guard !dataset.items.isEmpty else { throw CLIError("no images in split \"\(chosen)\" of \(data)") }
+            guard !dataset.items.isEmpty else { throw CLIError("no images in split \"\(chosen)\" of \(description)") }
         }
         return (dataset, chosen)
+    }
+}
+
+/// Loads one data source as it is, or several through a taxonomy.
+enum TrainingData {
+    static func load(_ arguments: [String], taxonomy: String?, genres: String, images: String?) throws -> LabeledDataset {
+        guard !arguments.isEmpty else { throw ValidationError("name at least one data source.") }
+        guard let taxonomy else {
+            guard arguments.count == 1 else { throw ValidationError("several data sources need --taxonomy to map their genres to one set.") }
+            return try LabeledDataset.load(arguments[0], images: images)
+        }
+        let sources = arguments.map(DataSource.init)
+        let (dataset, dropped) = try LabeledDataset.combine(sources, taxonomy: try Taxonomy.load(taxonomy), labelSet: genres, images: images)
+        if !dropped.isEmpty {
+            printError("covergenre: not in label set \"\(genres)\", left out: " + dropped.keys.sorted().map { "\($0) \(dropped[$0]!)" }.joined(separator: ", "))
+        }
+        guard !dataset.items.isEmpty else { throw CLIError("no covers of \(arguments.joined(separator: " ")) are in label set \"\(genres)\"") }
+        return dataset
     }
 }
 

@@ -23,7 +23,7 @@ struct Evaluate: ParsableCommand {
     func run() throws {
         let model = try modelArguments.load()
         let (dataset, chosen) = try dataArguments.load(defaultSplit: "test")
-        let items = dataset.items, data = dataArguments.data
+        let items = dataset.items, data = dataArguments.description
         let failures = FailureLog(report: printError)
         let matrix = try Evaluation.evaluate(model, items: items, classes: dataset.classes, threads: model.threads,
                                              label: "evaluate", failures: failures)

@@ -20,8 +20,14 @@ struct Train: ParsableCommand {
     @Option(help: "baseline-cnn, vgg16 or efficientnet-lite0 (trained from scratch).")
     var arch = "baseline-cnn"
 
-    @Option(help: "Image folder or manifest CSV.")
-    var data: String
+    @Option(help: "Image folder or manifest CSV; repeat it, with --taxonomy, to train on several sources (PATH or NAME=PATH).")
+    var data: [String]
+
+    @Option(help: "Genre taxonomy mapping each source's genres to the model's (e.g. models/taxonomy.csv); a source without a split column is training data only.")
+    var taxonomy: String?
+
+    @Option(help: "The taxonomy's label set (column): the model's genres.")
+    var genres = "default"
 
     @Option(help: "Folder holding a prepare-manifest's downloaded images (default: the manifest's folder).")
     var images: String?
@@ -111,7 +117,8 @@ struct Train: ParsableCommand {
         c.seed = seed
         c.splitSeed = splitSeed
         c.threads = threads
-        let dataset = try LabeledDataset.load(data, images: images)
+        let dataset = try TrainingData.load(data, taxonomy: taxonomy, genres: genres, images: images)
+        if taxonomy != nil { printError(dataset.summary()) }
         if !dataset.missing.isEmpty {
             printError("covergenre: \(dataset.missing.count) manifest entries have no image file (first: \(dataset.missing[0])); skipped")
         }

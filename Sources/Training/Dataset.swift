@@ -10,11 +10,14 @@ public struct LabeledImage: Equatable, Sendable {
     public var path: String
     public var label: Int
     public var split: Split?
+    /// The data source it came from when several are combined (see `Taxonomy`); "" otherwise.
+    public var source = ""
 
-    public init(path: String, label: Int, split: Split?) {
+    public init(path: String, label: Int, split: Split?, source: String = "") {
         self.path = path
         self.label = label
         self.split = split
+        self.source = source
     }
 }
 
@@ -107,7 +110,19 @@ public struct LabeledDataset: Sendable {
         let root = items.first.map { Files.baseName(Files.parentDirectory(Files.parentDirectory($0.path))) } ?? ""
         var perSplit: [String: JSON] = [:]
         for split in Split.allCases { perSplit[split.rawValue] = JSON(items(in: split).count) }
-        return ["name": .string(root), "classes": JSON(classes), "images": JSON(items.count), "splits": .object(perSplit)]
+        var out: [String: JSON] = ["name": .string(root), "classes": JSON(classes), "images": JSON(items.count), "splits": .object(perSplit)]
+        let sources = Set(items.map(\.source)).filter { !$0.isEmpty }.sorted()
+        if !sources.isEmpty {
+            out["name"] = .string(sources.joined(separator: "+"))
+            var perSource: [String: JSON] = [:]
+            for source in sources {
+                var counts: [String: JSON] = [:]
+                for split in Split.allCases { counts[split.rawValue] = JSON(items.filter { $0.source == source && $0.split == split }.count) }
+                perSource[source] = .object(counts)
+            }
+            out["sources"] = .object(perSource)
+        }
+        return .object(out)
     }
 
     /// Assigns train/val/test per class (stratified), deterministically for a seed: each class's

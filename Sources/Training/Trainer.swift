@@ -304,11 +304,14 @@ public enum Evaluation {
         return try evaluate(model, items: items, classes: classes, threads: threads, label: label)
     }
 
-    /// Confusion matrix of `model` on `items`; genres are matched to the model's labels by name.
-    /// Images that fail to decode are counted in `failures`, not in the metrics.
+    /// Confusion matrix of `model` on `items` over all the model's genres (what a user sees: a
+    /// cover of a data set with fewer genres can still get any of the model's answers); the data's
+    /// genres are matched to the model's labels by name, and balanced accuracy and macro-F1 average
+    /// over the genres present in the data. Images that fail to decode are counted in `failures`,
+    /// not in the metrics.
     public static func evaluate(_ model: Model, items: [LabeledImage], classes: [String], threads: Int, label: String,
                                 failures: FailureLog? = nil) throws -> ConfusionMatrix {
-        var matrix = ConfusionMatrix(classes: classes)
+        var matrix = ConfusionMatrix(classes: model.labels)
         let mapping = try classes.map { name -> Int in
             guard let i = model.labels.firstIndex(of: name) else {
                 throw CoverGenreError(.invalidArgument, "the model has no genre \"\(name)\" (it knows \(model.labels.joined(separator: ", ")))")
@@ -323,7 +326,7 @@ public enum Evaluation {
             for (item, result) in zip(part, results) {
                 switch result {
                 case .success(let p):
-                    matrix.add(truth: item.label, probabilities: mapping.map { p[$0] })
+                    matrix.add(truth: mapping[item.label], probabilities: p)
                     // Calibration is the model's own answer over all its classes.
                     let top = p.indices.max { p[$0] < p[$1] || (p[$0] == p[$1] && $0 > $1) }!
                     matrix.addAnswer(confidence: p[top], correct: top == mapping[item.label], truthProbability: p[mapping[item.label]])
