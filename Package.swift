@@ -15,6 +15,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // System libraries from Debian's -dev packages.
@@ -47,9 +49,15 @@ let package = Package(
         .executableTarget(name: "Fuzz", dependencies: [
             "CoverGenre", "DataPrep", "ImageIO", "Importers", "ModelFormat", "SystemIO", "Training",
         ]),
+        // `covergenre serve`: the HTTP API and web page, on Hummingbird.
+        .target(name: "Server", dependencies: [
+            "CoverGenre", "Kernels", "ModelFormat", "SystemIO",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
         .executableTarget(name: "CLI", dependencies: [
             "Architectures", "CoverGenre", "DataPrep", "Graph", "ImageIO", "Importers", "Inference", "Kernels", "ModelFormat",
-            "SystemIO", "Training",
+            "Server", "SystemIO", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

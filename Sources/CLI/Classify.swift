@@ -38,7 +38,7 @@ struct Classify: ParsableCommand {
         let model = try modelArguments.load(minConfidence: minConfidence)
         var images: [String] = []
         for input in inputs {
-            images += Files.isDirectory(input) ? try Similar.images(under: input) : [input]
+            images += Files.isDirectory(input) ? try CoverIndex.imagePaths(under: input) : [input]
         }
         let results = model.probabilities(batch: images.map { .path($0) })
         if csv { print("image,rank,label,probability,error") }

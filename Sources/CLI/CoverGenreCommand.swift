@@ -8,6 +8,6 @@ struct CoverGenreCommand: AsyncParsableCommand {
         abstract: "Predict an album's genre from its cover art.",
         version: "0.1.0",
         subcommands: [Classify.self, Evaluate.self, Calibrate.self, Train.self, Import.self, PrepareCommand.self, DownloadCommand.self,
-                      Inspect.self, Create.self, Convert.self, Similar.self, MakeExamples.self, Benchmark.self]
+                      Inspect.self, Create.self, Convert.self, Similar.self, Serve.self, MakeExamples.self, Benchmark.self]
     )
 }

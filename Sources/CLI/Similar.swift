@@ -27,44 +27,17 @@ struct Similar: ParsableCommand {
     func run() throws {
         let model = try modelArguments.load()
         let target = try model.embedding(.path(query))
-        let paths = try Self.images(under: folder).filter { $0 != query }
-        var ranked: [(path: String, similarity: Double)] = []
-        for (path, result) in zip(paths, model.embeddings(batch: paths.map { .path($0) })) {
-            switch result {
-            case .success(let vector): ranked.append((path, Self.cosine(target, vector)))
-            case .failure(let error): printError("covergenre: skipping \(path): \(error.message)")
-            }
+        let index = try CoverIndex(folder: folder, model: model)
+        for failure in index.failures { printError("covergenre: skipping \(Files.join(folder, failure.path)): \(failure.message)") }
+        // The query itself, when it lies in the folder, is not its own neighbour.
+        let queryPath = CoverIndex.realPath(query).flatMap { real in
+            real.hasPrefix(index.root + "/") ? String(real.dropFirst(index.root.count + 1)) : nil
         }
-        ranked.sort { $0.similarity > $1.similarity || ($0.similarity == $1.similarity && $0.path < $1.path) }
-        let best = ranked.prefix(top)
+        let best = index.nearest(target, k: top, excluding: queryPath).map { (Files.join(folder, $0.entry.path), $0.similarity) }
         if json {
-            print(JSON.array(best.map { ["image": .string($0.path), "similarity": .number($0.similarity)] }).pretty)
+            print(JSON.array(best.map { ["image": .string($0.0), "similarity": .number($0.1)] }).pretty)
         } else {
-            for entry in best { print("\(format(entry.similarity, decimals: 4))  \(entry.path)") }
+            for entry in best { print("\(format(entry.1, decimals: 4))  \(entry.0)") }
         }
-    }
-
-    static func images(under root: String) throws -> [String] {
-        var found: [String] = []
-        for name in try Files.list(root).sorted() where !name.hasPrefix(".") {
-            let path = Files.join(root, name)
-            if Files.isDirectory(path) {
-                found += try images(under: path)
-            } else if LabeledDataset.imageExtensions.contains(name.split(separator: ".").last.map { $0.lowercased() } ?? "") {
-                found.append(path)
-            }
-        }
-        return found
-    }
-
-    /// 0 when either vector is all zeros (no direction to compare).
-    static func cosine(_ a: [Float], _ b: [Float]) -> Double {
-        var dot = 0.0, aa = 0.0, bb = 0.0
-        for (x, y) in zip(a, b) {
-            dot += Double(x) * Double(y)
-            aa += Double(x) * Double(x)
-            bb += Double(y) * Double(y)
-        }
-        return aa > 0 && bb > 0 ? dot / (aa * bb).squareRoot() : 0
     }
 }
