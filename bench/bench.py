@@ -268,6 +268,104 @@ def many_callers(say, model_paths, seconds, rounds):
     say()
 
 
+WRK_SCRIPT = """
+-- Posts the covers listed in WRK_COVERS (one path per line) in turn, as image/jpeg bodies.
+local bodies, n = {}, 0
+for path in io.lines(os.getenv("WRK_COVERS")) do
+  local f = assert(io.open(path, "rb")); bodies[#bodies + 1] = f:read("*a"); f:close()
+end
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "image/jpeg"
+request = function()
+  n = n % #bodies + 1
+  return wrk.format(nil, "/v1/classify", nil, bodies[n])
+end
+local non200 = 0
+response = function(status, headers, body) if status ~= 200 then non200 = non200 + 1 end end
+done = function(summary, latency, requests)
+  io.write(string.format("WRK requests=%d seconds=%.3f p50_ms=%.2f p99_ms=%.2f socket_errors=%d non2xx=%d\\n",
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1e3, latency:percentile(99) / 1e3,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout, summary.errors.status))
+end
+"""
+
+
+def rss_kib(pid):
+    return int(next(l.split()[1] for l in open("/proc/%d/status" % pid) if l.startswith("VmRSS:")))
+
+
+def library_batch(model_path, paths, rounds):
+    """Covers/s of the library's batch call (cg_classify_files through the binding, every core)."""
+    import covergenre
+    with covergenre.Model(str(model_path)) as model:
+        model.classify_files([str(p) for p in paths[:8]])
+        rates = []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            model.classify_files([str(p) for p in paths])
+            rates.append(len(paths) / (time.perf_counter() - t))
+    return statistics.median(rates)
+
+
+def server_load(say, model_path, seconds, rounds):
+    """`covergenre serve` under wrk: requests/s, latency, errors and memory at 1, 8 and 64
+    connections, against the library's batch throughput on the same covers in the same run."""
+    import re
+    import shutil
+    import urllib.request
+    if shutil.which("wrk") is None:
+        say("wrk is not installed (scripts/setup.sh --browser): no server table.")
+        return
+    paths = covers(WORK / "covers500", 200)
+    listing = WORK / "wrk-covers.txt"
+    listing.write_text("".join("%s\n" % p for p in paths))
+    script = WORK / "classify.lua"
+    script.write_text(WRK_SCRIPT)
+    server = subprocess.Popen([str(CLI), "serve", "-m", str(model_path), "--port", "0"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        port = None
+        for line in server.stdout:
+            found = re.search(r"listening on http://127\.0\.0\.1:(\d+)/", line)
+            if found:
+                port = int(found.group(1))
+                break
+        url = "http://127.0.0.1:%d" % port
+        for p in paths[:8]:  # warm-up: contexts made, pages touched
+            urllib.request.urlopen(urllib.request.Request(url + "/v1/classify", data=p.read_bytes(),
+                                                          headers={"Content-Type": "image/jpeg"})).read()
+        rss_start = rss_kib(server.pid)
+        say("## `covergenre serve` under load (POST /v1/classify, 200 different ~500x500 JPEG covers in turn; "
+            "wrk, 2 threads, %.0f s per run; server and library in turn, median of %d rounds)" % (seconds, rounds))
+        say()
+        say("Library: the same 200 covers through `cg_classify_files` (every core), covers/s. Server overhead per "
+            "request: 1/server rate - 1/library rate. Memory: the server's resident set after warm-up and after the runs.")
+        say()
+        say("| connections | requests/s | p50 ms | p99 ms | errors | library covers/s | server / library | overhead per request |")
+        say("|---|---|---|---|---|---|---|---|")
+        env = dict(os.environ, WRK_COVERS=str(listing))
+        for connections in (1, 8, 64):
+            runs, library = [], []
+            for _ in range(rounds):
+                out = sh("wrk", "-t", min(2, connections), "-c", connections, "-d", "%ds" % seconds, "--timeout", "30s",
+                         "-s", script, url, env=env)
+                runs.append(keyvalues(next(l for l in out.splitlines() if l.startswith("WRK"))))
+                library.append(library_batch(model_path, paths, 1))
+            med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            rate = med["requests"] / med["seconds"]
+            lib_rate = statistics.median(library)
+            errors = sum(r["socket_errors"] + r["non2xx"] for r in runs)
+            say("| %d | %.1f | %.1f | %.1f | %d | %.1f | %.2f | %.2f ms |" % (
+                connections, rate, med["p50_ms"], med["p99_ms"], errors, lib_rate, rate / lib_rate,
+                1e3 / rate - 1e3 / lib_rate))
+        say()
+        say("Server memory: %.1f MiB after warm-up, %.1f MiB after the runs." % (rss_start / 1024, rss_kib(server.pid) / 1024))
+        say()
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 def combine(measurements):
     """Median and p90 over rounds: the median of each round's figures."""
     return {key: statistics.median(m[key] for m in measurements) for key in ("median_ms", "p90_ms")}
@@ -286,8 +384,9 @@ def main():
                         help="rounds of ours / ONNX Runtime / PyTorch in turn for calls under 20 GFLOP (median of rounds)")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--default-model", default=str(REPO / "models" / "covergenre-default.cgm"))
-    parser.add_argument("--only", choices=["all", "callers"], default="all",
-                        help="callers: just the many-callers table (a few minutes)")
+    parser.add_argument("--only", choices=["all", "callers", "server"], default="all",
+                        help="callers: just the many-callers table (a few minutes); server: just the server load table")
+    parser.add_argument("--server-seconds", type=float, default=10.0)
     parser.add_argument("--caller-seconds", type=float, default=3.0)
     args = parser.parse_args()
     have_torch = False
@@ -300,6 +399,10 @@ def main():
 
     lines = ["# CoverGenre benchmark, %s" % datetime.date.today().isoformat(), "", "Machine: " + machine(), ""]
     say = lambda s="": (print(s, flush=True), lines.append(s))
+
+    if args.only == "server":
+        server_load(say, args.default_model, args.server_seconds, args.rounds)
+        return write_results(lines)
 
     if args.only == "callers":
         lite0 = models()["efficientnet-lite0 224"][0]
@@ -363,6 +466,7 @@ def main():
     say()
     many_callers(say, [("efficientnet-lite0 224", models()["efficientnet-lite0 224"][0]), ("default model", model_path)],
                  args.caller_seconds, args.rounds)
+    server_load(say, model_path, args.server_seconds, args.rounds)
     say("## Training")
     say()
     say("| measure | ours | PyTorch | ours / PyTorch |")

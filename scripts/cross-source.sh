@@ -12,7 +12,7 @@ backbone=${1:?usage: scripts/cross-source.sh BACKBONE.cgm [WORK_DIR]}
 work=${2:-runs/cross-source}
 data=../shared/data/covers
 d5=discogs5=$data/discogs5/split.csv s6=spotify6=$data/spotify6/split.csv th=discogs-thumbs=$data/discogs-thumbs/manifest.csv
-cg=build/bin/covergenre
+cg=${COVERGENRE_CLI:-build/bin/covergenre}
 [ -x $cg ] || scripts/build.sh
 mkdir -p "$work"
 recipe=(--backbone "$backbone" --taxonomy models/taxonomy.csv --views 4 --head-hidden 512 --head-dropout 0.6

@@ -104,7 +104,7 @@ for cover in neon-grid.jpg sunset-fields.png bold-type.webp; do
 done
 
 echo "-- ThreadSanitizer"
-swift build --build-tests --scratch-path .build-tsan --sanitize=thread -Xcc -DCGK_NO_MULTIVERSION >/dev/null
+swift build --product CoverGenrePackageTests --scratch-path .build-tsan --sanitize=thread -Xcc -DCGK_NO_MULTIVERSION >/dev/null
 TSAN_OPTIONS=halt_on_error=1 swift test --skip-build --scratch-path .build-tsan --sanitize=thread -Xcc -DCGK_NO_MULTIVERSION \
     --filter "ModelTests|ConcurrencyTests" > "$work/tsan.log" 2>&1 || { tail -40 "$work/tsan.log"; exit 1; }
 grep -E "ThreadSanitizer|Executed|error" "$work/tsan.log" | tail -3
