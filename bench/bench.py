@@ -366,6 +366,71 @@ def server_load(say, model_path, seconds, rounds):
         server.wait(30)
 
 
+def pillow_ort_pipeline(model_path, threads):
+    """What a Python user would write for the same model: Pillow decodes and resizes as the model's
+    preprocessing says (shorter side, centre crop, bilinear), numpy normalizes, ONNX Runtime runs
+    the cover and its mirror as one batch (the model averages both views' probabilities)."""
+    import onnxruntime as ort
+    from PIL import Image
+    metadata, tensors = cgm.read(model_path)
+    model = onnx_export.to_onnx(metadata, tensors, input_layout="NCHW")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    pre = metadata["preprocess"]
+    h, w, _ = metadata["graph"]["input_shape"]
+    mean = np.array(pre["mean"], np.float32) * 255
+    std = np.array(pre["std"], np.float32) * 255
+    assert pre["resize"] == "center_crop" and pre["flip_average"], "the pipeline below is the default model's preprocessing"
+    shorter = pre["shorter_side"]
+
+    def classify(path):
+        image = Image.open(path).convert("RGB")
+        scale = shorter / min(image.size)
+        image = image.resize((max(w, round(image.width * scale)), max(h, round(image.height * scale))), Image.BILINEAR)
+        left, top = (image.width - w) // 2, (image.height - h) // 2
+        x = (np.asarray(image.crop((left, top, left + w, top + h)), np.float32) - mean) / std
+        batch = np.stack([x, x[:, ::-1]]).transpose(0, 3, 1, 2)
+        logits = session.run(["logits"], {"input": np.ascontiguousarray(batch)})[0]
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True)).mean(axis=0)
+
+    return classify
+
+
+def throughput_vs_python(say, model_path, rounds):
+    """Covers/s for 500 ~500x500 JPEG covers: the library's batch call against Pillow + ONNX Runtime."""
+    import covergenre
+    paths = covers(WORK / "covers500", 500)
+    say("## Batch throughput against a Python pipeline (500 ~500x500 JPEG covers, default model, covers/s; "
+        "median of %d rounds, engines in turn)" % rounds)
+    say()
+    say("Ours: `cg_classify_files` through the Python binding. Python: Pillow decode + resize + crop, numpy "
+        "normalization, ONNX Runtime on the cover and its mirror (the model's two views), one cover at a time.")
+    say()
+    say("| threads | ours | Pillow + ONNX Runtime | ours / Python |")
+    say("|---|---|---|---|")
+    for threads in (1, 2):
+        pipeline = pillow_ort_pipeline(model_path, threads)
+        ours, python = [], []
+        with covergenre.Model(str(model_path), threads=threads) as model:
+            model.classify_files([str(p) for p in paths[:8]], threads=threads)
+            for p in paths[:8]:
+                pipeline(p)
+            for _ in range(rounds):
+                t = time.perf_counter()
+                model.classify_files([str(p) for p in paths], threads=threads)
+                ours.append(len(paths) / (time.perf_counter() - t))
+                t = time.perf_counter()
+                for p in paths:
+                    pipeline(p)
+                python.append(len(paths) / (time.perf_counter() - t))
+        o, r = statistics.median(ours), statistics.median(python)
+        say("| %d | %.1f | %.1f | %.2fx |" % (threads, o, r, o / r))
+    say()
+
+
 def combine(measurements):
     """Median and p90 over rounds: the median of each round's figures."""
     return {key: statistics.median(m[key] for m in measurements) for key in ("median_ms", "p90_ms")}
@@ -384,8 +449,9 @@ def main():
                         help="rounds of ours / ONNX Runtime / PyTorch in turn for calls under 20 GFLOP (median of rounds)")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--default-model", default=str(REPO / "models" / "covergenre-default.cgm"))
-    parser.add_argument("--only", choices=["all", "callers", "server"], default="all",
-                        help="callers: just the many-callers table (a few minutes); server: just the server load table")
+    parser.add_argument("--only", choices=["all", "callers", "server", "throughput"], default="all",
+                        help="callers: just the many-callers table (a few minutes); server: just the server load table; "
+                             "throughput: just the batch API against Pillow + ONNX Runtime")
     parser.add_argument("--server-seconds", type=float, default=10.0)
     parser.add_argument("--caller-seconds", type=float, default=3.0)
     args = parser.parse_args()
@@ -399,6 +465,10 @@ def main():
 
     lines = ["# CoverGenre benchmark, %s" % datetime.date.today().isoformat(), "", "Machine: " + machine(), ""]
     say = lambda s="": (print(s, flush=True), lines.append(s))
+
+    if args.only == "throughput":
+        throughput_vs_python(say, args.default_model, args.rounds)
+        return write_results(lines)
 
     if args.only == "server":
         server_load(say, args.default_model, args.server_seconds, args.rounds)
@@ -467,6 +537,7 @@ def main():
     many_callers(say, [("efficientnet-lite0 224", models()["efficientnet-lite0 224"][0]), ("default model", model_path)],
                  args.caller_seconds, args.rounds)
     server_load(say, model_path, args.server_seconds, args.rounds)
+    throughput_vs_python(say, model_path, args.rounds)
     say("## Training")
     say()
     say("| measure | ours | PyTorch | ours / PyTorch |")
