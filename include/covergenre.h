@@ -58,11 +58,13 @@ extern "C" {
 /* ---- Version ------------------------------------------------------------------------------ */
 
 #define CG_API_VERSION_MAJOR 2
-#define CG_API_VERSION_MINOR 0
+#define CG_API_VERSION_MINOR 1
 #define CG_API_VERSION_PATCH 0
 /* MAJOR * 10000 + MINOR * 100 + PATCH. A header and library with the same MAJOR are compatible.
  *
  * Changes
+ * - 2.1.0: cg_load_options gains mirror_view (at its end: a 2.0 caller's struct_size leaves it at
+ *   its default, -1, which behaves as 2.0 did).
  * - 2.0.0: the batch calls (cg_classify_files, cg_probabilities_files) take the capacity of every
  *   output array and report each image's failure as a status and a message (cg_item_status);
  *   cg_embed_files is new; cg_run_tensor takes the length of its input. Single-image classify calls
@@ -125,6 +127,8 @@ typedef struct cg_load_options {
     uint64_t max_image_bytes;     /* refuse larger encoded images (default 64 MiB) */
     float min_confidence;         /* cg_classify_*: return only genres at least this probable,
                                      0..1; none returned (*out_count 0) means "unsure". Default 0 */
+    int32_t mirror_view;          /* average each cover with its mirror image: -1 (default) as the
+                                     model file says, 0 off (half the work per cover), 1 on (2.1) */
 } cg_load_options;
 
 /* Defaults for cg_load_options. Any thread. */

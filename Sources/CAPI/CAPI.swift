@@ -44,7 +44,7 @@ public func cg_default_load_options() -> cg_load_options {
         max_tensors: UInt32(defaults.fileLimits.maxTensors), max_image_width: UInt32(defaults.imageLimits.maxWidth),
         max_image_height: UInt32(defaults.imageLimits.maxHeight), reserved: 0,
         max_image_pixels: UInt64(defaults.imageLimits.maxPixels), max_image_bytes: UInt64(defaults.imageLimits.maxFileBytes),
-        min_confidence: defaults.minConfidence)
+        min_confidence: defaults.minConfidence, mirror_view: -1)
 }
 
 // MARK: Loading

@@ -70,5 +70,10 @@ extension ModelOptions {
         imageLimits.maxPixels = Int(clamping: o.max_image_pixels)
         imageLimits.maxFileBytes = Int(clamping: o.max_image_bytes)
         minConfidence = o.min_confidence
+        switch o.mirror_view {
+        case -1: mirrorView = nil
+        case 0, 1: mirrorView = o.mirror_view == 1
+        default: throw CoverGenreError(.invalidArgument, "mirror_view is -1 (as the model says), 0 or 1, not \(o.mirror_view)")
+        }
     }
 }

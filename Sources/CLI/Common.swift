@@ -71,6 +71,9 @@ struct ModelArguments: ParsableArguments {
     @Option(help: "Threads per image (0 = every core).")
     var threads = 0
 
+    @Option(help: "Average each cover with its mirror image: model (as the model file says), on, or off (half the work per cover).")
+    var mirror = "model"
+
     var path: String {
         if let model { return model }
         if let env = getenv("COVERGENRE_MODEL") { return String(cString: env) }
@@ -81,6 +84,11 @@ struct ModelArguments: ParsableArguments {
         var options = ModelOptions()
         options.threads = threads
         options.minConfidence = Float(minConfidence)
+        switch mirror {
+        case "model": options.mirrorView = nil
+        case "on", "off": options.mirrorView = mirror == "on"
+        default: throw ValidationError("--mirror is model, on or off.")
+        }
         do {
             return try Model(path: path, options: options)
         } catch let error as CoverGenreError where error.code == .io && model == nil {

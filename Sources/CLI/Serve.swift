@@ -15,6 +15,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Port (0: any free port; the chosen one is printed).") var port = 8080
     @Option(help: "Folder of covers for /v1/similar, embedded once at start with the default model.") var index: String?
     @Option(help: "Threads per model call (0 = every core).") var threads = 0
+    @Option(help: "Average each cover with its mirror image: model (as each model file says), on, or off (half the work per cover).")
+    var mirror = "model"
     @Option(help: "Largest request body in bytes.") var maxBodyBytes = 32 << 20
     @Option(help: "Images per request.") var maxImages = 16
     @Option(help: "Requests served at once; beyond, 503 with Retry-After.") var maxInFlight = 64
@@ -27,6 +29,7 @@ struct Serve: AsyncParsableCommand {
         }
         guard timeout > 0, timeout.isFinite else { throw ValidationError("--timeout must be positive.") }
         guard threads >= 0 else { throw ValidationError("--threads must be 0 or more.") }
+        guard ["model", "on", "off"].contains(mirror) else { throw ValidationError("--mirror is model, on or off.") }
     }
 
     func run() async throws {
@@ -36,6 +39,7 @@ struct Serve: AsyncParsableCommand {
         c.port = port
         c.index = index
         c.threads = threads
+        c.mirrorView = mirror == "model" ? nil : mirror == "on"
         c.maxBodyBytes = maxBodyBytes
         c.maxImages = maxImages
         c.maxInFlight = maxInFlight

@@ -34,6 +34,11 @@ public struct ModelOptions: Sendable {
     /// `classify` returns only the genres at least this probable: none means "unsure". 0 (the
     /// default) returns the `top` genres whatever their probability.
     public var minConfidence: Float = 0
+    /// Average each cover's probabilities with its mirror image's: nil (the default) does what the
+    /// model file says; false halves the network's work per cover at a small cost in accuracy
+    /// (docs/results.md: 1.8 points on discogs5 test for the default model), true adds the mirror
+    /// view to a model trained without it.
+    public var mirrorView: Bool? = nil
 
     public init() {}
 
@@ -133,6 +138,7 @@ public final class Model: @unchecked Sendable {
             throw CoverGenreError(.invalidArgument, "min_confidence \(options.minConfidence) is outside 0...1")
         }
         self.minConfidence = options.minConfidence
+        self.views = options.mirrorView ?? description.preprocessing.flipAverage ? 2 : 1
         self.temperature = description.temperature
         // Exactly 1 when uncalibrated, so probabilities stay bit-identical to an uncalibrated softmax.
         self.inverseTemperature = Float(1 / description.temperature)
@@ -153,8 +159,8 @@ public final class Model: @unchecked Sendable {
     /// Length of `embedding(_:)`'s vector (0 when the model names no embedding).
     public var embeddingSize: Int { graph.embeddingSize }
     private var inputCount: Int { graph.inputShape.count }
-    /// Images run per cover: 2 when the model averages over the mirror image.
-    private var views: Int { description.preprocessing.flipAverage ? 2 : 1 }
+    /// Images run per cover: 2 when the cover's probabilities are averaged with its mirror image's.
+    public let views: Int
 
     // MARK: Single images
 

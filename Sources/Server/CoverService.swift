@@ -30,6 +30,7 @@ final class CoverService: Sendable {
         guard !configuration.models.isEmpty else { throw CoverGenreError(.invalidArgument, "no model to serve") }
         var options = ModelOptions()
         options.threads = configuration.threads
+        options.mirrorView = configuration.mirrorView
         var loaded: [LoadedModel] = []
         for (name, path) in configuration.models {
             guard !loaded.contains(where: { $0.name == name }) else {

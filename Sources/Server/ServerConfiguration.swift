@@ -9,6 +9,8 @@ public struct ServerConfiguration: Sendable {
     public var index: String?
     /// Threads per model call (0 = every core), as `ModelOptions.threads`.
     public var threads = 0
+    /// `ModelOptions.mirrorView` for every model (nil: as each model file says).
+    public var mirrorView: Bool? = nil
     /// Largest request body accepted (413 beyond).
     public var maxBodyBytes = 32 << 20
     /// Images per request (413 beyond).

@@ -67,6 +67,7 @@ class cg_load_options(ctypes.Structure):
         ("max_image_pixels", ctypes.c_uint64),
         ("max_image_bytes", ctypes.c_uint64),
         ("min_confidence", ctypes.c_float),
+        ("mirror_view", ctypes.c_int32),
     ]
 
 

@@ -130,6 +130,9 @@ class Model:
     ``source`` is a path to a .cgm file or the file's bytes (bytes, bytearray, memoryview; copied
     by the library); omitted, the default model (``covergenre.default_model_path()``). ``threads`` is the number of threads each call may use (0 = every core).
     The ``max_*`` keywords override the library's load limits (cg_load_options).
+    ``min_confidence`` makes ``classify`` return only genres at least that probable ([] = unsure);
+    ``mirror_view`` (None: as the model file says) turns averaging each cover with its mirror image
+    off (False: half the work per cover) or on (True).
 
     Images passed to ``classify``, ``probabilities`` and ``embed`` are a path (str or
     os.PathLike), encoded JPEG/PNG/WebP bytes (bytes, bytearray, memoryview), or a numpy uint8
@@ -142,7 +145,7 @@ class Model:
 
     def __init__(self, source=None, threads=0, verify_checksum=True, *, max_model_bytes=None, max_metadata_bytes=None,
                  max_tensors=None, max_image_width=None, max_image_height=None, max_image_pixels=None,
-                 max_image_bytes=None, min_confidence=None):
+                 max_image_bytes=None, min_confidence=None, mirror_view=None):
         self._handle = None
         self._cond = threading.Condition()
         self._active = 0
@@ -163,6 +166,12 @@ class Model:
             if not 0 <= float(min_confidence) <= 1:
                 raise ValueError("min_confidence must be between 0 and 1, not %r" % (min_confidence,))
             options.min_confidence = float(min_confidence)
+        if mirror_view is not None:
+            if not isinstance(mirror_view, bool):
+                raise TypeError("mirror_view is True, False or None (as the model file says), not %r" % (mirror_view,))
+            if lib.cg_api_version() < 20100:
+                raise OSError("mirror_view needs libcovergenre API 2.1 or later; this one is %d" % lib.cg_api_version())
+            options.mirror_view = int(mirror_view)
 
         handle = _lib.cg_model_p()
         if source is None:

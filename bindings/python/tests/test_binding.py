@@ -571,6 +571,35 @@ def test_min_confidence_leaves_only_sure_answers(small_model_path, images):
         Model(small_model_path, min_confidence=1.5)
 
 
+def test_mirror_view_option_overrides_the_model_file(small_model_path, images, tmp_path):
+    """mirror_view=False on a mirror-averaging model is exactly that model without the mirror view
+    in its file, and True on a model without it is exactly the mirror-averaging one."""
+    metadata, tensors = cgm.read(small_model_path)
+    files = {}
+    for flip in (True, False):
+        metadata["preprocess"]["flip_average"] = flip
+        files[flip] = tmp_path / ("flip-%s.cgm" % flip)
+        cgm.write(files[flip], metadata, tensors)
+    image = images["jpeg"]
+    with Model(files[True]) as mirrored, Model(files[False]) as plain, \
+            Model(files[True], mirror_view=False) as turned_off, Model(files[False], mirror_view=True) as turned_on:
+        assert list(turned_off.probabilities(image)) == list(plain.probabilities(image))
+        assert list(turned_on.probabilities(image)) == list(mirrored.probabilities(image))
+        assert list(turned_off.embed(image)) == list(plain.embed(image))
+        assert list(mirrored.probabilities(image)) != list(plain.probabilities(image))
+        assert [list(p) for p in turned_off.probabilities_files([image])] == [list(plain.probabilities(image))]
+    with pytest.raises(TypeError):
+        Model(files[True], mirror_view=2)
+    # The C API refuses values other than -1, 0 and 1 with a message.
+    lib = _lib.load()
+    options = lib.cg_default_load_options()
+    assert options.mirror_view == -1
+    options.mirror_view = 5
+    handle = _lib.cg_model_p()
+    status = lib.cg_model_load_with_options(str(files[True]).encode(), ctypes.byref(options), ctypes.byref(handle))
+    assert status != 0 and b"mirror_view" in lib.cg_last_error()
+
+
 def test_embed_files_match_single_calls(small_model, images, tmp_path):
     paths = [images["jpeg"], tmp_path / "missing.png", images["png"]]
     results = small_model.embed_files(paths, threads=2)
