@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-section() { printf '\n== %s ==\n' "$*"; }
+section() { printf '\n== %s == (%s)\n' "$*" "$(date -u +%T)"; }
 
 section "dependencies"
 scripts/setup.sh --system --python --browser
@@ -15,6 +15,7 @@ section "swift test"
 # (a debug copy of Hummingbird would add minutes and test nothing more).
 swift build --product CoverGenrePackageTests
 swift test --skip-build
+swift build --product covergenre-fuzz   # the fuzz harnesses' replay driver, used below
 
 section "release build"
 scripts/build.sh
@@ -117,3 +118,4 @@ section "python tests"
 # In CI every skip but the documented Spark one fails (bindings/python/tests/conftest.py).
 [ "${CI:-}" = true ] && export COVERGENRE_NO_SKIP=1
 .venv/bin/python -m pytest bindings/python/tests -q
+echo "scripts/test.sh: every section passed in $((SECONDS / 60)) min $((SECONDS % 60)) s"

@@ -65,8 +65,12 @@ package final class CoverIndex: Sendable {
         return Array(ranked.prefix(max(k, 0)))
     }
 
-    /// The absolute path of an indexed entry (only indexed files are ever named).
-    package func absolutePath(_ entry: Entry) -> String { Files.join(root, entry.path) }
+    /// The real path of an indexed entry, checked again now: a file replaced by a link leading out
+    /// of the folder since it was indexed gives nil.
+    package func currentPath(_ entry: Entry) -> String? {
+        guard let real = CoverIndex.realPath(Files.join(root, entry.path)), real.hasPrefix(root + "/") else { return nil }
+        return real
+    }
 
     /// Image files under `directory`, relative to `root`, sorted; hidden files, and anything whose
     /// real path is outside `root`, left out.

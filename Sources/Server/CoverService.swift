@@ -145,9 +145,12 @@ final class CoverService: Sendable {
     func indexFile(_ id: Int) throws -> (bytes: [UInt8], mediaType: String) {
         guard let index, index.entries.indices.contains(id) else { throw APIError(.notFound, "not_found", "no index entry \(id)") }
         let entry = index.entries[id]
+        guard let path = index.currentPath(entry) else {
+            throw APIError(.notFound, "not_found", "index entry \(id) is no longer a file inside the index folder")
+        }
         let bytes: [UInt8]
         do {
-            bytes = try Files.read(index.absolutePath(entry), maxBytes: configuration.maxBodyBytes)
+            bytes = try Files.read(path, maxBytes: configuration.maxBodyBytes)
         } catch let error as CoverGenreError {
             throw APIError(.notFound, "io", error.message)
         }

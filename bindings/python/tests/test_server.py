@@ -227,6 +227,24 @@ def test_similar_finds_the_indexed_cover_itself(server, covers, index_folder):
     assert server.post_image("/v1/similar?model=small", covers["png"], "image/png")[0] == 400
 
 
+def test_index_file_replaced_by_a_link_out_is_not_served(cli, tmp_path, covers):
+    """A file swapped for a link leading out of the folder after the index was built: 404."""
+    folder = tmp_path / "index"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(covers["jpeg"])
+    s = Server(cli, "-m", str(DEFAULT_MODEL), "--index", str(folder))
+    try:
+        assert s.request("GET", "/v1/index/0")[0] == 200
+        secret = tmp_path / "secret.jpg"
+        secret.write_bytes(b"not for the web")
+        (folder / "a.jpg").unlink()
+        os.symlink(secret, folder / "a.jpg")
+        status, _, answer = s.request("GET", "/v1/index/0")
+        assert status == 404 and "no longer" in answer["error"]["message"]
+    finally:
+        s.stop()
+
+
 @pytest.mark.parametrize("path, body, content_type, status, code", [
     ("/v1/classify", b"", "image/jpeg", 400, "invalid_argument"),
     ("/v1/classify", b"not an image at all", "image/jpeg", 422, "image_unsupported"),
