@@ -34,12 +34,18 @@ public indirect enum PickleValue {
 
 public final class PickleList {
     public var items: [PickleValue] = []
+    /// Levels of nesting inside it, itself included (see `RestrictedUnpickler.Limits.maxNesting`).
+    var depth = 1
+    /// Placed inside another value: from then on it may not change (its depth is final).
+    var nested = false
 }
 
 /// Dictionaries keep insertion order (PyTorch state dicts are OrderedDicts).
 public final class PickleDict {
     public var keys: [PickleValue] = []
     public var values: [PickleValue] = []
+    var depth = 1
+    var nested = false
 }
 
 /// Every list and dict one load makes. A hostile pickle can put a container inside itself (a
@@ -174,6 +180,10 @@ public struct RestrictedUnpickler {
         public var maxStack = 1 << 20
         public var maxMemo = 1 << 20
         public var maxStringBytes = 1 << 24
+        /// Values nested deeper are refused. Releasing a nested value recurses once per level, so
+        /// a 40 KB pickle of 37,000 nested tuples overflowed the stack (found by the torch fuzz
+        /// target); PyTorch checkpoints nest a few levels.
+        public var maxNesting = 256
         public init() {}
     }
 
@@ -248,48 +258,90 @@ public struct RestrictedUnpickler {
     }
 
     private mutating func run(_ containers: PickleContainers) throws -> PickleValue {
+        // Each stack and memo entry carries how deeply its value nests (0 for scalars), so every
+        // new tuple, list or dict knows its own depth without walking its items: tuples are
+        // built from finished items, and a list or dict may not change once it is inside another
+        // value (standard pickles fill a container before placing it), so depths never go stale.
         var stack: [PickleValue] = []
+        var depths: [Int] = []
         var marks: [Int] = []
-        var memo: [Int: PickleValue] = [:]
+        var memo: [Int: (value: PickleValue, depth: Int)] = [:]
 
-        func pop() throws -> PickleValue {
-            guard let v = stack.popLast() else { throw failure("stack underflow") }
+        func popWithDepth() throws -> (PickleValue, Int) {
+            guard let v = stack.popLast(), let d = depths.popLast() else { throw failure("stack underflow") }
             if case .mark = v { throw failure("unexpected MARK") }
-            return v
+            return (v, d)
         }
-        func popToMark() throws -> [PickleValue] {
+        func pop() throws -> PickleValue { try popWithDepth().0 }
+        func popToMark() throws -> (items: [PickleValue], depth: Int) {
             guard let m = marks.popLast(), m < stack.count, case .mark = stack[m] else { throw failure("no MARK") }
-            let items = Array(stack[(m + 1)...])
+            let items = Array(stack[(m + 1)...]), depth = depths[(m + 1)...].max() ?? 0
             stack.removeSubrange(m...)
-            return items
+            depths.removeSubrange(m...)
+            return (items, depth)
         }
-        func push(_ v: PickleValue) throws {
+        func push(_ v: PickleValue, depth: Int = 0) throws {
             guard stack.count < limits.maxStack else { throw failure("stack deeper than \(limits.maxStack)") }
+            guard depth <= limits.maxNesting else { throw failure("values nested deeper than \(limits.maxNesting) levels") }
             stack.append(v)
+            depths.append(depth)
+        }
+        /// Items about to be placed inside a new value: their containers are final from now on.
+        func seal(_ items: [PickleValue]) {
+            for item in items {
+                switch item {
+                case .list(let l): l.nested = true
+                case .dict(let d): d.nested = true
+                default: break
+                }
+            }
+        }
+        func pushTuple(_ items: [PickleValue], itemDepth: Int) throws {
+            seal(items)
+            try push(.tuple(items), depth: itemDepth + 1)
         }
         func remember(_ index: Int) throws {
             guard index >= 0, memo.count < limits.maxMemo || memo[index] != nil else { throw failure("memo larger than \(limits.maxMemo)") }
-            guard let top = stack.last else { throw failure("memoizing an empty stack") }
-            memo[index] = top
+            guard let top = stack.last, let d = depths.last else { throw failure("memoizing an empty stack") }
+            memo[index] = (top, d)
         }
         func recall(_ index: Int) throws {
-            guard let v = memo[index] else { throw failure("memo entry \(index) does not exist") }
-            try push(v)
+            guard let entry = memo[index] else { throw failure("memo entry \(index) does not exist") }
+            // A recalled list or dict carries its depth now (it may have been filled since).
+            switch entry.value {
+            case .list(let l): try push(entry.value, depth: l.depth)
+            case .dict(let d): try push(entry.value, depth: d.depth)
+            default: try push(entry.value, depth: entry.depth)
+            }
         }
         func top() throws -> PickleValue {
             guard let v = stack.last else { throw failure("stack underflow") }
             return v
         }
-        func setItems(_ dict: PickleValue, _ pairs: [PickleValue]) throws {
+        /// Raises the depth of the container on top of the stack after items of `itemDepth` went in.
+        func deepenTop(_ itemDepth: Int) throws {
+            guard let i = depths.indices.last else { throw failure("stack underflow") }
+            guard itemDepth + 1 <= limits.maxNesting else { throw failure("values nested deeper than \(limits.maxNesting) levels") }
+            depths[i] = max(depths[i], itemDepth + 1)
+        }
+        func setItems(_ dict: PickleValue, _ pairs: [PickleValue], itemDepth: Int) throws {
             guard case .dict(let d) = dict, pairs.count % 2 == 0 else { throw failure("SETITEMS on a non-dict") }
+            guard !d.nested else { throw failure("SETITEMS on a dict already placed inside another value") }
+            seal(pairs)
             for i in stride(from: 0, to: pairs.count, by: 2) {
                 d.keys.append(pairs[i])
                 d.values.append(pairs[i + 1])
             }
+            d.depth = max(d.depth, itemDepth + 1)
+            try deepenTop(itemDepth)
         }
-        func append(_ list: PickleValue, _ items: [PickleValue]) throws {
+        func append(_ list: PickleValue, _ items: [PickleValue], itemDepth: Int) throws {
             guard case .list(let l) = list else { throw failure("APPEND on a non-list") }
+            guard !l.nested else { throw failure("APPEND to a list already placed inside another value") }
+            seal(items)
             l.items += items
+            l.depth = max(l.depth, itemDepth + 1)
+            try deepenTop(itemDepth)
         }
 
         while true {
@@ -302,16 +354,30 @@ public struct RestrictedUnpickler {
             case 0x29: try push(.tuple([]))                                // EMPTY_TUPLE
             case 0x5D: try push(.list(containers.list()))                  // EMPTY_LIST
             case 0x7D: try push(.dict(containers.dict()))                  // EMPTY_DICT
-            case 0x74: try push(.tuple(try popToMark()))                   // TUPLE
-            case 0x85: try push(.tuple([try pop()]))                       // TUPLE1
-            case 0x86: let b = try pop(), a = try pop(); try push(.tuple([a, b]))
-            case 0x87: let c = try pop(), b = try pop(), a = try pop(); try push(.tuple([a, b, c]))
-            case 0x6C: let l = containers.list(); l.items = try popToMark(); try push(.list(l))   // LIST
-            case 0x64: let d = PickleValue.dict(containers.dict()); try setItems(d, try popToMark()); try push(d) // DICT
-            case 0x73: let v = try pop(), k = try pop(); try setItems(try top(), [k, v])                      // SETITEM
-            case 0x75: let items = try popToMark(); try setItems(try top(), items)                            // SETITEMS
-            case 0x61: let v = try pop(); try append(try top(), [v])                                         // APPEND
-            case 0x65: let items = try popToMark(); try append(try top(), items)                             // APPENDS
+            case 0x74: let m = try popToMark(); try pushTuple(m.items, itemDepth: m.depth)                   // TUPLE
+            case 0x85: let (a, da) = try popWithDepth(); try pushTuple([a], itemDepth: da)                // TUPLE1
+            case 0x86:                                                                                   // TUPLE2
+                let (b, db) = try popWithDepth(), (a, da) = try popWithDepth()
+                try pushTuple([a, b], itemDepth: max(da, db))
+            case 0x87:                                                                                   // TUPLE3
+                let (c, dc) = try popWithDepth(), (b, db) = try popWithDepth(), (a, da) = try popWithDepth()
+                try pushTuple([a, b, c], itemDepth: max(da, db, dc))
+            case 0x6C:                                                                                   // LIST
+                let m = try popToMark(), l = containers.list()
+                seal(m.items)
+                l.items = m.items
+                l.depth = m.depth + 1
+                try push(.list(l), depth: l.depth)
+            case 0x64:                                                                                   // DICT
+                let m = try popToMark(), d = containers.dict()
+                try push(.dict(d), depth: 1)
+                try setItems(.dict(d), m.items, itemDepth: m.depth)
+            case 0x73:                                                                                   // SETITEM
+                let (v, dv) = try popWithDepth(), (k, dk) = try popWithDepth()
+                try setItems(try top(), [k, v], itemDepth: max(dk, dv))
+            case 0x75: let m = try popToMark(); try setItems(try top(), m.items, itemDepth: m.depth)     // SETITEMS
+            case 0x61: let (v, dv) = try popWithDepth(); try append(try top(), [v], itemDepth: dv)        // APPEND
+            case 0x65: let m = try popToMark(); try append(try top(), m.items, itemDepth: m.depth)       // APPENDS
             case 0x4E: try push(.none)
             case 0x88: try push(.bool(true))
             case 0x89: try push(.bool(false))
@@ -342,13 +408,23 @@ public struct RestrictedUnpickler {
             case 0x68: try recall(Int(try byte()))                                  // BINGET
             case 0x6A: try recall(Int(try le(UInt32.self)))                         // LONG_BINGET
             case 0x52, 0x81:                                                        // REDUCE, NEWOBJ
-                let args = try pop(), callee = try pop()
-                try push(try call(callee, args, containers))
+                let (args, argsDepth) = try popWithDepth(), callee = try pop()
+                seal([args])
+                // The result may hold the arguments' values: it nests at most one level deeper.
+                let result = try call(callee, args, containers)
+                switch result {
+                case .list(let l): l.depth = max(l.depth, argsDepth + 1); try push(result, depth: l.depth)
+                case .dict(let d): d.depth = max(d.depth, argsDepth + 1); try push(result, depth: d.depth)
+                default: try push(result, depth: argsDepth + 1)
+                }
             case 0x62: _ = try pop()                                                // BUILD: state is not needed
-            case 0x51: try push(try resolvePersistentID(try pop()))                 // BINPERSID
+            case 0x51:                                                              // BINPERSID
+                let (id, depth) = try popWithDepth()
+                seal([id])
+                try push(try resolvePersistentID(id), depth: depth + 1)
             case 0x30: _ = try pop()                                                // POP
             case 0x31: _ = try popToMark()                                          // POP_MARK
-            case 0x32: guard let top = stack.last else { throw failure("DUP on empty stack") }; try push(top)
+            case 0x32: guard let top = stack.last, let d = depths.last else { throw failure("DUP on empty stack") }; try push(top, depth: d)
             default:
                 position -= 1
                 throw failure("opcode 0x\(String(opcode, radix: 16)) is not allowed in a checkpoint")

@@ -47,12 +47,39 @@ final class PickleTests: XCTestCase {
         // The same cycle popped off the stack before STOP returns None.
         let value = try load([0x80, 0x02, 0x5D, 0x71, 0x00, 0x68, 0x00, 0x61, 0x30, 0x4E, 0x2E])
         guard case .none = value else { return XCTFail("\(value)") }
-        // A list inside a list inside the first: still a cycle, refused.
-        assertRefused([0x80, 0x02, 0x5D, 0x71, 0x00, 0x5D, 0x68, 0x00, 0x61, 0x61, 0x2E], containing: "reference cycle")
+        // A list inside a list inside the first: refused (the first is changed after being nested).
+        assertRefused([0x80, 0x02, 0x5D, 0x71, 0x00, 0x5D, 0x68, 0x00, 0x61, 0x61, 0x2E], containing: "already placed inside")
         // Sharing without a cycle is fine: the same list twice in a tuple.
         let shared = try load([0x80, 0x02, 0x5D, 0x71, 0x00, 0x68, 0x00, 0x86, 0x2E])
         guard case .tuple(let items) = shared, case .list(let a) = items[0], case .list(let b) = items[1] else { return XCTFail() }
         XCTAssertTrue(a === b)
+    }
+
+    /// Values nested deeper than `maxNesting` are refused as they are built: releasing one
+    /// recurses once per level, and the torch fuzz target's 37,000 nested 1-tuples (a 38 KB
+    /// pickle, `fuzz/regressions/torch/crash-6117...`) overflowed the stack.
+    func testDeepNestingIsRefusedBeforeItCanOverflowTheStack() throws {
+        // None wrapped in 100,000 1-tuples (TUPLE1).
+        assertRefused([0x80, 0x02, 0x4E] + [UInt8](repeating: 0x85, count: 100_000) + [0x2E], containing: "nested deeper than 256")
+        // None wrapped in 50,000 lists (MARK ... LIST, innermost first).
+        let marks = [UInt8](repeating: 0x28, count: 50_000), lists = [UInt8](repeating: 0x6C, count: 50_000)
+        assertRefused([0x80, 0x02] + marks + [0x4E] + lists + [0x2E], containing: "nested deeper than 256")
+        // Shared pairs (DUP, TUPLE2): few bytes, exponentially many paths, still one level each.
+        assertRefused([0x80, 0x02, 0x4E] + Array([[UInt8]](repeating: [0x32, 0x86], count: 1_000).joined()) + [0x2E],
+                      containing: "nested deeper than 256")
+        // Lists filled top-down through the memo (a list changed after being nested) are refused:
+        // their depth could no longer be known without walking them.
+        assertRefused([0x80, 0x02, 0x5D, 0x71, 0x00, 0x5D, 0x71, 0x01, 0x61, 0x68, 0x01, 0x5D, 0x61, 0x30, 0x68, 0x00, 0x2E],
+                      containing: "already placed inside")
+        // 200 levels are fine, and come back as built.
+        var value = try load([0x80, 0x02, 0x4B, 0x07] + [UInt8](repeating: 0x85, count: 200) + [0x2E])
+        var levels = 0
+        while case .tuple(let items) = value {
+            levels += 1
+            value = items[0]
+        }
+        XCTAssertEqual(levels, 200)
+        XCTAssertEqual(value.int, 7)
     }
 
     func testCodeExecutionGlobalsAreRefused() {
