@@ -21,10 +21,16 @@ struct APIError: Error {
 
     /// The library's error for one image: the input's fault (422) unless the library itself failed.
     init(_ error: CoverGenreError) {
-        switch error.code {
-        case .outOfMemory, .internal: self.init(.internalServerError, APIError.name(error.code), error.message)
-        case .limitExceeded, .imageTooLarge: self.init(.contentTooLarge, APIError.name(error.code), error.message)
-        default: self.init(.unprocessableContent, APIError.name(error.code), error.message)
+        let name = APIError.name(error.code)
+        self.init(APIError.status(forImageError: name), name, error.message)
+    }
+
+    /// The status of a failed image, from its error code's name.
+    static func status(forImageError name: String) -> HTTPResponse.Status {
+        switch name {
+        case "out_of_memory", "internal": return .internalServerError
+        case "limit_exceeded", "image_too_large": return .contentTooLarge
+        default: return .unprocessableContent
         }
     }
 

@@ -132,12 +132,11 @@ struct API: Sendable {
             case .success(let body):
                 metrics.images.increment(by: Int64(images.count))
                 // Every image failed: the request as a whole is unprocessable, with each image's error.
-                if let results = body["results"]?.array, !results.isEmpty, results.allSatisfy({ $0["error"] != nil }) {
-                    let first = APIError(.unprocessableContent, results[0]["error"]?["code"]?.string ?? "image_decode",
-                                         results[0]["error"]?["message"]?.string ?? "")
+                if let results = body["results"]?.array, let first = results.first?["error"], results.allSatisfy({ $0["error"] != nil }) {
                     var all = body.object ?? [:]
-                    all["error"] = first.json
-                    return json(.object(all), status: results.count == 1 ? APIError(singleImageError: results[0]).status : .unprocessableContent)
+                    all["error"] = first
+                    let code = first["code"]?.string ?? ""
+                    return json(.object(all), status: results.count == 1 ? APIError.status(forImageError: code) : .unprocessableContent)
                 }
                 return json(body)
             case .failure(let e): return error(e)
@@ -195,16 +194,6 @@ struct API: Sendable {
             throw APIError(.badRequest, "invalid_argument", "\(key) must be an integer from \(range.lowerBound) to \(range.upperBound), not \"\(text)\"")
         }
         return value
-    }
-}
-
-extension APIError {
-    /// The status a lone failed image's error maps to (its code decides: 413 for limits, 422 else).
-    init(singleImageError result: JSON) {
-        let code = result["error"]?["code"]?.string ?? ""
-        let status: HTTPResponse.Status = code == "limit_exceeded" || code == "image_too_large" ? .contentTooLarge
-            : code == "out_of_memory" || code == "internal" ? .internalServerError : .unprocessableContent
-        self.init(status, code, result["error"]?["message"]?.string ?? "")
     }
 }
 
