@@ -62,12 +62,12 @@ struct API: Sendable {
         router.post("/v1/classify") { request, _ in
             try await compute(request) { images, model in
                 let topK = try query(request, "top_k", default: 3, range: 1...model.model.classCount)
-                return { ["model": .string(model.name), "results": .array(service.classify(images, model: model, topK: topK))] }
+                return { service.classify(images, model: model, topK: topK) }
             }
         }
         router.post("/v1/embed") { request, _ in
             try await compute(request) { images, model in
-                { ["model": .string(model.name), "results": .array(service.embed(images, model: model))] }
+                { service.embed(images, model: model) }
             }
         }
         router.post("/v1/similar") { request, _ in
@@ -79,7 +79,7 @@ struct API: Sendable {
                 guard service.index != nil else {
                     throw APIError(.notFound, "no_index", "this server has no index of covers: start it with --index FOLDER")
                 }
-                return { ["model": .string(model.name), "results": .array(try service.similar(images, k: k))] }
+                return { try service.similar(images, k: k) }
             }
         }
         router.get("/v1/models") { _, _ in json(service.modelsJSON) }
@@ -107,8 +107,10 @@ struct API: Sendable {
     }
 
     /// A compute request: bounded in flight, body read within its limit, images split out, the
-    /// model chosen, then `prepare`'s work run on a compute lane. Every failure is a JSON error.
-    func compute(_ request: Request, prepare: ([CoverService.Image], CoverService.LoadedModel) throws -> @Sendable () throws -> JSON)
+    /// model chosen, then `prepare`'s work run on a compute lane; the answer is the model's name and
+    /// each image's result. Every failure is a JSON error.
+    func compute(_ request: Request,
+                 prepare: ([CoverService.Image], CoverService.LoadedModel) throws -> @Sendable () throws -> [CoverService.ImageResult])
         async throws -> Response {
         guard inFlight.enter() else {
             metrics.rejected.increment()
@@ -120,7 +122,7 @@ struct API: Sendable {
             let images = try await readImages(request)
             let work = try prepare(images, model)
             let queued = Clock.seconds, timeout = configuration.timeoutSeconds
-            let outcome: Result<JSON, APIError> = await lanes.run {
+            let outcome: Result<[CoverService.ImageResult], APIError> = await lanes.run {
                 guard Clock.seconds - queued <= timeout else {
                     return .failure(APIError(.serviceUnavailable, "timeout", "the request waited \(Int(timeout)) s for a compute thread", retryAfter: 1))
                 }
@@ -129,16 +131,16 @@ struct API: Sendable {
                 }
             }
             switch outcome {
-            case .success(let body):
+            case .success(let results):
                 metrics.images.increment(by: Int64(images.count))
+                var body: [String: JSON] = ["model": .string(model.name), "results": .array(results.map(\.json))]
                 // Every image failed: the request as a whole is unprocessable, with each image's error.
-                if let results = body["results"]?.array, let first = results.first?["error"], results.allSatisfy({ $0["error"] != nil }) {
-                    var all = body.object ?? [:]
-                    all["error"] = first
-                    let code = first["code"]?.string ?? ""
-                    return json(.object(all), status: results.count == 1 ? APIError.status(forImageError: code) : .unprocessableContent)
+                let failures = results.compactMap(\.failure)
+                if let first = failures.first, failures.count == results.count {
+                    body["error"] = first.json
+                    return json(.object(body), status: results.count == 1 ? first.status : .unprocessableContent)
                 }
-                return json(body)
+                return json(.object(body))
             case .failure(let e): return error(e)
             }
         } catch let e as APIError {

@@ -67,47 +67,53 @@ final class CoverService: Sendable {
         return found
     }
 
-    /// Per image: the `topK` genres with calibrated probabilities, or the library's error.
-    func classify(_ images: [Image], model m: LoadedModel, topK: Int) -> [JSON] {
-        run(images, model: m.model, output: .probabilities).map { name, result in
-            switch result {
-            case .success(let p):
-                return ["name": .string(name), "genres": .array(m.model.predictions(p, top: topK).map {
-                    ["label": .string($0.label), "probability": JSON($0.probability)]
-                })]
-            case .failure(let error): return ["name": .string(name), "error": APIError(error).json]
+    /// One image's answer: its fields (genres, embedding or similar covers), or the library's
+    /// error for that image.
+    struct ImageResult: Sendable {
+        let name: String
+        let outcome: Result<[String: JSON], APIError>
+
+        var failure: APIError? { if case .failure(let e) = outcome { e } else { nil } }
+
+        var json: JSON {
+            switch outcome {
+            case .success(var fields):
+                fields["name"] = .string(name)
+                return .object(fields)
+            case .failure(let error): return ["name": .string(name), "error": error.json]
             }
         }
     }
 
-    func embed(_ images: [Image], model m: LoadedModel) -> [JSON] {
-        run(images, model: m.model, output: .embedding).map { name, result in
-            switch result {
-            case .success(let v): return ["name": .string(name), "embedding": JSON(v)]
-            case .failure(let error): return ["name": .string(name), "error": APIError(error).json]
-            }
+    /// Per image: the `topK` genres with calibrated probabilities.
+    func classify(_ images: [Image], model m: LoadedModel, topK: Int) -> [ImageResult] {
+        run(images, model: m.model, output: .probabilities) { p in
+            ["genres": .array(m.model.predictions(p, top: topK).map { ["label": .string($0.label), "probability": JSON($0.probability)] })]
         }
     }
 
-    func similar(_ images: [Image], k: Int) throws -> [JSON] {
+    /// Per image: its embedding.
+    func embed(_ images: [Image], model m: LoadedModel) -> [ImageResult] {
+        run(images, model: m.model, output: .embedding) { v in ["embedding": JSON(v)] }
+    }
+
+    /// Per image: the `k` indexed covers nearest to it.
+    func similar(_ images: [Image], k: Int) throws -> [ImageResult] {
         guard let index else {
             throw APIError(.notFound, "no_index", "this server has no index of covers: start it with --index FOLDER")
         }
-        return run(images, model: models[0].model, output: .embedding).map { name, result in
-            switch result {
-            case .success(let v):
-                return ["name": .string(name), "similar": .array(index.nearest(v, k: k).map { found in
-                    ["path": .string(found.entry.path), "similarity": .number(found.similarity), "url": .string("/v1/index/\(found.id)")]
-                })]
-            case .failure(let error): return ["name": .string(name), "error": APIError(error).json]
-            }
+        return run(images, model: models[0].model, output: .embedding) { v in
+            ["similar": .array(index.nearest(v, k: k).map { found in
+                ["path": .string(found.entry.path), "similarity": .number(found.similarity), "url": .string("/v1/index/\(found.id)")]
+            })]
         }
     }
 
     enum Output { case probabilities, embedding }
 
     /// One image: the model's own threads work on it; several: the batch call, one thread per image.
-    private func run(_ images: [Image], model: Model, output: Output) -> [(String, Result<[Float], CoverGenreError>)] {
+    /// `answer` turns an image's output into its fields.
+    private func run(_ images: [Image], model: Model, output: Output, answer: ([Float]) -> [String: JSON]) -> [ImageResult] {
         let results: [Result<[Float], CoverGenreError>]
         if images.count == 1 {
             results = [Result { () throws(CoverGenreError) -> [Float] in
@@ -120,7 +126,9 @@ final class CoverService: Sendable {
             let inputs = images.map { ImageInput.bytes($0.bytes) }
             results = output == .probabilities ? model.probabilities(batch: inputs) : model.embeddings(batch: inputs)
         }
-        return Array(zip(images.map(\.name), results))
+        return zip(images, results).map { image, result in
+            ImageResult(name: image.name, outcome: result.map(answer).mapError { APIError($0) })
+        }
     }
 
     /// GET /v1/models.
