@@ -383,11 +383,25 @@ public final class Model: @unchecked Sendable {
     private func runViews(_ image: RGBImage, threads: Int, _ add: (ExecutionContext) -> Void) throws {
         func run() throws {
             try pool.withContext(batch: 1, threads: threads) { context in
-                for v in 0..<views {
-                    try preprocess(image, mirror: v == 1, into: context.input)
+                guard views == 2 else {
+                    try preprocess(image, into: context.input)
                     context.run()
                     add(context)
+                    return
                 }
+                // The mirror view is the plain view with its columns reversed, bit for bit (the
+                // resampler mirrors by where it stores columns, and normalization is per pixel), so
+                // the image is resampled once and the mirror made by a copy. The network may use its
+                // input buffer as scratch, so the plain view is kept aside.
+                let plain = UnsafeMutablePointer<Float>.allocate(capacity: inputCount)
+                defer { plain.deallocate() }
+                try preprocess(image, into: plain)
+                context.input.update(from: plain, count: inputCount)
+                context.run()
+                add(context)
+                ImageResampler.mirrorColumns(plain, width: inputWidth, height: inputHeight, into: context.input)
+                context.run()
+                add(context)
             }
         }
         // A call is in progress for the scheduler from before it waits for a context: calls queued

@@ -17,6 +17,21 @@ public enum ImageResampler {
         if status != 0 { throw CoverGenreError(.invalidArgument, "cannot resample region \(region) of a \(image.width)x\(image.height) image") }
     }
 
+    /// `source` (height x width RGB floats, NHWC) with its columns in reverse order: what
+    /// `resample(mirror: true)` writes, bit for bit, from `resample(mirror: false)`'s output.
+    public static func mirrorColumns(_ source: UnsafePointer<Float>, width: Int, height: Int,
+                                     into output: UnsafeMutablePointer<Float>) {
+        for y in 0..<height {
+            let from = source + y * width * 3, to = output + y * width * 3
+            for x in 0..<width {
+                let o = (width - 1 - x) * 3
+                to[o] = from[3 * x]
+                to[o + 1] = from[3 * x + 1]
+                to[o + 2] = from[3 * x + 2]
+            }
+        }
+    }
+
     /// x = (x / 255 - mean) / std per channel, in place.
     public static func normalize(_ pixels: UnsafeMutablePointer<Float>, count: Int, mean: [Float], std: [Float]) {
         let scale = (0..<3).map { 1 / (255 * std[$0]) }

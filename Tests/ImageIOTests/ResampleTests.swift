@@ -58,6 +58,22 @@ final class ResampleTests: XCTestCase {
         XCTAssertEqual(mirrored.map { Int($0) }, [30, 30, 30, 20, 20, 20, 10, 10, 10, 0, 0, 0])
     }
 
+    func testMirroringTheOutputEqualsResamplingMirrored() throws {
+        // The engine makes a flip-averaging model's mirror view by reversing the plain view's
+        // columns; that must be the resampler's mirrored output exactly, for any region.
+        var generator = SystemRandomNumberGenerator()
+        let (w, h, outW, outH) = (37, 29, 17, 13)
+        let image = RGBImage(width: w, height: h, rgb: (0..<w * h * 3).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        for region in [(0.0, 0.0, 37.0, 29.0), (3.3, 2.1, 30.5, 25.2), (10.0, 0.5, 5.0, 28.0)] {
+            var plain = [Float](repeating: 0, count: outW * outH * 3), mirrored = plain, flipped = plain
+            try ImageResampler.resample(image, region: region, width: outW, height: outH, into: &plain)
+            try ImageResampler.resample(image, region: region, width: outW, height: outH, mirror: true, into: &mirrored)
+            ImageResampler.mirrorColumns(plain, width: outW, height: outH, into: &flipped)
+            XCTAssertEqual(flipped, mirrored, "region \(region)")
+            XCTAssertNotEqual(flipped, plain)
+        }
+    }
+
     func testNormalizeUsesMeanAndStd() {
         var pixels: [Float] = [0, 127.5, 255]
         ImageResampler.normalize(&pixels, count: 1, mean: [0, 0.5, 1], std: [0.5, 0.25, 2])
