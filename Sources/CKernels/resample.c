@@ -44,6 +44,41 @@ static void cgk_filter_weights(int32_t in_size, double start, double region, int
     }
 }
 
+// Vertical pass: output row j of the 8-bit source rows' columns [col_lo, col_lo + cols), as floats.
+// Contiguous across the row, so it vectorizes (widening loads and multiply-adds).
+CGK_MULTIVERSION
+static void cgk_resample_vertical(const uint8_t *src, ptrdiff_t src_stride, int32_t col_lo, int32_t cols, cgk_span s,
+                                  const float *w, float *dst) {
+    const int32_t n = cols * 3;
+    for (int32_t k = 0; k < n; k++) dst[k] = 0.0f;
+    for (int32_t t = 0; t < s.count; t++) {
+        const uint8_t *line = src + (ptrdiff_t)(s.first + t) * src_stride + (ptrdiff_t)col_lo * 3;
+        const float wt = w[t];
+        for (int32_t k = 0; k < n; k++) dst[k] += wt * (float)line[k];
+    }
+}
+
+// Horizontal pass over one vertically filtered row: output pixel i (stored at out_w - 1 - i when mirroring).
+CGK_MULTIVERSION
+static void cgk_resample_horizontal(const float *row, int32_t col_lo, const cgk_span *spans, const float *weights,
+                                    int32_t taps, int32_t out_w, int mirror, float *dst) {
+    for (int32_t i = 0; i < out_w; i++) {
+        const cgk_span s = spans[i];
+        const float *w = weights + (ptrdiff_t)i * taps;
+        const float *p = row + (ptrdiff_t)(s.first - col_lo) * 3;
+        float r = 0.0f, g = 0.0f, b = 0.0f;
+        for (int32_t t = 0; t < s.count; t++) {
+            r += w[t] * p[3 * t];
+            g += w[t] * p[3 * t + 1];
+            b += w[t] * p[3 * t + 2];
+        }
+        const int32_t o = mirror ? out_w - 1 - i : i;
+        dst[3 * o] = r;
+        dst[3 * o + 1] = g;
+        dst[3 * o + 2] = b;
+    }
+}
+
 int cgk_resample_rgb(const uint8_t *src, int32_t src_w, int32_t src_h, ptrdiff_t src_stride, double x0, double y0,
                      double region_w, double region_h, int32_t out_w, int32_t out_h, int mirror, float *out) {
     if (src == NULL || out == NULL || src_w <= 0 || src_h <= 0 || out_w <= 0 || out_h <= 0 || !(region_w > 0.0) ||
@@ -57,7 +92,7 @@ int cgk_resample_rgb(const uint8_t *src, int32_t src_w, int32_t src_h, ptrdiff_t
     float *weights_x = (float *)malloc(sizeof(float) * (size_t)out_w * taps_x);
     float *weights_y = (float *)malloc(sizeof(float) * (size_t)out_h * taps_y);
     int status = 0;
-    float *rows = NULL;
+    float *row = NULL;
     if (spans_x == NULL || spans_y == NULL || weights_x == NULL || weights_y == NULL) {
         status = -2;
         goto done;
@@ -65,50 +100,29 @@ int cgk_resample_rgb(const uint8_t *src, int32_t src_w, int32_t src_h, ptrdiff_t
     cgk_filter_weights(src_w, x0, region_w, out_w, taps_x, spans_x, weights_x);
     cgk_filter_weights(src_h, y0, region_h, out_h, taps_y, spans_y, weights_y);
 
-    // Horizontal pass over just the source rows the vertical pass will read.
-    const int32_t row_lo = spans_y[0].first;
-    const int32_t row_hi = spans_y[out_h - 1].first + spans_y[out_h - 1].count;
-    const int32_t row_count = row_hi - row_lo;
-    rows = (float *)malloc(sizeof(float) * (size_t)row_count * out_w * 3);
-    if (rows == NULL) {
+    // Vertical pass first, on the 8-bit rows and only the columns the horizontal pass reads: a
+    // shrinking resize then filters out_h rows horizontally (scalar per pixel) instead of every
+    // source row the region touches. One row of the intermediate at a time, so it stays in L1/L2.
+    int32_t col_lo = spans_x[0].first, col_hi = spans_x[0].first + spans_x[0].count;
+    for (int32_t i = 1; i < out_w; i++) {
+        if (spans_x[i].first < col_lo) col_lo = spans_x[i].first;
+        if (spans_x[i].first + spans_x[i].count > col_hi) col_hi = spans_x[i].first + spans_x[i].count;
+    }
+    const int32_t cols = col_hi - col_lo;
+    row = (float *)malloc(sizeof(float) * (size_t)cols * 3);
+    if (row == NULL) {
         status = -2;
         goto done;
     }
-    for (int32_t y = 0; y < row_count; y++) {
-        const uint8_t *line = src + (ptrdiff_t)(row_lo + y) * src_stride;
-        float *dst = rows + (ptrdiff_t)y * out_w * 3;
-        for (int32_t i = 0; i < out_w; i++) {
-            const cgk_span s = spans_x[i];
-            const float *w = weights_x + (ptrdiff_t)i * taps_x;
-            float r = 0.0f, g = 0.0f, b = 0.0f;
-            for (int32_t t = 0; t < s.count; t++) {
-                const uint8_t *p = line + (ptrdiff_t)(s.first + t) * 3;
-                r += w[t] * p[0];
-                g += w[t] * p[1];
-                b += w[t] * p[2];
-            }
-            const int32_t o = mirror ? out_w - 1 - i : i;
-            dst[3 * o] = r;
-            dst[3 * o + 1] = g;
-            dst[3 * o + 2] = b;
-        }
-    }
     for (int32_t j = 0; j < out_h; j++) {
-        const cgk_span s = spans_y[j];
-        const float *w = weights_y + (ptrdiff_t)j * taps_y;
-        float *dst = out + (ptrdiff_t)j * out_w * 3;
-        for (int32_t k = 0; k < out_w * 3; k++) dst[k] = 0.0f;
-        for (int32_t t = 0; t < s.count; t++) {
-            const float *line = rows + (ptrdiff_t)(s.first - row_lo + t) * out_w * 3;
-            const float wt = w[t];
-            for (int32_t k = 0; k < out_w * 3; k++) dst[k] += wt * line[k];
-        }
+        cgk_resample_vertical(src, src_stride, col_lo, cols, spans_y[j], weights_y + (ptrdiff_t)j * taps_y, row);
+        cgk_resample_horizontal(row, col_lo, spans_x, weights_x, taps_x, out_w, mirror, out + (ptrdiff_t)j * out_w * 3);
     }
 done:
     free(spans_x);
     free(spans_y);
     free(weights_x);
     free(weights_y);
-    free(rows);
+    free(row);
     return status;
 }

@@ -392,9 +392,8 @@ public final class Model: @unchecked Sendable {
                 // The mirror view is the plain view with its columns reversed, bit for bit (the
                 // resampler mirrors by where it stores columns, and normalization is per pixel), so
                 // the image is resampled once and the mirror made by a copy. The network may use its
-                // input buffer as scratch, so the plain view is kept aside.
-                let plain = UnsafeMutablePointer<Float>.allocate(capacity: inputCount)
-                defer { plain.deallocate() }
+                // input buffer as scratch, so the plain view is kept aside in the context.
+                let plain = try context.spareInput()
                 try preprocess(image, into: plain)
                 context.input.update(from: plain, count: inputCount)
                 context.run()

@@ -73,6 +73,8 @@ public final class ExecutionContext: @unchecked Sendable {
     private let buffers: [FloatBuffer]
     private let values: [UnsafeMutablePointer<Float>]
     private let scratch: FloatBuffer?
+    /// One image's input, made on first use; see `spareInput()`.
+    private var spare: FloatBuffer?
 
     public init(graph: CompiledGraph, batch: Int, threads: Int) throws {
         precondition(batch > 0 && threads > 0)
@@ -101,7 +103,20 @@ public final class ExecutionContext: @unchecked Sendable {
     }
 
     /// Bytes of activations and scratch this context holds.
-    public var byteCount: Int { (buffers.reduce(0) { $0 + $1.count } + (scratch?.count ?? 0)) * 4 }
+    public var byteCount: Int { (buffers.reduce(0) { $0 + $1.count } + (scratch?.count ?? 0) + (spare?.count ?? 0)) * 4 }
+
+    /// Room for one more input image, kept with the context: for a caller that makes a second
+    /// view from the first (a flip-averaging model's mirror) while the graph may use `input` as
+    /// scratch. Kept rather than allocated per call: an image's input is above malloc's mmap
+    /// threshold, so a fresh buffer each call cost page faults that outweighed what it saved.
+    public func spareInput() throws -> UnsafeMutablePointer<Float> {
+        if let spare { return spare.pointer }
+        guard let buffer = FloatBuffer(uninitializedCount: graph.inputShape.count) else {
+            throw CoverGenreError(.outOfMemory, "cannot allocate \(graph.inputShape.count * 4) bytes for a second view")
+        }
+        spare = buffer
+        return buffer.pointer
+    }
 
     /// Where the caller writes the `batch` preprocessed input images (NHWC).
     public var input: UnsafeMutablePointer<Float> { values[0] }
