@@ -21,17 +21,13 @@ struct APIError: Error {
 
     /// The library's error for one image: the input's fault (422) unless the library itself failed.
     init(_ error: CoverGenreError) {
-        let name = APIError.name(error.code)
-        self.init(APIError.status(forImageError: name), name, error.message)
-    }
-
-    /// The status of a failed image, from its error code's name.
-    static func status(forImageError name: String) -> HTTPResponse.Status {
-        switch name {
-        case "out_of_memory", "internal": return .internalServerError
-        case "limit_exceeded", "image_too_large": return .contentTooLarge
-        default: return .unprocessableContent
+        let status: HTTPResponse.Status
+        switch error.code {
+        case .outOfMemory, .internal: status = .internalServerError
+        case .limitExceeded, .imageTooLarge: status = .contentTooLarge
+        default: status = .unprocessableContent
         }
+        self.init(status, APIError.name(error.code), error.message)
     }
 
     var json: JSON { ["code": .string(code), "message": .string(message)] }
