@@ -44,7 +44,7 @@ let package = Package(
         .target(name: "Inference", dependencies: ["Graph", "Kernels", "ModelFormat", "SystemIO"]),
         .target(name: "CoverGenre", dependencies: ["Graph", "ImageIO", "Inference", "Kernels", "ModelFormat", "SystemIO"]),
         .systemLibrary(name: "CCoverGenreAPI"),
-        .target(name: "CAPI", dependencies: ["CCoverGenreAPI", "CoverGenre", "Graph", "ImageIO", "ModelFormat", "SystemIO"]),
+        .target(name: "CAPI", dependencies: ["CCoverGenreAPI", "CKernels", "CoverGenre", "Graph", "ImageIO", "ModelFormat", "SystemIO"]),
         // libFuzzer harnesses (fuzz/run.sh builds them with -sanitize=fuzzer,address -D FUZZING).
         .executableTarget(name: "Fuzz", dependencies: [
             "CoverGenre", "DataPrep", "ImageIO", "Importers", "ModelFormat", "SystemIO", "Training",

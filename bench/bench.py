@@ -65,7 +65,9 @@ def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     flags = next((l for l in open("/proc/cpuinfo") if l.startswith("flags")), "")
     isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
-    return "%s, %d cores, %s, %s" % (cpu, os.cpu_count(), isa, platform.platform())
+    import covergenre
+    return "%s, %d cores, %s, %s; CoverGenre kernel variant: %s" % (
+        cpu, os.cpu_count(), isa, platform.platform(), covergenre.kernel_variant())
 
 
 def models():

@@ -58,11 +58,12 @@ extern "C" {
 /* ---- Version ------------------------------------------------------------------------------ */
 
 #define CG_API_VERSION_MAJOR 2
-#define CG_API_VERSION_MINOR 1
+#define CG_API_VERSION_MINOR 2
 #define CG_API_VERSION_PATCH 0
 /* MAJOR * 10000 + MINOR * 100 + PATCH. A header and library with the same MAJOR are compatible.
  *
  * Changes
+ * - 2.2.0: cg_kernel_variant is new.
  * - 2.1.0: cg_load_options gains mirror_view (at its end: a 2.0 caller's struct_size leaves it at
  *   its default, -1, which behaves as 2.0 did).
  * - 2.0.0: the batch calls (cg_classify_files, cg_probabilities_files) take the capacity of every
@@ -79,6 +80,12 @@ uint32_t cg_api_version(void);
 
 /* The library's release, e.g. "0.1.0". Static string. Any thread. */
 const char *cg_version_string(void);
+
+/* The instruction-set variant the kernels run in this process: "avx512", "avx2" or "generic".
+ * The best the CPU executes, unless the environment variable COVERGENRE_ISA names a lower one
+ * (for tests and benchmarks); decided on first use and fixed for the process. Static string. Any
+ * thread. */
+const char *cg_kernel_variant(void);
 
 /* ---- Errors ------------------------------------------------------------------------------- */
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing CoverGenre need, and skips what is already there:
 #   --system   Debian packages: OpenBLAS, libjpeg, libpng, libwebp (-dev), pkg-config, valgrind,
-#              cmake and patchelf (prefix installs and wheels)
+#              cmake and patchelf (prefix installs and wheels), SIMDe (the AVX-512 emulation test)
 #   --python   a virtual environment in .venv with the test-only Python packages
 #   --browser  Debian's Chromium and its WebDriver (the web page's test) and wrk (load figures)
 # Safe to run again; run by scripts/classify.sh and scripts/test.sh.
@@ -31,7 +31,7 @@ install_debian() { # PACKAGE...
     fi
 }
 if [ "$want_system" = 1 ]; then
-    install_debian libopenblas-dev libjpeg-dev libpng-dev libwebp-dev libcurl4-openssl-dev pkg-config valgrind cmake patchelf
+    install_debian libopenblas-dev libjpeg-dev libpng-dev libwebp-dev libcurl4-openssl-dev pkg-config valgrind cmake patchelf libsimde-dev
 fi
 if [ "$want_browser" = 1 ]; then
     install_debian chromium chromium-driver wrk

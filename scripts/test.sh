@@ -17,6 +17,26 @@ swift build --product CoverGenrePackageTests
 swift test --skip-build
 swift build --product covergenre-fuzz   # the fuzz harnesses' replay driver, used below
 
+section "kernel variants"
+# Kernels are compiled for AVX-512, AVX2 and the baseline (Sources/CKernels/kernel_internal.h); the
+# run above used the best this CPU executes. The kernel, inference and resampling tests run again
+# under every lower variant (COVERGENRE_ISA); each run prints the variant it tested.
+best=$(swift test --skip-build --filter InstructionSetTests 2>&1 | sed -n 's/^kernel variant: .*executes up to \([a-z0-9]*\);.*/\1/p' | head -1)
+[ -n "$best" ] || { echo "could not tell which kernel variants this CPU executes" >&2; exit 1; }
+lower_variants=$(case "$best" in avx512) echo "avx2 generic" ;; avx2) echo "generic" ;; *) echo "" ;; esac)
+echo "this CPU executes up to the $best variant; testing again under: ${lower_variants:-nothing lower}"
+[ "$best" = avx512 ] || echo "avx512: not executed here (this CPU lacks AVX-512); its GEMM kernel's logic is tested under emulation below"
+for variant in $lower_variants; do
+    COVERGENRE_ISA=$variant swift test --skip-build --filter 'KernelsTests|InferenceTests|ResampleTests' 2>&1 |
+        grep -E '^kernel variant:|Executed [0-9]+ tests|error:|failed' | tail -3
+    [ "${PIPESTATUS[0]}" = 0 ] || { echo "kernel tests failed under COVERGENRE_ISA=$variant" >&2; exit 1; }
+done
+# The AVX-512 GEMM kernel with its intrinsics mapped to SIMDe's portable code (libsimde-dev).
+swift_clang="$(dirname "$(readlink -f "$(command -v swift)")")/clang"
+"$swift_clang" -O1 -Wno-psabi -ISources/CKernels -ISources/CKernels/include Tests/c/avx512_emulated.c \
+    Sources/CKernels/gemm.c Sources/CKernels/isa.c Sources/CKernels/storage.c -o .build/avx512_emulated -lm
+.build/avx512_emulated
+
 section "release build"
 scripts/build.sh
 
@@ -118,4 +138,9 @@ section "python tests"
 # In CI every skip but the documented Spark one fails (bindings/python/tests/conftest.py).
 [ "${CI:-}" = true ] && export COVERGENRE_NO_SKIP=1
 .venv/bin/python -m pytest bindings/python/tests -q
+# Whole models against ONNX Runtime again under every lower kernel variant (see "kernel variants").
+for variant in $lower_variants; do
+    echo "ONNX Runtime parity with COVERGENRE_ISA=$variant:"
+    COVERGENRE_ISA=$variant .venv/bin/python -m pytest bindings/python/tests/test_parity_onnx.py -q
+done
 echo "scripts/test.sh: every section passed in $((SECONDS / 60)) min $((SECONDS % 60)) s"

@@ -1,4 +1,5 @@
 import CCoverGenreAPI
+import CKernels
 import CoverGenre
 import Graph
 import ImageIO
@@ -19,6 +20,9 @@ public func cg_api_version() -> UInt32 { UInt32(CG_API_VERSION_MAJOR * 10000 + C
 
 @_cdecl("cg_version_string")
 public func cg_version_string() -> UnsafePointer<CChar> { versionString }
+
+@_cdecl("cg_kernel_variant")
+public func cg_kernel_variant() -> UnsafePointer<CChar> { cgk_isa_name(cgk_isa()) }
 
 private let statusNames: [UnsafePointer<CChar>] = ([
     "CG_OK", "CG_ERR_INVALID_ARGUMENT", "CG_ERR_IO", "CG_ERR_MODEL_FORMAT", "CG_ERR_MODEL_UNSUPPORTED", "CG_ERR_CHECKSUM",

@@ -4,10 +4,10 @@
 
 #include <string.h>
 
-
-CGK_MULTIVERSION
-void cgk_im2col(const float *x, const cgk_window *w, int32_t channel_begin, int32_t channel_count,
-                ptrdiff_t row_begin, ptrdiff_t row_end, float *col, ptrdiff_t ldcol) {
+CGK_DISPATCH(, cgk_im2col,
+             (const float *x, const cgk_window *w, int32_t channel_begin, int32_t channel_count, ptrdiff_t row_begin,
+              ptrdiff_t row_end, float *col, ptrdiff_t ldcol),
+             (x, w, channel_begin, channel_count, row_begin, row_end, col, ldcol)) {
     const int32_t H = w->height, W = w->width, C = w->channels, KH = w->kernel_h, KW = w->kernel_w;
     const size_t tap_bytes = (size_t)channel_count * sizeof(float);
     // With all channels taken, the KW taps of one kernel row are adjacent in the input: one copy.
@@ -39,9 +39,10 @@ void cgk_im2col(const float *x, const cgk_window *w, int32_t channel_begin, int3
     }
 }
 
-CGK_MULTIVERSION
-void cgk_col2im(const float *col, ptrdiff_t ldcol, const cgk_window *w, int32_t channel_begin, int32_t channel_count,
-                ptrdiff_t row_begin, ptrdiff_t row_end, float *dx) {
+CGK_DISPATCH(, cgk_col2im,
+             (const float *col, ptrdiff_t ldcol, const cgk_window *w, int32_t channel_begin, int32_t channel_count,
+              ptrdiff_t row_begin, ptrdiff_t row_end, float *dx),
+             (col, ldcol, w, channel_begin, channel_count, row_begin, row_end, dx)) {
     const int32_t H = w->height, W = w->width, C = w->channels, KH = w->kernel_h, KW = w->kernel_w;
     for (ptrdiff_t r = row_begin; r < row_end; r++) {
         const int32_t oh = (int32_t)(r / w->out_width), ow = (int32_t)(r % w->out_width);
@@ -61,9 +62,8 @@ void cgk_col2im(const float *col, ptrdiff_t ldcol, const cgk_window *w, int32_t 
 }
 
 // One output pixel, channels [c_begin, c_end), any position (taps outside the image skipped).
-CGK_MULTIVERSION
-static void cgk_dw_pixel(const float *x, const cgk_window *w, const float *weight, const float *bias, int activation,
-                                int32_t oh, int32_t ow, int32_t c_begin, int32_t c_end, float *y) {
+CGK_INLINE void cgk_dw_pixel(const float *x, const cgk_window *w, const float *weight, const float *bias, int activation,
+                             int32_t oh, int32_t ow, int32_t c_begin, int32_t c_end, float *y) {
     const int32_t H = w->height, W = w->width, C = w->channels, KH = w->kernel_h, KW = w->kernel_w;
     const int32_t ih0 = oh * w->stride_h - w->pad_top, iw0 = ow * w->stride_w - w->pad_left;
     const int32_t kh_lo = cgk_max(0, -ih0), kh_hi = cgk_min(KH, H - ih0);
@@ -94,13 +94,14 @@ static void cgk_dw_pixel(const float *x, const cgk_window *w, const float *weigh
 // so each weight vector loaded serves four pixels and the accumulators stay in registers.
 #define CGK_DW 16
 
-static inline void cgk_dw_finish(float *yp, const float *acc, int activation) {
+CGK_INLINE void cgk_dw_finish(float *yp, const float *acc, int activation) {
     for (int j = 0; j < CGK_DW; j++) yp[j] = cgk_activate(acc[j], activation);
 }
 
-CGK_MULTIVERSION
-void cgk_depthwise(const float *x, const cgk_window *w, const float *weight, const float *bias, int activation,
-                   int32_t oh_begin, int32_t oh_end, int32_t c_begin, int32_t c_end, float *y) {
+CGK_DISPATCH(, cgk_depthwise,
+             (const float *x, const cgk_window *w, const float *weight, const float *bias, int activation, int32_t
+              oh_begin, int32_t oh_end, int32_t c_begin, int32_t c_end, float *y),
+             (x, w, weight, bias, activation, oh_begin, oh_end, c_begin, c_end, y)) {
     const int32_t H = w->height, W = w->width, C = w->channels, KH = w->kernel_h, KW = w->kernel_w;
     const int32_t OW = w->out_width, SW = w->stride_w, PL = w->pad_left;
     // Output columns whose whole window lies inside the image.
@@ -158,9 +159,9 @@ void cgk_depthwise(const float *x, const cgk_window *w, const float *weight, con
     }
 }
 
-CGK_MULTIVERSION
-void cgk_depthwise_backward(const float *x, const float *dy, const cgk_window *w, const float *weight,
-                            float *dx, float *dweight) {
+CGK_DISPATCH(, cgk_depthwise_backward,
+             (const float *x, const float *dy, const cgk_window *w, const float *weight, float *dx, float *dweight),
+             (x, dy, w, weight, dx, dweight)) {
     const int32_t H = w->height, W = w->width, C = w->channels, KH = w->kernel_h, KW = w->kernel_w;
     for (int32_t oh = 0; oh < w->out_height; oh++) {
         const int32_t ih0 = oh * w->stride_h - w->pad_top;

@@ -6,8 +6,9 @@
 #include <math.h>
 
 // The activation is hoisted out of the loops so each variant vectorizes as straight-line code.
-CGK_MULTIVERSION
-void cgk_bias_activation(float *y, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ldy, const float *bias, int activation) {
+CGK_DISPATCH(, cgk_bias_activation,
+             (float *y, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ldy, const float *bias, int activation),
+             (y, rows, cols, ldy, bias, activation)) {
     for (ptrdiff_t r = 0; r < rows; r++) {
         float *restrict row = y + r * ldy;
         if (bias != NULL) {
@@ -25,14 +26,16 @@ void cgk_bias_activation(float *y, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ldy
     }
 }
 
-CGK_MULTIVERSION
-void cgk_add(const float *a, const float *b, ptrdiff_t n, int activation, float *y) {
+CGK_DISPATCH(, cgk_add,
+             (const float *a, const float *b, ptrdiff_t n, int activation, float *y),
+             (a, b, n, activation, y)) {
     for (ptrdiff_t i = 0; i < n; i++) y[i] = cgk_activate(a[i] + b[i], activation);
 }
 
-CGK_MULTIVERSION
-void cgk_scale_shift(const float *x, ptrdiff_t rows, ptrdiff_t cols, const float *scale, const float *shift,
-                     int activation, float *y) {
+CGK_DISPATCH(, cgk_scale_shift,
+             (const float *x, ptrdiff_t rows, ptrdiff_t cols, const float *scale, const float *shift, int activation,
+              float *y),
+             (x, rows, cols, scale, shift, activation, y)) {
     for (ptrdiff_t r = 0; r < rows; r++) {
         const float *xr = x + r * cols;
         float *yr = y + r * cols;
@@ -42,16 +45,17 @@ void cgk_scale_shift(const float *x, ptrdiff_t rows, ptrdiff_t cols, const float
 
 // dx = dy where the activation let the gradient through (y > 0, and y < 6 for ReLU6), else 0.
 // `relu6` is a constant at each call, so each copy is a plain vectorizable select.
-static inline void cgk_relu_mask(const float *restrict y, const float *restrict dy, ptrdiff_t n, int relu6, float *restrict dx) {
+CGK_INLINE void cgk_relu_mask(const float *restrict y, const float *restrict dy, ptrdiff_t n, int relu6, float *restrict dx) {
     for (ptrdiff_t i = 0; i < n; i++) dx[i] = (y[i] > 0.0f && (!relu6 || y[i] < 6.0f)) ? dy[i] : 0.0f;
 }
 
-static inline void cgk_relu_mask_in_place(const float *restrict y, float *restrict d, ptrdiff_t n, int relu6) {
+CGK_INLINE void cgk_relu_mask_in_place(const float *restrict y, float *restrict d, ptrdiff_t n, int relu6) {
     for (ptrdiff_t i = 0; i < n; i++) d[i] = (y[i] > 0.0f && (!relu6 || y[i] < 6.0f)) ? d[i] : 0.0f;
 }
 
-CGK_MULTIVERSION
-void cgk_activation_backward(const float *y, const float *dy, ptrdiff_t n, int activation, float *dx) {
+CGK_DISPATCH(, cgk_activation_backward,
+             (const float *y, const float *dy, ptrdiff_t n, int activation, float *dx),
+             (y, dy, n, activation, dx)) {
     // In place (dx == dy) or into a separate buffer: loops whose pointers really do not alias,
     // so the compiler vectorizes the select. With possible aliasing it emitted a scalar loop
     // with a branch per element, which mispredicted on ReLU masks: 13% of a training step.
@@ -62,8 +66,7 @@ void cgk_activation_backward(const float *y, const float *dy, ptrdiff_t n, int a
     else if (dx != dy) memmove(dx, dy, (size_t)n * sizeof(float));
 }
 
-CGK_MULTIVERSION
-void cgk_column_sum(const float *x, ptrdiff_t rows, ptrdiff_t cols, float *out) {
+CGK_DISPATCH(, cgk_column_sum, (const float *x, ptrdiff_t rows, ptrdiff_t cols, float *out), (x, rows, cols, out)) {
     for (ptrdiff_t r = 0; r < rows; r++) {
         const float *restrict row = x + r * cols;
         float *restrict o = out;
@@ -71,13 +74,13 @@ void cgk_column_sum(const float *x, ptrdiff_t rows, ptrdiff_t cols, float *out) 
     }
 }
 
-CGK_MULTIVERSION
-void cgk_multiply(const float *x, const float *mask, ptrdiff_t n, float *y) {
+CGK_DISPATCH(, cgk_multiply, (const float *x, const float *mask, ptrdiff_t n, float *y), (x, mask, n, y)) {
     for (ptrdiff_t i = 0; i < n; i++) y[i] = x[i] * mask[i];
 }
 
-CGK_MULTIVERSION
-void cgk_channel_moments(const float *x, ptrdiff_t rows, int32_t channels, double *sum, double *sum_squares) {
+CGK_DISPATCH(, cgk_channel_moments,
+             (const float *x, ptrdiff_t rows, int32_t channels, double *sum, double *sum_squares),
+             (x, rows, channels, sum, sum_squares)) {
     for (ptrdiff_t r = 0; r < rows; r++) {
         const float *restrict row = x + r * channels;
         for (int32_t c = 0; c < channels; c++) {
@@ -88,9 +91,10 @@ void cgk_channel_moments(const float *x, ptrdiff_t rows, int32_t channels, doubl
     }
 }
 
-CGK_MULTIVERSION
-void cgk_batchnorm_backward_reduce(const float *dy, const float *x, ptrdiff_t rows, int32_t channels,
-                                   const float *mean, const float *inv_std, double *sum_dy, double *sum_dy_xhat) {
+CGK_DISPATCH(, cgk_batchnorm_backward_reduce,
+             (const float *dy, const float *x, ptrdiff_t rows, int32_t channels, const float *mean, const float
+              *inv_std, double *sum_dy, double *sum_dy_xhat),
+             (dy, x, rows, channels, mean, inv_std, sum_dy, sum_dy_xhat)) {
     for (ptrdiff_t r = 0; r < rows; r++) {
         const float *restrict g = dy + r * channels;
         const float *restrict v = x + r * channels;
@@ -101,10 +105,10 @@ void cgk_batchnorm_backward_reduce(const float *dy, const float *x, ptrdiff_t ro
     }
 }
 
-CGK_MULTIVERSION
-void cgk_batchnorm_backward_apply(const float *dy, const float *x, ptrdiff_t rows, int32_t channels,
-                                  const float *mean, const float *inv_std, const float *gamma,
-                                  const float *mean_dy, const float *mean_dy_xhat, float *dx) {
+CGK_DISPATCH(, cgk_batchnorm_backward_apply,
+             (const float *dy, const float *x, ptrdiff_t rows, int32_t channels, const float *mean, const float
+              *inv_std, const float *gamma, const float *mean_dy, const float *mean_dy_xhat, float *dx),
+             (dy, x, rows, channels, mean, inv_std, gamma, mean_dy, mean_dy_xhat, dx)) {
     for (ptrdiff_t r = 0; r < rows; r++) {
         const float *restrict g = dy + r * channels;
         const float *restrict v = x + r * channels;
@@ -116,8 +120,9 @@ void cgk_batchnorm_backward_apply(const float *dy, const float *x, ptrdiff_t row
     }
 }
 
-CGK_MULTIVERSION
-void cgk_normalize_rgb(float *x, ptrdiff_t pixels, const float scale[3], const float shift[3]) {
+CGK_DISPATCH(, cgk_normalize_rgb,
+             (float *x, ptrdiff_t pixels, const float scale[3], const float shift[3]),
+             (x, pixels, scale, shift)) {
     for (ptrdiff_t p = 0; p < pixels; p++) {
         x[3 * p] = x[3 * p] * scale[0] + shift[0];
         x[3 * p + 1] = x[3 * p + 1] * scale[1] + shift[1];
@@ -125,9 +130,10 @@ void cgk_normalize_rgb(float *x, ptrdiff_t pixels, const float scale[3], const f
     }
 }
 
-CGK_MULTIVERSION
-void cgk_adam_update(float *w, const float *g, float *m, float *v, ptrdiff_t n, float lr, float beta1, float beta2,
-                     float bias1, float bias2, float epsilon, float l2, float decoupled, float clip) {
+CGK_DISPATCH(, cgk_adam_update,
+             (float *w, const float *g, float *m, float *v, ptrdiff_t n, float lr, float beta1, float beta2, float
+              bias1, float bias2, float epsilon, float l2, float decoupled, float clip),
+             (w, g, m, v, n, lr, beta1, beta2, bias1, bias2, epsilon, l2, decoupled, clip)) {
     const float inv1 = 1.0f / bias1, inv2 = 1.0f / bias2;
     for (ptrdiff_t i = 0; i < n; i++) {
         const float grad = g[i] * clip + l2 * w[i];
@@ -138,8 +144,9 @@ void cgk_adam_update(float *w, const float *g, float *m, float *v, ptrdiff_t n, 
     }
 }
 
-CGK_MULTIVERSION
-void cgk_sgd_update(float *w, const float *g, float *velocity, ptrdiff_t n, float lr, float momentum, float l2, float clip) {
+CGK_DISPATCH(, cgk_sgd_update,
+             (float *w, const float *g, float *velocity, ptrdiff_t n, float lr, float momentum, float l2, float clip),
+             (w, g, velocity, n, lr, momentum, l2, clip)) {
     for (ptrdiff_t i = 0; i < n; i++) {
         velocity[i] = momentum * velocity[i] + g[i] * clip + l2 * w[i];
         w[i] -= lr * velocity[i];

@@ -4,20 +4,50 @@
 
 #include "cg_kernels.h"
 
-// One build serves every x86-64 CPU: each marked function is compiled three times and the best
-// version for the running CPU is chosen once, when the library loads (an ifunc).
-// Sanitizer and fuzzing builds define CGK_NO_MULTIVERSION to keep the call graph simple.
-#if defined(__x86_64__) && defined(__clang__) && !defined(CGK_NO_MULTIVERSION)
-#define CGK_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+// One build serves every x86-64 CPU: a dispatched kernel's body is compiled three times, for
+// x86-64-v4 (AVX-512), x86-64-v3 (AVX2, FMA) and the baseline, and each call runs the variant
+// cgk_isa() chose for the process. An explicit switch rather than an ifunc (target_clones), so
+// COVERGENRE_ISA can force a variant for tests and benchmarks, and sanitizer runtimes see
+// ordinary calls. Sanitizer and fuzzing builds define CGK_NO_MULTIVERSION: the portable kernels
+// are compiled for the baseline only (the GEMM microkernels, written with intrinsics, stay).
+#if defined(__x86_64__) && defined(__clang__)
+#define CGK_X86 1
 #else
-#define CGK_MULTIVERSION
+#define CGK_X86 0
 #endif
+#if CGK_X86
+// Tuned for AMD Zen 4 (the EPYC servers AVX-512 was measured on), where 512-bit operations cost
+// two 256-bit halves with no frequency penalty: with x86-64-v4's own tuning the compiler keeps the
+// portable loops (written in blocks of 16 channels, one zmm register) at 256 bits.
+#define CGK_TARGET_AVX512 __attribute__((target("arch=x86-64-v4,tune=znver4"), min_vector_width(512)))
+#define CGK_TARGET_AVX2 __attribute__((target("arch=x86-64-v3")))
+#endif
+#if CGK_X86 && !defined(CGK_NO_MULTIVERSION)
+// CGK_DISPATCH(linkage, name, (parameters), (arguments)) { body }: defines `name`, which runs the
+// body compiled for the process's variant. linkage is empty or static. The body is inlined into
+// one wrapper per variant and takes that wrapper's instruction set; so do the helpers it calls
+// that are marked CGK_INLINE.
+#define CGK_DISPATCH(linkage, name, params, args)                                                          \
+    static inline __attribute__((always_inline)) void name##_body params;                                \
+    CGK_TARGET_AVX512 __attribute__((noinline)) static void name##_avx512 params { name##_body args; }     \
+    CGK_TARGET_AVX2 __attribute__((noinline)) static void name##_avx2 params { name##_body args; }         \
+    __attribute__((noinline)) static void name##_generic params { name##_body args; }                      \
+    linkage void name params {                                                                             \
+        switch (cgk_isa()) {                                                                               \
+        case CGK_ISA_AVX512: name##_avx512 args; break;                                                   \
+        case CGK_ISA_AVX2: name##_avx2 args; break;                                                       \
+        default: name##_generic args; break;                                                              \
+        }                                                                                                  \
+    }                                                                                                      \
+    static inline __attribute__((always_inline)) void name##_body params
+#else
+#define CGK_DISPATCH(linkage, name, params, args) linkage void name params
+#endif
+// A helper a dispatched body calls: inlined, so it is compiled for the caller's variant.
+#define CGK_INLINE static inline __attribute__((always_inline))
 
 static inline int32_t cgk_max(int32_t a, int32_t b) { return a > b ? a : b; }
 static inline int32_t cgk_min(int32_t a, int32_t b) { return a < b ? a : b; }
-
-// 1 when the CPU runs AVX2 and FMA, which the hand-written GEMM microkernel needs.
-int cgk_cpu_has_avx2_fma(void);
 
 #if defined(__SSE2__)
 #include <immintrin.h>
@@ -27,7 +57,7 @@ int cgk_cpu_has_avx2_fma(void);
 // Copies n floats. im2col copies a few floats at a time (a 3-channel stem: 9 per kernel row,
 // 200,000 times per 256x256 image), where a memcpy call costs more than the copy: up to 16
 // floats are moved with two to four overlapping 4-float loads and stores instead.
-static inline void cgk_copy_floats(float *dst, const float *src, size_t n) {
+CGK_INLINE void cgk_copy_floats(float *dst, const float *src, size_t n) {
 #if defined(__SSE2__)
     if (n >= 4 && n <= 16) {
         const __m128 a = _mm_loadu_ps(src), b = _mm_loadu_ps(src + n - 4);
@@ -48,7 +78,7 @@ static inline void cgk_copy_floats(float *dst, const float *src, size_t n) {
     memcpy(dst, src, n * sizeof(float));
 }
 
-static inline float cgk_activate(float v, int activation) {
+CGK_INLINE float cgk_activate(float v, int activation) {
     if (activation == CGK_ACT_RELU) return v > 0.0f ? v : 0.0f;
     if (activation == CGK_ACT_RELU6) return v > 0.0f ? (v < 6.0f ? v : 6.0f) : 0.0f;
     return v;

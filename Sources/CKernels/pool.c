@@ -4,8 +4,9 @@
 #include <math.h>
 
 
-CGK_MULTIVERSION
-void cgk_maxpool(const float *x, const cgk_window *w, int32_t oh_begin, int32_t oh_end, float *y, int32_t *argmax) {
+CGK_DISPATCH(, cgk_maxpool,
+             (const float *x, const cgk_window *w, int32_t oh_begin, int32_t oh_end, float *y, int32_t *argmax),
+             (x, w, oh_begin, oh_end, y, argmax)) {
     const int32_t H = w->height, W = w->width, C = w->channels, KH = w->kernel_h, KW = w->kernel_w;
     for (int32_t oh = oh_begin; oh < oh_end; oh++) {
         const int32_t ih0 = oh * w->stride_h - w->pad_top;
@@ -51,8 +52,9 @@ void cgk_maxpool_backward(const float *dy, const int32_t *argmax, ptrdiff_t n, f
     }
 }
 
-CGK_MULTIVERSION
-void cgk_global_avgpool(const float *x, ptrdiff_t pixels, int32_t channels, float *y) {
+CGK_DISPATCH(, cgk_global_avgpool,
+             (const float *x, ptrdiff_t pixels, int32_t channels, float *y),
+             (x, pixels, channels, y)) {
     for (int32_t c = 0; c < channels; c++) y[c] = 0.0f;
     for (ptrdiff_t p = 0; p < pixels; p++) {
         const float *restrict xp = x + p * channels;
@@ -63,8 +65,9 @@ void cgk_global_avgpool(const float *x, ptrdiff_t pixels, int32_t channels, floa
     for (int32_t c = 0; c < channels; c++) y[c] *= inv;
 }
 
-CGK_MULTIVERSION
-void cgk_channel_mean_std(const float *x, ptrdiff_t pixels, int32_t channels, float *mean, float *std) {
+CGK_DISPATCH(, cgk_channel_mean_std,
+             (const float *x, ptrdiff_t pixels, int32_t channels, float *mean, float *std),
+             (x, pixels, channels, mean, std)) {
     // Two passes in float: the mean first, then squared deviations, which stays accurate for the
     // large, nearly constant activations where E[x^2] - E[x]^2 would cancel.
     cgk_global_avgpool(x, pixels, channels, mean);

@@ -46,9 +46,10 @@ static void cgk_filter_weights(int32_t in_size, double start, double region, int
 
 // Vertical pass: output row j of the 8-bit source rows' columns [col_lo, col_lo + cols), as floats.
 // Contiguous across the row, so it vectorizes (widening loads and multiply-adds).
-CGK_MULTIVERSION
-static void cgk_resample_vertical(const uint8_t *src, ptrdiff_t src_stride, int32_t col_lo, int32_t cols, cgk_span s,
-                                  const float *w, float *dst) {
+CGK_DISPATCH(static, cgk_resample_vertical,
+             (const uint8_t *src, ptrdiff_t src_stride, int32_t col_lo, int32_t cols, cgk_span s, const float *w,
+              float *dst),
+             (src, src_stride, col_lo, cols, s, w, dst)) {
     const int32_t n = cols * 3;
     for (int32_t k = 0; k < n; k++) dst[k] = 0.0f;
     for (int32_t t = 0; t < s.count; t++) {
@@ -59,9 +60,10 @@ static void cgk_resample_vertical(const uint8_t *src, ptrdiff_t src_stride, int3
 }
 
 // Horizontal pass over one vertically filtered row: output pixel i (stored at out_w - 1 - i when mirroring).
-CGK_MULTIVERSION
-static void cgk_resample_horizontal(const float *row, int32_t col_lo, const cgk_span *spans, const float *weights,
-                                    int32_t taps, int32_t out_w, int mirror, float *dst) {
+CGK_DISPATCH(static, cgk_resample_horizontal,
+             (const float *row, int32_t col_lo, const cgk_span *spans, const float *weights, int32_t taps, int32_t
+              out_w, int mirror, float *dst),
+             (row, col_lo, spans, weights, taps, out_w, mirror, dst)) {
     for (int32_t i = 0; i < out_w; i++) {
         const cgk_span s = spans[i];
         const float *w = weights + (ptrdiff_t)i * taps;

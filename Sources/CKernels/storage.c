@@ -60,11 +60,10 @@ uint64_t cgk_xxh64(const void *data, size_t length, uint64_t seed) {
     return h;
 }
 
-static inline float bits_to_float(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
-static inline uint32_t float_to_bits(float f) { uint32_t b; memcpy(&b, &f, 4); return b; }
+CGK_INLINE float bits_to_float(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
+CGK_INLINE uint32_t float_to_bits(float f) { uint32_t b; memcpy(&b, &f, 4); return b; }
 
-CGK_MULTIVERSION
-void cgk_half_to_float(const uint16_t *src, float *dst, size_t n) {
+CGK_DISPATCH(, cgk_half_to_float, (const uint16_t *src, float *dst, size_t n), (src, dst, n)) {
     for (size_t i = 0; i < n; i++) {
         const uint32_t h = src[i];
         const uint32_t sign = (h & 0x8000u) << 16, exponent = (h >> 10) & 0x1Fu, mantissa = h & 0x3FFu;
@@ -81,8 +80,7 @@ void cgk_half_to_float(const uint16_t *src, float *dst, size_t n) {
     }
 }
 
-CGK_MULTIVERSION
-void cgk_float_to_half(const float *src, uint16_t *dst, size_t n) {
+CGK_DISPATCH(, cgk_float_to_half, (const float *src, uint16_t *dst, size_t n), (src, dst, n)) {
     for (size_t i = 0; i < n; i++) {
         const uint32_t x = float_to_bits(src[i]);
         const uint32_t sign = (x >> 16) & 0x8000u, a = x & 0x7FFFFFFFu;

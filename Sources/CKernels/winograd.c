@@ -32,13 +32,13 @@ void cgk_winograd_weights(const float *weight, int32_t cin, int32_t cout, float 
 
 // Copies cn <= CGK_WV floats. Whole vectors get a constant size: with a variable one the
 // compiler emits masked stores (vmaskmovps), which AMD CPUs run slowly.
-static inline void cgk_copy_channels(float *dst, const float *src, int32_t cn) {
+CGK_INLINE void cgk_copy_channels(float *dst, const float *src, int32_t cn) {
     if (cn == CGK_WV) memcpy(dst, src, sizeof(float) * CGK_WV);
     else memcpy(dst, src, sizeof(float) * (size_t)cn);
 }
 
 // B^T x B for one 6x6 block of CGK_WV-wide channel vectors, rows then columns.
-__attribute__((always_inline)) static inline void cgk_winograd_input_tile(float d[6][6][CGK_WV], float v[6][6][CGK_WV]) {
+CGK_INLINE void cgk_winograd_input_tile(float d[6][6][CGK_WV], float v[6][6][CGK_WV]) {
     float t[6][6][CGK_WV];
     for (int j = 0; j < 6; j++) {
         for (int c = 0; c < CGK_WV; c++) {
@@ -65,9 +65,10 @@ __attribute__((always_inline)) static inline void cgk_winograd_input_tile(float 
 }
 
 // V[36][tile][cin] (row stride ldv = cin) for tiles [t_begin, t_end) of one image.
-CGK_MULTIVERSION
-void cgk_winograd_input(const float *x, const cgk_window *w, int32_t tiles_w, int32_t t_begin, int32_t t_end, float *v,
-                        ptrdiff_t plane) {
+CGK_DISPATCH(, cgk_winograd_input,
+             (const float *x, const cgk_window *w, int32_t tiles_w, int32_t t_begin, int32_t t_end, float *v,
+              ptrdiff_t plane),
+             (x, w, tiles_w, t_begin, t_end, v, plane)) {
     const int32_t H = w->height, W = w->width, C = w->channels;
     float d[6][6][CGK_WV], out[6][6][CGK_WV];
     for (int32_t t = t_begin; t < t_end; t++) {
@@ -99,9 +100,10 @@ void cgk_winograd_input(const float *x, const cgk_window *w, int32_t tiles_w, in
 }
 
 // Y = act(A^T M A + bias) for tiles [t_begin, t_end): M[36][tile][cout] -> NHWC output.
-CGK_MULTIVERSION
-void cgk_winograd_output(const float *m, ptrdiff_t plane, int32_t cout, int32_t out_h, int32_t out_w, int32_t tiles_w,
-                         int32_t t_begin, int32_t t_end, const float *bias, int activation, float *y) {
+CGK_DISPATCH(, cgk_winograd_output,
+             (const float *m, ptrdiff_t plane, int32_t cout, int32_t out_h, int32_t out_w, int32_t tiles_w, int32_t
+              t_begin, int32_t t_end, const float *bias, int activation, float *y),
+             (m, plane, cout, out_h, out_w, tiles_w, t_begin, t_end, bias, activation, y)) {
     float s[6][6][CGK_WV], t[4][6][CGK_WV], o[4][4][CGK_WV], b[CGK_WV];
     for (int32_t tile = t_begin; tile < t_end; tile++) {
         const int32_t oh0 = (tile / tiles_w) * 4, ow0 = (tile % tiles_w) * 4;

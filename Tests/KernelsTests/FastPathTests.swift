@@ -7,7 +7,7 @@ import XCTest
 /// panels split, tails, fused bias and activation) and Winograd F(4x4, 3x3).
 final class FastPathTests: XCTestCase {
     func testPackedGEMMMatchesReference() throws {
-        try XCTSkipUnless(PackedMatrix.isAvailable, "no AVX2+FMA microkernel on this CPU")
+        try XCTSkipUnless(PackedMatrix.isAvailable, "the \(InstructionSet.current) kernel variant has no packed GEMM (OpenBLAS runs instead)")
         var random = TestRandom(seed: 40)
         for (m, k, n) in [(1, 1, 1), (5, 7, 17), (49, 192, 70), (13, 400, 33), (250, 24, 48), (12, 16, 16), (53, 600, 20), (101, 3, 5)] {
             let a = random.floats(m * k), b = random.floats(k * n), bias = random.floats(n)
@@ -24,7 +24,7 @@ final class FastPathTests: XCTestCase {
     }
 
     func testWinogradMatchesDirectConvolution() throws {
-        try XCTSkipUnless(PackedMatrix.isAvailable, "no AVX2+FMA microkernel on this CPU")
+        try XCTSkipUnless(PackedMatrix.isAvailable, "the \(InstructionSet.current) kernel variant has no packed GEMM (OpenBLAS runs instead)")
         var random = TestRandom(seed: 41)
         let cases: [(Int, Int, Int, Int, Padding)] = [
             (16, 16, 16, 16, .explicit(top: 1, bottom: 1, left: 1, right: 1)), // whole tiles
@@ -57,7 +57,7 @@ final class FastPathTests: XCTestCase {
     }
 
     func testPackedConvolutionMatchesReference() throws {
-        try XCTSkipUnless(PackedMatrix.isAvailable, "no AVX2+FMA microkernel on this CPU")
+        try XCTSkipUnless(PackedMatrix.isAvailable, "the \(InstructionSet.current) kernel variant has no packed GEMM (OpenBLAS runs instead)")
         var random = TestRandom(seed: 42)
         let cases: [(Int, Int, Int, Int, (Int, Int), (Int, Int), Padding)] = [
             (23, 19, 3, 32, (3, 3), (2, 2), .same),   // a stem: im2col tiles
@@ -86,7 +86,7 @@ final class FastPathTests: XCTestCase {
     /// Packing straight from f16 (F16C) gives exactly the floats the scalar widening gives,
     /// subnormals, signed zeros and a partial last panel included.
     func testHalfPackingMatchesWidenedWeights() throws {
-        try XCTSkipUnless(PackedMatrix.isAvailable, "no AVX2+FMA microkernel on this CPU")
+        try XCTSkipUnless(PackedMatrix.isAvailable, "the \(InstructionSet.current) kernel variant has no packed GEMM (OpenBLAS runs instead)")
         var random = TestRandom(seed: 43)
         let k = 37, n = 45
         var halfs = [UInt16](repeating: 0, count: k * n)

@@ -2,9 +2,9 @@
 //
 // Layout: NHWC, float32, rows contiguous. Functions take one image (or a range of its rows) so the
 // Swift side decides how work is split across threads; none of them allocates (except the image
-// resampler, documented below), locks, or keeps state. Each is compiled for AVX-512, AVX2+FMA and
-// baseline x86-64 and picked at load time (target_clones), since Swift code itself targets the
-// baseline CPU.
+// resampler, documented below), locks, or keeps state. Each is compiled for AVX-512 (x86-64-v4),
+// AVX2+FMA (x86-64-v3) and baseline x86-64, since Swift code itself targets the baseline CPU; one
+// variant runs in a process (see cgk_isa).
 #ifndef CG_KERNELS_H
 #define CG_KERNELS_H
 
@@ -29,6 +29,25 @@ typedef struct {
     int32_t pad_top, pad_left;         // bottom/right padding follows from the output size
     int32_t out_height, out_width;
 } cgk_window;
+
+// ---- instruction-set variants -----------------------------------------------------------------
+
+typedef enum {
+    CGK_ISA_GENERIC = 0, // baseline x86-64 (SSE2), or any other CPU
+    CGK_ISA_AVX2 = 1,    // x86-64-v3: AVX2, FMA, F16C
+    CGK_ISA_AVX512 = 2,  // x86-64-v4: AVX-512 F, BW, CD, DQ, VL
+} cgk_isa_level;
+
+// The variant every kernel of this process runs: the best this CPU executes, or a lower one named
+// by the environment variable COVERGENRE_ISA ("generic", "avx2", "avx512"), read once, on first
+// use. A request the CPU cannot execute falls back to the best variant it can.
+int cgk_isa(void);
+// The best variant this CPU executes.
+int cgk_isa_best(void);
+// The variant COVERGENRE_ISA names, or -1 when it is unset or names none.
+int cgk_isa_requested(void);
+// "generic", "avx2", "avx512" (static strings).
+const char *cgk_isa_name(int isa);
 
 // ---- element-wise ---------------------------------------------------------------------------
 
@@ -62,7 +81,8 @@ void cgk_sgd_update(float *w, const float *g, float *velocity, ptrdiff_t n, floa
 
 // ---- packed-weight GEMM (inference) -----------------------------------------------------------
 
-// 1 when this CPU runs the AVX2+FMA microkernel; otherwise callers use OpenBLAS.
+// 1 when the variant in use has a packed-GEMM microkernel (AVX2 and AVX-512); otherwise callers
+// use OpenBLAS.
 int cgk_gemm_packed_available(void);
 
 // Floats needed to pack a k x n row-major matrix into 16-column panels.

@@ -25,6 +25,7 @@ __all__ = [
     "Prediction",
     "api_version",
     "default_model_path",
+    "kernel_variant",
     "library_path",
     "library_version",
     "status_string",
@@ -34,6 +35,12 @@ __all__ = [
 def library_version():
     """The loaded library's release, e.g. "0.1.0" (cg_version_string)."""
     return _lib.load().cg_version_string().decode("utf-8")
+
+
+def kernel_variant():
+    """The instruction-set variant the library's kernels run: "avx512", "avx2" or "generic"
+    (cg_kernel_variant; the environment variable COVERGENRE_ISA can force a lower one)."""
+    return _lib.load().cg_kernel_variant().decode("utf-8")
 
 
 def api_version():

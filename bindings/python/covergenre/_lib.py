@@ -103,6 +103,7 @@ FUNCTIONS = [
     # Version
     ("cg_api_version", ctypes.c_uint32, []),
     ("cg_version_string", ctypes.c_char_p, []),
+    ("cg_kernel_variant", ctypes.c_char_p, []),
     # Errors
     ("cg_status_string", ctypes.c_char_p, [cg_status]),
     ("cg_last_error", ctypes.c_char_p, []),

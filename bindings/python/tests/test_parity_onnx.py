@@ -9,6 +9,8 @@ measured differences.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -17,10 +19,31 @@ pytest.importorskip("onnxruntime")
 
 import graphs  # noqa: E402
 import onnx_export  # noqa: E402
+import covergenre  # noqa: E402
 from covergenre import Model, cgm  # noqa: E402
 
 TOLERANCE = 1e-4
 BATCH = 2
+
+
+def cpu_flags():
+    with open("/proc/cpuinfo") as f:
+        return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+
+
+def test_the_kernel_variant_asked_for_runs():
+    """scripts/test.sh runs this file again under each lower variant (COVERGENRE_ISA): the run
+    must be testing the variant it names."""
+    asked, running = os.environ.get("COVERGENRE_ISA"), covergenre.kernel_variant()
+    print("\nkernel variant: %s (COVERGENRE_ISA=%s)" % (running, asked or "unset"))
+    assert running in ("generic", "avx2", "avx512")
+    flags = cpu_flags()
+    executable = {"generic": True, "avx2": "avx2" in flags and "fma" in flags,
+                  "avx512": all(f in flags for f in ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"))}
+    if asked in executable and executable[asked]:
+        assert running == asked
+    elif asked is None:
+        assert executable[running]
 
 
 def softmax(logits):
