@@ -433,6 +433,40 @@ def throughput_vs_python(say, model_path, rounds):
     say()
 
 
+def end_to_end(say, model_path, runs, rounds):
+    """A cover's whole path against the network's own work for it, 2 threads, rounds in turn."""
+    from PIL import Image
+    images = covers(WORK / "covers", 500)
+    base = Image.open(images[0]).convert("RGB")
+    kinds = [("500x500 JPEG", images[0])]
+    for name, size, suffix, options in (("1200x1200 JPEG", 1200, "jpg", {"quality": 90}),
+                                        ("500x500 PNG", 500, "png", {}), ("500x500 WebP", 500, "webp", {"quality": 90})):
+        path = WORK / ("e2e-%d.%s" % (size, suffix))
+        if not path.exists():
+            base.resize((size, size), Image.LANCZOS).save(path, **options)
+        kinds.append((name, path))
+    metadata, _ = cgm.read(model_path)
+    views = 2 if metadata["preprocess"].get("flip_average") else 1
+    network, per_kind = [], {name: [] for name, _ in kinds}
+    for _ in range(rounds):
+        # The model's own work for one cover: every view it runs (the image and, for
+        # flip-averaging models, its mirror), as preprocessed tensors.
+        network.append(ours_latency(model_path, 2, views, runs)["median_ms"])
+        for name, path in kinds:
+            per_kind[name].append(keyvalues(sh(INFER, "end-to-end", model_path, 2, path, runs).strip())["median_ms"])
+    net = statistics.median(network)
+    say("## End to end (the default model, %s; 2 threads; median of %d rounds, network and covers in turn)"
+        % (Path(model_path).name, rounds))
+    say()
+    say("| input | per cover (decode + resize + classify) | / network |")
+    say("|---|---|---|")
+    say("| network alone: %d view(s) as tensors | %.2f ms | 1.00x |" % (views, net))
+    for name, _ in kinds:
+        ms = statistics.median(per_kind[name])
+        say("| %s | %.2f ms | %.2fx |" % (name, ms, ms / net))
+    say()
+
+
 def combine(measurements):
     """Median and p90 over rounds: the median of each round's figures."""
     return {key: statistics.median(m[key] for m in measurements) for key in ("median_ms", "p90_ms")}
@@ -451,9 +485,10 @@ def main():
                         help="rounds of ours / ONNX Runtime / PyTorch in turn for calls under 20 GFLOP (median of rounds)")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--default-model", default=str(REPO / "models" / "covergenre-default.cgm"))
-    parser.add_argument("--only", choices=["all", "callers", "server", "throughput"], default="all",
+    parser.add_argument("--only", choices=["all", "callers", "server", "throughput", "end-to-end"], default="all",
                         help="callers: just the many-callers table (a few minutes); server: just the server load table; "
-                             "throughput: just the batch API against Pillow + ONNX Runtime")
+                             "throughput: just the batch API against Pillow + ONNX Runtime; end-to-end: just a "
+                             "cover's whole path against the network's own time")
     parser.add_argument("--server-seconds", type=float, default=10.0)
     parser.add_argument("--caller-seconds", type=float, default=3.0)
     args = parser.parse_args()
@@ -470,6 +505,10 @@ def main():
 
     if args.only == "throughput":
         throughput_vs_python(say, args.default_model, args.rounds)
+        return write_results(lines)
+
+    if args.only == "end-to-end":
+        end_to_end(say, args.default_model, args.runs, max(args.rounds, 5))
         return write_results(lines)
 
     if args.only == "server":
@@ -511,21 +550,11 @@ def main():
                     ratio(o["median_ms"], t["median_ms"]) if t else "-", achieved, ceiling[threads]))
 
     say()
-    say("## End to end (the default model, %s)" % Path(args.default_model).name)
-    say()
-    images = covers(WORK / "covers", 500)
-    model_path = args.default_model
-    metadata, _ = cgm.read(model_path)
-    views = 2 if metadata["preprocess"].get("flip_average") else 1
-    # The model's own work for one cover: every view it runs (the image and, for flip-averaging
-    # models, its mirror), as preprocessed tensors.
-    latency = ours_latency(model_path, 2, views, args.runs)
-    e2e = keyvalues(sh(INFER, "end-to-end", model_path, 2, images[0], args.runs).strip())
+    end_to_end(say, args.default_model, args.runs, args.rounds)
     say("| measure | value |")
     say("|---|---|")
-    say("| model latency for one cover: %d view(s) as tensors, 2 threads | %.2f ms |" % (views, latency["median_ms"]))
-    say("| per cover: decode 500x500 JPEG + resize + classify | %.2f ms (p90 %.2f), %.2fx model latency |" % (
-        e2e["median_ms"], e2e["p90_ms"], e2e["median_ms"] / latency["median_ms"]))
+    model_path = args.default_model
+    images = covers(WORK / "covers", 500)
     for threads in (1, 2):
         tp = keyvalues(sh(INFER, "throughput", model_path, threads, images[0].parent).strip())
         say("| throughput, %d covers, batch API, %d thread(s) | %.1f covers/s |" % (tp["covers"], threads, tp["covers_per_second"]))

@@ -377,10 +377,19 @@ public final class Model: @unchecked Sendable {
         ImageResampler.normalize(output, count: inputWidth * inputHeight, mean: p.mean, std: p.std)
     }
 
-    /// Runs the image (and its mirror, for flip-averaging models) one view at a time through a
-    /// batch-1 context, calling `add` after each. One view at a time halves the activation
-    /// memory of a batch of two and costs no speed: both use every thread.
+    /// Runs the image (and its mirror, for flip-averaging models), calling `add` once per view.
+    /// With two or three threads the two views run at once, one per thread, each through a
+    /// single-threaded context, as a batch of two does: splitting one view's layers across two
+    /// threads waits at every layer for the slower thread, and on a shared machine a descheduled
+    /// thread stalls both (a 500-pixel JPEG, 2 threads, AVX2 machine: 28.5 ms per cover that way,
+    /// 21.7 ms a view per thread; medians of 8 interleaved rounds, docs/performance.md). With four
+    /// or more threads each view uses them all, one view at a time (not measured here: 2 cores). `add` may see the views in either order: it sums them into zeroed outputs, and
+    /// a sum of two floats does not depend on their order.
     private func runViews(_ image: RGBImage, threads: Int, _ add: (ExecutionContext) -> Void) throws {
+        if views == 2 && (2...3).contains(threads) {
+            try runViewsAtOnce(image, add)
+            return
+        }
         func run() throws {
             try pool.withContext(batch: 1, threads: threads) { context in
                 guard views == 2 else {
@@ -407,6 +416,25 @@ public final class Model: @unchecked Sendable {
         // for admission mean every core is taken, so no region recruits workers that would only
         // compete with them. A single-threaded run (a batch call's image) is already inside one.
         if threads > 1 { try scheduler.run { try run() } } else { try run() }
+    }
+
+    /// The two views at once, one per thread; `add` runs under a lock.
+    private func runViewsAtOnce(_ image: RGBImage, _ add: (ExecutionContext) -> Void) throws {
+        let failure = Locked<CoverGenreError?>(nil)
+        scheduler.run {
+            scheduler.fork(2, maxThreads: 2) { view in
+                do {
+                    try pool.withContext(batch: 1, threads: 1) { context in
+                        try preprocess(image, mirror: view == 1, into: context.input)
+                        context.run()
+                        failure.withLock { _ in add(context) }
+                    }
+                } catch {
+                    failure.withLock { $0 = $0 ?? Model.wrap(error) }
+                }
+            }
+        }
+        if let failure = failure.withLock({ $0 }) { throw failure }
     }
 
     /// Adds the softmax of the context's logits divided by the temperature, divided by the number

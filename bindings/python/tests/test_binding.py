@@ -90,7 +90,7 @@ def test_every_header_function_is_declared_with_the_headers_types(header_text):
         params = m.group(3).strip()
         args = [] if params in ("", "void") else [_c_type(a) for a in params.split(",")]
         declared[m.group(2)] = (_c_type(m.group(1)), args)
-    assert len(declared) == 30, sorted(declared)
+    assert len(declared) == 31, sorted(declared)
     ours = {name: (restype, argtypes) for name, restype, argtypes in _lib.FUNCTIONS}
     assert sorted(ours) == sorted(declared)
     for name, (c_return, c_args) in declared.items():
