@@ -73,6 +73,6 @@ let package = Package(
         .testTarget(name: "TrainingTests", dependencies: [
             "Architectures", "Graph", "ImageIO", "Kernels", "ModelFormat", "SystemIO", "TestSupport", "Training",
         ]),
-        .testTarget(name: "InferenceTests", dependencies: ["Architectures", "CoverGenre", "Graph", "Inference", "TestSupport"]),
+        .testTarget(name: "InferenceTests", dependencies: ["Architectures", "CoverGenre", "Graph", "Inference", "Kernels", "TestSupport"]),
     ]
 )

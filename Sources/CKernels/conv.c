@@ -61,21 +61,26 @@ CGK_DISPATCH(, cgk_col2im,
     }
 }
 
+// The depthwise convolution works one output row at a time from the input rows that row reads:
+// rows[kh] is input row oh * stride_h - pad_top + kh (W x C floats, NHWC), used for kh in
+// [kh_lo, kh_hi) (the others are padding). cgk_depthwise points them into the input tensor;
+// the fused expand-and-depthwise step (ExpandDepthwise.swift) into the few expanded rows it keeps.
+
 // One output pixel, channels [c_begin, c_end), any position (taps outside the image skipped).
-CGK_INLINE void cgk_dw_pixel(const float *x, const cgk_window *w, const float *weight, const float *bias, int activation,
-                             int32_t oh, int32_t ow, int32_t c_begin, int32_t c_end, float *y) {
-    const int32_t H = w->height, W = w->width, C = w->channels, KH = w->kernel_h, KW = w->kernel_w;
-    const int32_t ih0 = oh * w->stride_h - w->pad_top, iw0 = ow * w->stride_w - w->pad_left;
-    const int32_t kh_lo = cgk_max(0, -ih0), kh_hi = cgk_min(KH, H - ih0);
+CGK_INLINE void cgk_dw_pixel(const float *const *rows, int32_t kh_lo, int32_t kh_hi, const cgk_window *w,
+                             const float *weight, const float *bias, int activation, int32_t ow, int32_t c_begin,
+                             int32_t c_end, float *y_row) {
+    const int32_t W = w->width, C = w->channels, KW = w->kernel_w;
+    const int32_t iw0 = ow * w->stride_w - w->pad_left;
     const int32_t kw_lo = cgk_max(0, -iw0), kw_hi = cgk_min(KW, W - iw0);
-    float *yp = y + ((ptrdiff_t)oh * w->out_width + ow) * C;
+    float *yp = y_row + (ptrdiff_t)ow * C;
     int32_t c = c_begin;
     for (; c + 16 <= c_end; c += 16) { // vectorized over 16 channels, valid taps only
         float acc[16];
         for (int j = 0; j < 16; j++) acc[j] = bias != NULL ? bias[c + j] : 0.0f;
         for (int32_t kh = kh_lo; kh < kh_hi; kh++)
             for (int32_t kw = kw_lo; kw < kw_hi; kw++) {
-                const float *restrict xp = x + ((ptrdiff_t)(ih0 + kh) * W + iw0 + kw) * C + c;
+                const float *restrict xp = rows[kh] + (ptrdiff_t)(iw0 + kw) * C + c;
                 const float *restrict wp = weight + ((ptrdiff_t)kh * KW + kw) * C + c;
                 for (int j = 0; j < 16; j++) acc[j] += xp[j] * wp[j];
             }
@@ -85,7 +90,7 @@ CGK_INLINE void cgk_dw_pixel(const float *x, const cgk_window *w, const float *w
         float acc = bias != NULL ? bias[c] : 0.0f;
         for (int32_t kh = kh_lo; kh < kh_hi; kh++)
             for (int32_t kw = kw_lo; kw < kw_hi; kw++)
-                acc += x[((ptrdiff_t)(ih0 + kh) * W + iw0 + kw) * C + c] * weight[((ptrdiff_t)kh * KW + kw) * C + c];
+                acc += rows[kh][(ptrdiff_t)(iw0 + kw) * C + c] * weight[((ptrdiff_t)kh * KW + kw) * C + c];
         yp[c] = cgk_activate(acc, activation);
     }
 }
@@ -98,65 +103,83 @@ CGK_INLINE void cgk_dw_finish(float *yp, const float *acc, int activation) {
     for (int j = 0; j < CGK_DW; j++) yp[j] = cgk_activate(acc[j], activation);
 }
 
-CGK_DISPATCH(, cgk_depthwise,
-             (const float *x, const cgk_window *w, const float *weight, const float *bias, int activation, int32_t
-              oh_begin, int32_t oh_end, int32_t c_begin, int32_t c_end, float *y),
-             (x, w, weight, bias, activation, oh_begin, oh_end, c_begin, c_end, y)) {
-    const int32_t H = w->height, W = w->width, C = w->channels, KH = w->kernel_h, KW = w->kernel_w;
+// One output row (y_row: its first pixel), channels [c_begin, c_end).
+CGK_INLINE void cgk_dw_row(const float *const *rows, int32_t kh_lo, int32_t kh_hi, const cgk_window *w,
+                           const float *weight, const float *bias, int activation, int32_t c_begin, int32_t c_end,
+                           float *y_row) {
+    const int32_t W = w->width, C = w->channels, KW = w->kernel_w;
     const int32_t OW = w->out_width, SW = w->stride_w, PL = w->pad_left;
     // Output columns whose whole window lies inside the image.
     int32_t ow_lo = (PL + SW - 1) / SW, ow_hi = W >= KW ? (W - KW + PL) / SW + 1 : 0;
     if (ow_hi > OW) ow_hi = OW;
     if (ow_lo > ow_hi) ow_lo = ow_hi;
     const int32_t blocks = c_begin + (c_end - c_begin) / CGK_DW * CGK_DW;
+    for (int32_t ow = 0; ow < ow_lo; ow++) cgk_dw_pixel(rows, kh_lo, kh_hi, w, weight, bias, activation, ow, c_begin, c_end, y_row);
+    for (int32_t ow = ow_hi; ow < OW; ow++) cgk_dw_pixel(rows, kh_lo, kh_hi, w, weight, bias, activation, ow, c_begin, c_end, y_row);
+    for (int32_t c0 = c_begin; c0 < blocks; c0 += CGK_DW) {
+        float init[CGK_DW];
+        for (int j = 0; j < CGK_DW; j++) init[j] = bias != NULL ? bias[c0 + j] : 0.0f;
+        int32_t ow = ow_lo;
+        for (; ow + 4 <= ow_hi; ow += 4) {
+            float a0[CGK_DW], a1[CGK_DW], a2[CGK_DW], a3[CGK_DW];
+            for (int j = 0; j < CGK_DW; j++) a0[j] = a1[j] = a2[j] = a3[j] = init[j];
+            for (int32_t kh = kh_lo; kh < kh_hi; kh++) {
+                const float *xr = rows[kh] + ((ptrdiff_t)ow * SW - PL) * C + c0;
+                const float *wr = weight + (ptrdiff_t)kh * KW * C + c0;
+                for (int32_t kw = 0; kw < KW; kw++) {
+                    const float *restrict wp = wr + (ptrdiff_t)kw * C;
+                    const float *restrict x0 = xr + (ptrdiff_t)kw * C, *restrict x1 = x0 + (ptrdiff_t)SW * C;
+                    const float *restrict x2 = x1 + (ptrdiff_t)SW * C, *restrict x3 = x2 + (ptrdiff_t)SW * C;
+                    for (int j = 0; j < CGK_DW; j++) {
+                        a0[j] += x0[j] * wp[j];
+                        a1[j] += x1[j] * wp[j];
+                        a2[j] += x2[j] * wp[j];
+                        a3[j] += x3[j] * wp[j];
+                    }
+                }
+            }
+            float *yp = y_row + (ptrdiff_t)ow * C + c0;
+            cgk_dw_finish(yp, a0, activation);
+            cgk_dw_finish(yp + C, a1, activation);
+            cgk_dw_finish(yp + 2 * C, a2, activation);
+            cgk_dw_finish(yp + 3 * C, a3, activation);
+        }
+        for (; ow < ow_hi; ow++) {
+            float a0[CGK_DW];
+            for (int j = 0; j < CGK_DW; j++) a0[j] = init[j];
+            for (int32_t kh = kh_lo; kh < kh_hi; kh++) {
+                const float *xr = rows[kh] + ((ptrdiff_t)ow * SW - PL) * C + c0;
+                const float *wr = weight + (ptrdiff_t)kh * KW * C + c0;
+                for (int32_t kw = 0; kw < KW; kw++)
+                    for (int j = 0; j < CGK_DW; j++) a0[j] += xr[(ptrdiff_t)kw * C + j] * wr[(ptrdiff_t)kw * C + j];
+            }
+            cgk_dw_finish(y_row + (ptrdiff_t)ow * C + c0, a0, activation);
+        }
+    }
+    if (blocks < c_end)
+        for (int32_t ow = ow_lo; ow < ow_hi; ow++)
+            cgk_dw_pixel(rows, kh_lo, kh_hi, w, weight, bias, activation, ow, blocks, c_end, y_row);
+}
+
+CGK_DISPATCH(, cgk_depthwise,
+             (const float *x, const cgk_window *w, const float *weight, const float *bias, int activation, int32_t
+              oh_begin, int32_t oh_end, int32_t c_begin, int32_t c_end, float *y),
+             (x, w, weight, bias, activation, oh_begin, oh_end, c_begin, c_end, y)) {
+    const int32_t H = w->height, W = w->width, C = w->channels, KH = w->kernel_h;
+    const float *rows[KH];
     for (int32_t oh = oh_begin; oh < oh_end; oh++) {
         const int32_t ih0 = oh * w->stride_h - w->pad_top;
         const int32_t kh_lo = cgk_max(0, -ih0), kh_hi = cgk_min(KH, H - ih0);
-        for (int32_t ow = 0; ow < ow_lo; ow++) cgk_dw_pixel(x, w, weight, bias, activation, oh, ow, c_begin, c_end, y);
-        for (int32_t ow = ow_hi; ow < OW; ow++) cgk_dw_pixel(x, w, weight, bias, activation, oh, ow, c_begin, c_end, y);
-        for (int32_t c0 = c_begin; c0 < blocks; c0 += CGK_DW) {
-            float init[CGK_DW];
-            for (int j = 0; j < CGK_DW; j++) init[j] = bias != NULL ? bias[c0 + j] : 0.0f;
-            int32_t ow = ow_lo;
-            for (; ow + 4 <= ow_hi; ow += 4) {
-                float a0[CGK_DW], a1[CGK_DW], a2[CGK_DW], a3[CGK_DW];
-                for (int j = 0; j < CGK_DW; j++) a0[j] = a1[j] = a2[j] = a3[j] = init[j];
-                for (int32_t kh = kh_lo; kh < kh_hi; kh++) {
-                    const float *xr = x + ((ptrdiff_t)(ih0 + kh) * W + (ptrdiff_t)ow * SW - PL) * C + c0;
-                    const float *wr = weight + (ptrdiff_t)kh * KW * C + c0;
-                    for (int32_t kw = 0; kw < KW; kw++) {
-                        const float *restrict wp = wr + (ptrdiff_t)kw * C;
-                        const float *restrict x0 = xr + (ptrdiff_t)kw * C, *restrict x1 = x0 + (ptrdiff_t)SW * C;
-                        const float *restrict x2 = x1 + (ptrdiff_t)SW * C, *restrict x3 = x2 + (ptrdiff_t)SW * C;
-                        for (int j = 0; j < CGK_DW; j++) {
-                            a0[j] += x0[j] * wp[j];
-                            a1[j] += x1[j] * wp[j];
-                            a2[j] += x2[j] * wp[j];
-                            a3[j] += x3[j] * wp[j];
-                        }
-                    }
-                }
-                float *yp = y + ((ptrdiff_t)oh * OW + ow) * C + c0;
-                cgk_dw_finish(yp, a0, activation);
-                cgk_dw_finish(yp + C, a1, activation);
-                cgk_dw_finish(yp + 2 * C, a2, activation);
-                cgk_dw_finish(yp + 3 * C, a3, activation);
-            }
-            for (; ow < ow_hi; ow++) {
-                float a0[CGK_DW];
-                for (int j = 0; j < CGK_DW; j++) a0[j] = init[j];
-                for (int32_t kh = kh_lo; kh < kh_hi; kh++) {
-                    const float *xr = x + ((ptrdiff_t)(ih0 + kh) * W + (ptrdiff_t)ow * SW - PL) * C + c0;
-                    const float *wr = weight + (ptrdiff_t)kh * KW * C + c0;
-                    for (int32_t kw = 0; kw < KW; kw++)
-                        for (int j = 0; j < CGK_DW; j++) a0[j] += xr[(ptrdiff_t)kw * C + j] * wr[(ptrdiff_t)kw * C + j];
-                }
-                cgk_dw_finish(y + ((ptrdiff_t)oh * OW + ow) * C + c0, a0, activation);
-            }
-        }
-        if (blocks < c_end)
-            for (int32_t ow = ow_lo; ow < ow_hi; ow++) cgk_dw_pixel(x, w, weight, bias, activation, oh, ow, blocks, c_end, y);
+        for (int32_t kh = kh_lo; kh < kh_hi; kh++) rows[kh] = x + (ptrdiff_t)(ih0 + kh) * W * C;
+        cgk_dw_row(rows, kh_lo, kh_hi, w, weight, bias, activation, c_begin, c_end, y + (ptrdiff_t)oh * w->out_width * C);
     }
+}
+
+CGK_DISPATCH(, cgk_depthwise_row,
+             (const float *const *rows, int32_t kh_lo, int32_t kh_hi, const cgk_window *w, const float *weight,
+              const float *bias, int activation, int32_t c_begin, int32_t c_end, float *y_row),
+             (rows, kh_lo, kh_hi, w, weight, bias, activation, c_begin, c_end, y_row)) {
+    cgk_dw_row(rows, kh_lo, kh_hi, w, weight, bias, activation, c_begin, c_end, y_row);
 }
 
 CGK_DISPATCH(, cgk_depthwise_backward,

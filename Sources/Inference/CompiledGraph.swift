@@ -44,6 +44,10 @@ public final class CompiledGraph: @unchecked Sendable {
 
     enum Kernel {
         case conv(ConvShape, Weights, bias: UnsafePointer<Float>?, Activation)
+        /// A 1x1 convolution and the depthwise convolution that alone reads its output, as one
+        /// step (`ExpandDepthwise`); the 1x1 convolution's own step becomes an alias.
+        case expandDepthwise(expand: ConvShape, PackedMatrix, expandBias: UnsafePointer<Float>?, expandActivation: Activation,
+                             depthwise: ConvShape, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, Activation)
         case linear(inFeatures: Int, outFeatures: Int, Weights, bias: UnsafePointer<Float>?, Activation)
         case scaleShift(scale: UnsafePointer<Float>, shift: UnsafePointer<Float>, Activation)
         case maxPool(WindowGeometry)
@@ -80,8 +84,10 @@ public final class CompiledGraph: @unchecked Sendable {
     private(set) var plan: BufferPlan!
 
     /// `winograd`: run eligible 3x3 convolutions with Winograd F(4x4, 3x3) (faster; float
-    /// rounding differs from direct convolution by about 1e-6 relative).
-    public init(graph: GraphSpec, weights: WeightSource, limits: GraphLimits = GraphLimits(), winograd: Bool = true) throws {
+    /// rounding differs from direct convolution by about 1e-6 relative). `fuse`: run large
+    /// expansions and the depthwise convolutions that read them as one step (identical results).
+    public init(graph: GraphSpec, weights: WeightSource, limits: GraphLimits = GraphLimits(), winograd: Bool = true,
+                fuse: Bool = true) throws {
         let resolved = try graph.resolve(tensorShape: weights.shape, limits: limits)
         var retained: [AnyObject] = []
         let arena = WeightArena()
@@ -160,7 +166,8 @@ public final class CompiledGraph: @unchecked Sendable {
                               output: i + 1, outputShape: r.outputShape))
         }
         let index = Dictionary(uniqueKeysWithValues: resolved.enumerated().map { ($1.node.name, $0 + 1) })
-        self.steps = steps
+        let outputs = Set([index[graph.logits]!] + (graph.embedding.map { [index[$0]!] } ?? []))
+        self.steps = fuse ? CompiledGraph.fusingExpansions(steps, outputs: outputs) : steps
         self.valueSizes = [graph.inputShape.count] + resolved.map(\.outputShape.count)
         self.inputShape = graph.inputShape
         self.logitsValue = index[graph.logits]!
@@ -173,6 +180,30 @@ public final class CompiledGraph: @unchecked Sendable {
         self.plan = BufferPlan(self)
     }
 
+    /// `steps` with each 1x1 convolution (packed) whose output only the next step, a depthwise
+    /// convolution, reads, fused into that step when `ExpandDepthwise` finds it worthwhile.
+    private static func fusingExpansions(_ steps: [Step], outputs: Set<Int>) -> [Step] {
+        var readers = [Int: Int]()
+        for step in steps { for v in step.inputs { readers[v, default: 0] += 1 } }
+        var steps = steps
+        for i in steps.indices.dropLast() {
+            guard case .conv(let expand, .packed(let packed), let expandBias, let expandActivation) = steps[i].kernel,
+                  case .conv(let depthwise, .plain(let weight), let bias, let activation) = steps[i + 1].kernel,
+                  steps[i + 1].inputs == [steps[i].output], readers[steps[i].output] == 1, !outputs.contains(steps[i].output),
+                  ExpandDepthwise.isWorthwhile(expand: expand, depthwise: depthwise)
+            else { continue }
+            let expanded = steps[i], next = steps[i + 1]
+            steps[i] = Step(kernel: .alias, inputs: expanded.inputs, inputShapes: expanded.inputShapes, output: expanded.output,
+                            outputShape: expanded.outputShape)
+            steps[i + 1] = Step(kernel: .expandDepthwise(expand: expand, packed, expandBias: expandBias,
+                                                         expandActivation: expandActivation, depthwise: depthwise,
+                                                         weight: weight, bias: bias, activation),
+                                inputs: expanded.inputs, inputShapes: expanded.inputShapes, output: next.output,
+                                outputShape: next.outputShape)
+        }
+        return steps
+    }
+
     /// A short description of each step, for profiles: its kind and shape.
     public var stepDescriptions: [String] {
         steps.map { step in
@@ -182,6 +213,10 @@ public final class CompiledGraph: @unchecked Sendable {
                 let method: String
                 if case .winograd = weights { method = "winograd" } else { method = "\(shape.method)" }
                 return "conv \(w.kernelH)x\(w.kernelW)/\(w.strideH) \(method) \(w.inHeight)x\(w.inWidth)x\(w.inChannels)->\(shape.outChannels)"
+            case .expandDepthwise(let expand, _, _, _, let depthwise, _, _, _):
+                let w = depthwise.window
+                return "expand+depthwise \(w.kernelH)x\(w.kernelW)/\(w.strideH) \(w.inHeight)x\(w.inWidth)x"
+                    + "\(expand.window.inChannels)->\(w.inChannels)"
             case .linear(let i, let o, _, _, _): return "linear \(i)->\(o)"
             default: return "\(step.kernel)".split(separator: "(").first.map(String.init) ?? "step"
             }
@@ -191,6 +226,9 @@ public final class CompiledGraph: @unchecked Sendable {
     /// Floats of conv scratch one context needs.
     func scratchCount(batch: Int, threads: Int) -> Int {
         steps.reduce(0) { m, step in
+            if case .expandDepthwise(_, _, _, _, let depthwise, _, _, _) = step.kernel {
+                return max(m, ExpandDepthwise.scratchCount(depthwise: depthwise, threads: threads))
+            }
             if case .conv(let shape, let weights, _, _) = step.kernel {
                 if case .winograd(let w) = weights { return max(m, w.scratchCount(threads: threads)) }
                 return max(m, Conv2D.scratchCount(shape, batch: batch, threads: threads))
@@ -220,6 +258,11 @@ public final class CompiledGraph: @unchecked Sendable {
                     Conv2D.forward(shape, batch: batch, x: x, weight: weight, bias: bias, activation: act, y: y, scratch: scratch,
                                    threads: threads)
                 }
+            case .expandDepthwise(let expand, let packed, let expandBias, let expandActivation, let depthwise, let weight,
+                                  let bias, let act):
+                ExpandDepthwise.forward(expand: expand, packed: packed, expandBias: expandBias, expandActivation: expandActivation,
+                                        depthwise: depthwise, weight: weight, bias: bias, activation: act, batch: batch, x: x,
+                                        y: y, scratch: scratch!, threads: threads)
             case .linear(let inFeatures, let outFeatures, let weights, let bias, let act):
                 switch weights {
                 case .packed(let packed):

@@ -2,6 +2,7 @@ import Architectures
 import CoverGenre
 import Graph
 import Inference
+import Kernels
 import TestSupport
 import XCTest
 
@@ -69,6 +70,42 @@ final class GraphExecutionTests: XCTestCase {
                                              headChannels: 16)
         try compare(lite, seed: 4, fold: false)
         try compare(lite, seed: 5, fold: true)
+    }
+
+    /// Expansions too large for L2 run fused with their depthwise convolution: the same floats,
+    /// bit for bit, as the two layers apart, at every batch and thread count, and near the reference.
+    func testFusedExpansionsEqualTheLayersApart() throws {
+        let blocks = [
+            Networks.MBConvBlock(inChannels: 8, outChannels: 18, expandRatio: 1, kernel: 3, stride: 1),
+            // 50x50x216 expanded (2.16 MB; 216 channels end in a partial group of 16), 3x3 stride 1.
+            Networks.MBConvBlock(inChannels: 18, outChannels: 24, expandRatio: 12, kernel: 3, stride: 1),
+            // 50x50x216, 5x5 stride 2.
+            Networks.MBConvBlock(inChannels: 24, outChannels: 24, expandRatio: 9, kernel: 5, stride: 2),
+        ]
+        let lite = Networks.efficientNetLite(name: "lite-fused", blocks: blocks, classes: 3, inputSize: 99, stemChannels: 8,
+                                             headChannels: 16)
+        try compare(lite, seed: 6, fold: true)
+        try XCTSkipUnless(PackedMatrix.isAvailable, "the \(InstructionSet.current) kernel variant has no packed GEMM: nothing is fused")
+        let (graph, tensors) = try lite.graph.foldingBatchNorms(randomized(lite, seed: 6))
+        let fused = try CompiledGraph(graph: graph, weights: InMemoryWeights(tensors))
+        let apart = try CompiledGraph(graph: graph, weights: InMemoryWeights(tensors), fuse: false)
+        XCTAssertEqual(fused.stepDescriptions.filter { $0.hasPrefix("expand+depthwise") }.count, 2, "\(fused.stepDescriptions)")
+        XCTAssertFalse(apart.stepDescriptions.contains { $0.hasPrefix("expand+depthwise") })
+        var random = TestRandom(seed: 7)
+        let input = random.floats(3 * graph.inputShape.count)
+        for batch in [1, 3] {
+            for threads in [1, 2, 3] {
+                let scheduler = Scheduler(threads: threads)
+                var results: [[Float]] = []
+                for compiled in [fused, apart] {
+                    let context = try ExecutionContext(graph: compiled, batch: batch, threads: threads)
+                    context.input.update(from: input, count: batch * graph.inputShape.count)
+                    scheduler.run { context.run() }
+                    results.append((0..<batch).flatMap { Array(context.logits($0)) + Array(context.embedding($0)!) })
+                }
+                XCTAssertEqual(results[0], results[1], "batch \(batch) threads \(threads)")
+            }
+        }
     }
 
     func testFoldingRemovesEveryBatchNormAfterAConvolution() throws {

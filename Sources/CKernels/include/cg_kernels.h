@@ -113,6 +113,12 @@ void cgk_col2im(const float *col, ptrdiff_t ldcol, const cgk_window *w, int32_t 
 // activation, for output rows [oh_begin, oh_end) and channels [c_begin, c_end) of one image.
 void cgk_depthwise(const float *x, const cgk_window *w, const float *weight, const float *bias, int activation,
                    int32_t oh_begin, int32_t oh_end, int32_t c_begin, int32_t c_end, float *y);
+// One output row of the depthwise convolution from the input rows it reads: rows[kh] points to
+// input row oh * stride_h - pad_top + kh (width x channels floats) for kh in [kh_lo, kh_hi), the
+// rows inside the image; y_row to the output row. Lets a caller keep only a few input rows.
+void cgk_depthwise_row(const float *const *rows, int32_t kh_lo, int32_t kh_hi, const cgk_window *w,
+                       const float *weight, const float *bias, int activation, int32_t c_begin, int32_t c_end,
+                       float *y_row);
 
 // Depthwise backward for one image: dx += conv^T(dy) (dx zeroed by the caller), dweight += x * dy.
 void cgk_depthwise_backward(const float *x, const float *dy, const cgk_window *w, const float *weight,
