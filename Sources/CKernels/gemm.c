@@ -3,7 +3,7 @@
 // B (the weights) is packed at load into panels of 16 columns, so the per-call packing OpenBLAS
 // does is gone. The loops around the microkernels are in gemm_blocking.h. The AVX2 microkernel
 // keeps a 6 x 16 block of C in 12 ymm registers; the AVX-512 one (gemm_avx512.h) a 12 x 32 block
-// in 24 zmm registers. Bias plus activation are applied while results are still in registers. On
+// in 24 zmm registers. Each is compiled for every row count, for the last partial block of rows. Bias plus activation are applied while results are still in registers. On
 // this project's AVX2 test machine the AVX2 kernel runs at 67-93 GFLOP/s on the networks' shapes on
 // one core, OpenBLAS sgemm at 42-80.
 //
@@ -86,36 +86,27 @@ static inline __m256 cgk_finish8(__m256 v, const float *c, int first, int last, 
     return v;
 }
 
-// One panel (width <= NR); a cgk_microkernel.
+// `rows` rows (1..MR, a constant where this is inlined) against one panel (width <= NR): a partial
+// block computes only its rows.
 __attribute__((target("avx2,fma")))
-static void cgk_kernel_6x16(int32_t kc, const float *ap, ptrdiff_t row_step, ptrdiff_t k_step, const float *restrict bp,
-                            ptrdiff_t panel_stride, int32_t width, float *c, ptrdiff_t ldc, int32_t rows, int first,
-                            int last, const float *bias, int activation) {
-    (void)panel_stride;
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    const float *a0 = ap, *a1 = a0 + row_step, *a2 = a1 + row_step, *a3 = a2 + row_step, *a4 = a3 + row_step, *a5 = a4 + row_step;
+static inline __attribute__((always_inline)) void
+cgk_kernel_rx16(const int rows, int32_t kc, const float *ap, ptrdiff_t lda, const float *restrict bp, int32_t width,
+                float *c, ptrdiff_t ldc, int first, int last, const float *bias, int activation) {
+    __m256 acc[MR][2];
+    for (int r = 0; r < rows; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     for (int32_t kk = 0; kk < kc; kk++, bp += NR) {
-        const ptrdiff_t o = kk * k_step;
         const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
-        __m256 a = _mm256_broadcast_ss(a0 + o);
-        c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01);
-        a = _mm256_broadcast_ss(a1 + o);
-        c10 = _mm256_fmadd_ps(a, b0, c10); c11 = _mm256_fmadd_ps(a, b1, c11);
-        a = _mm256_broadcast_ss(a2 + o);
-        c20 = _mm256_fmadd_ps(a, b0, c20); c21 = _mm256_fmadd_ps(a, b1, c21);
-        a = _mm256_broadcast_ss(a3 + o);
-        c30 = _mm256_fmadd_ps(a, b0, c30); c31 = _mm256_fmadd_ps(a, b1, c31);
-        a = _mm256_broadcast_ss(a4 + o);
-        c40 = _mm256_fmadd_ps(a, b0, c40); c41 = _mm256_fmadd_ps(a, b1, c41);
-        a = _mm256_broadcast_ss(a5 + o);
-        c50 = _mm256_fmadd_ps(a, b0, c50); c51 = _mm256_fmadd_ps(a, b1, c51);
+#pragma clang loop unroll(full)
+        for (int r = 0; r < rows; r++) {
+            const __m256 a = _mm256_broadcast_ss(ap + r * lda + kk);
+            acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+        }
     }
-    const __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
-    if (rows == MR && width == NR) {
+    if (width == NR) {
         const __m256 bias0 = bias && last ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
         const __m256 bias1 = bias && last ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
-        for (int r = 0; r < MR; r++) {
+        for (int r = 0; r < rows; r++) {
             float *cr = c + r * ldc;
             const __m256 lo = cgk_finish8(acc[r][0], cr, first, last, bias0, activation);
             const __m256 hi = cgk_finish8(acc[r][1], cr + 8, first, last, bias1, activation);
@@ -131,6 +122,22 @@ static void cgk_kernel_6x16(int32_t kc, const float *ap, ptrdiff_t row_step, ptr
         cgk_store_row(c + r * ldc, tmp, width, first, last, bias, activation);
     }
 }
+
+// A cgk_microkernel: up to 6 rows, one panel.
+__attribute__((target("avx2,fma")))
+static void cgk_kernel_6x16(int32_t kc, const float *ap, ptrdiff_t lda, const float *bp, ptrdiff_t panel_stride,
+                            int32_t width, float *c, ptrdiff_t ldc, int32_t rows, int first, int last, const float *bias,
+                            int activation) {
+    (void)panel_stride;
+    switch (rows) {
+    case 6: cgk_kernel_rx16(6, kc, ap, lda, bp, width, c, ldc, first, last, bias, activation); break;
+    case 5: cgk_kernel_rx16(5, kc, ap, lda, bp, width, c, ldc, first, last, bias, activation); break;
+    case 4: cgk_kernel_rx16(4, kc, ap, lda, bp, width, c, ldc, first, last, bias, activation); break;
+    case 3: cgk_kernel_rx16(3, kc, ap, lda, bp, width, c, ldc, first, last, bias, activation); break;
+    case 2: cgk_kernel_rx16(2, kc, ap, lda, bp, width, c, ldc, first, last, bias, activation); break;
+    case 1: cgk_kernel_rx16(1, kc, ap, lda, bp, width, c, ldc, first, last, bias, activation); break;
+    }
+}
 #endif
 
 void cgk_gemm_packed(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, const float *packed, float *c,
@@ -140,9 +147,8 @@ void cgk_gemm_packed(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t 
     if (isa == CGK_ISA_AVX512) {
         cgk_gemm_packed_avx512(m, n, k, a, lda, packed, c, ldc, bias, activation, panel_begin, panel_end);
     } else if (isa == CGK_ISA_AVX2) {
-        float a_tail[MR * KC] __attribute__((aligned(64)));
-        cgk_gemm_blocked(MR, KC, MC, 1, cgk_kernel_6x16, a_tail, m, n, k, a, lda, packed, c, ldc, bias, activation,
-                         panel_begin, panel_end);
+        cgk_gemm_blocked(MR, KC, MC, 1, cgk_kernel_6x16, m, n, k, a, lda, packed, c, ldc, bias, activation, panel_begin,
+                         panel_end);
     }
 #else
     (void)m; (void)n; (void)k; (void)a; (void)lda; (void)packed; (void)c; (void)ldc; (void)bias; (void)activation;

@@ -27,30 +27,30 @@ CGK_INLINE __m512 cgk_finish16(__m512 v, const float *c, int first, int last, __
     return v;
 }
 
-// One or two panels (`panels` is a constant where this is inlined, so the other half disappears).
+// `rows` rows (1..12) against one or two panels: both are constants where this is inlined, so a
+// partial block computes only its rows and a single panel drops the other half.
 CGK_AVX512_FUNCTION
-CGK_INLINE void cgk_kernel_12xn(const int panels, int32_t kc, const float *ap, ptrdiff_t row_step, ptrdiff_t k_step,
-                                const float *restrict bp, ptrdiff_t panel_stride, int32_t width, float *c, ptrdiff_t ldc,
-                                int32_t rows, int first, int last, const float *bias, int activation) {
+CGK_INLINE void cgk_kernel_rxn(const int rows, const int panels, int32_t kc, const float *ap, ptrdiff_t lda,
+                               const float *restrict bp, ptrdiff_t panel_stride, int32_t width, float *c, ptrdiff_t ldc,
+                               int first, int last, const float *bias, int activation) {
     __m512 acc0[CGK_MR512], acc1[CGK_MR512];
-    for (int r = 0; r < CGK_MR512; r++) acc0[r] = acc1[r] = _mm512_setzero_ps();
+    for (int r = 0; r < rows; r++) acc0[r] = acc1[r] = _mm512_setzero_ps();
     const float *b0 = bp, *b1 = bp + panel_stride;
     for (int32_t kk = 0; kk < kc; kk++) {
-        const ptrdiff_t o = kk * k_step;
         const __m512 x0 = _mm512_loadu_ps(b0 + (ptrdiff_t)kk * CGK_NR);
         const __m512 x1 = panels == 2 ? _mm512_loadu_ps(b1 + (ptrdiff_t)kk * CGK_NR) : x0;
 #pragma clang loop unroll(full)
-        for (int r = 0; r < CGK_MR512; r++) {
-            const __m512 a = _mm512_set1_ps(ap[r * row_step + o]);
+        for (int r = 0; r < rows; r++) {
+            const __m512 a = _mm512_set1_ps(ap[r * lda + kk]);
             acc0[r] = _mm512_fmadd_ps(a, x0, acc0[r]);
             if (panels == 2) acc1[r] = _mm512_fmadd_ps(a, x1, acc1[r]);
         }
     }
-    if (rows == CGK_MR512 && width == panels * CGK_NR) {
+    if (width == panels * CGK_NR) {
         const int with_bias = bias != NULL && last;
         const __m512 bias0 = with_bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
         const __m512 bias1 = with_bias && panels == 2 ? _mm512_loadu_ps(bias + CGK_NR) : _mm512_setzero_ps();
-        for (int r = 0; r < CGK_MR512; r++) {
+        for (int r = 0; r < rows; r++) {
             float *cr = c + r * ldc;
             _mm512_storeu_ps(cr, cgk_finish16(acc0[r], cr, first, last, bias0, activation));
             if (panels == 2) _mm512_storeu_ps(cr + CGK_NR, cgk_finish16(acc1[r], cr + CGK_NR, first, last, bias1, activation));
@@ -65,14 +65,23 @@ CGK_INLINE void cgk_kernel_12xn(const int panels, int32_t kc, const float *ap, p
     }
 }
 
+// A cgk_microkernel: up to 12 rows, up to 32 columns.
 CGK_AVX512_FUNCTION
-static void cgk_kernel_12x32(int32_t kc, const float *ap, ptrdiff_t row_step, ptrdiff_t k_step, const float *bp,
-                             ptrdiff_t panel_stride, int32_t width, float *c, ptrdiff_t ldc, int32_t rows, int first,
-                             int last, const float *bias, int activation) {
-    if (width > CGK_NR)
-        cgk_kernel_12xn(2, kc, ap, row_step, k_step, bp, panel_stride, width, c, ldc, rows, first, last, bias, activation);
-    else
-        cgk_kernel_12xn(1, kc, ap, row_step, k_step, bp, panel_stride, width, c, ldc, rows, first, last, bias, activation);
+static void cgk_kernel_12x32(int32_t kc, const float *ap, ptrdiff_t lda, const float *bp, ptrdiff_t panel_stride,
+                             int32_t width, float *c, ptrdiff_t ldc, int32_t rows, int first, int last, const float *bias,
+                             int activation) {
+#define CGK_ROWS(r)                                                                                                   \
+    case r:                                                                                                           \
+        if (width > CGK_NR)                                                                                           \
+            cgk_kernel_rxn(r, 2, kc, ap, lda, bp, panel_stride, width, c, ldc, first, last, bias, activation);         \
+        else                                                                                                          \
+            cgk_kernel_rxn(r, 1, kc, ap, lda, bp, panel_stride, width, c, ldc, first, last, bias, activation);         \
+        break;
+    switch (rows) {
+        CGK_ROWS(12) CGK_ROWS(11) CGK_ROWS(10) CGK_ROWS(9) CGK_ROWS(8) CGK_ROWS(7)
+        CGK_ROWS(6) CGK_ROWS(5) CGK_ROWS(4) CGK_ROWS(3) CGK_ROWS(2) CGK_ROWS(1)
+    }
+#undef CGK_ROWS
 }
 
 // cgk_gemm_packed's AVX-512 variant.
@@ -80,8 +89,7 @@ CGK_AVX512_FUNCTION
 static void cgk_gemm_packed_avx512(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, const float *packed,
                                    float *c, ptrdiff_t ldc, const float *bias, int activation, int32_t panel_begin,
                                    int32_t panel_end) {
-    float a_tail[CGK_MR512 * CGK_KC512] __attribute__((aligned(64)));
-    cgk_gemm_blocked(CGK_MR512, CGK_KC512, CGK_MC512, 2, cgk_kernel_12x32, a_tail, m, n, k, a, lda, packed, c, ldc, bias,
+    cgk_gemm_blocked(CGK_MR512, CGK_KC512, CGK_MC512, 2, cgk_kernel_12x32, m, n, k, a, lda, packed, c, ldc, bias,
                      activation, panel_begin, panel_end);
 }
 
