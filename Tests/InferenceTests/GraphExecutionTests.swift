@@ -50,6 +50,16 @@ final class GraphExecutionTests: XCTestCase {
         }
     }
 
+    /// A small EfficientNet-Lite: 8 stem channels, 16 head channels, 3 classes; blocks given as
+    /// (in, out, expansion, kernel, stride).
+    func smallLite(_ name: String, inputSize: Int, blocks: [(Int, Int, Int, Int, Int)]) -> Architecture {
+        let specs = blocks.map {
+            Networks.MBConvBlock(inChannels: $0.0, outChannels: $0.1, expandRatio: $0.2, kernel: $0.3, stride: $0.4)
+        }
+        return Networks.efficientNetLite(name: name, blocks: specs, classes: 3, inputSize: inputSize, stemChannels: 8,
+                                         headChannels: 16)
+    }
+
     func testBaselineCNN() throws {
         try compare(Networks.baselineCNN(classes: 5, inputSize: 32, channels: [4, 6, 8, 8, 10], hidden: 12), seed: 1, fold: false)
         try compare(Networks.baselineCNN(classes: 5, inputSize: 32, channels: [4, 6, 8, 8, 10], hidden: 12, batchNorm: true),
@@ -61,13 +71,8 @@ final class GraphExecutionTests: XCTestCase {
     }
 
     func testEfficientNetLiteWithResidualsFoldedAndUnfolded() throws {
-        let blocks = [
-            Networks.MBConvBlock(inChannels: 8, outChannels: 8, expandRatio: 1, kernel: 3, stride: 1),
-            Networks.MBConvBlock(inChannels: 8, outChannels: 12, expandRatio: 3, kernel: 5, stride: 2),
-            Networks.MBConvBlock(inChannels: 12, outChannels: 12, expandRatio: 3, kernel: 3, stride: 1),
-        ]
-        let lite = Networks.efficientNetLite(name: "lite-test", blocks: blocks, classes: 3, inputSize: 33, stemChannels: 8,
-                                             headChannels: 16)
+        // (in, out, expansion, kernel, stride) per block.
+        let lite = smallLite("lite-test", inputSize: 33, blocks: [(8, 8, 1, 3, 1), (8, 12, 3, 5, 2), (12, 12, 3, 3, 1)])
         try compare(lite, seed: 4, fold: false)
         try compare(lite, seed: 5, fold: true)
     }
@@ -75,15 +80,9 @@ final class GraphExecutionTests: XCTestCase {
     /// Expansions too large for L2 run fused with their depthwise convolution: the same floats,
     /// bit for bit, as the two layers apart, at every batch and thread count, and near the reference.
     func testFusedExpansionsEqualTheLayersApart() throws {
-        let blocks = [
-            Networks.MBConvBlock(inChannels: 8, outChannels: 18, expandRatio: 1, kernel: 3, stride: 1),
-            // 50x50x216 expanded (2.16 MB; 216 channels end in a partial group of 16), 3x3 stride 1.
-            Networks.MBConvBlock(inChannels: 18, outChannels: 24, expandRatio: 12, kernel: 3, stride: 1),
-            // 50x50x216, 5x5 stride 2.
-            Networks.MBConvBlock(inChannels: 24, outChannels: 24, expandRatio: 9, kernel: 5, stride: 2),
-        ]
-        let lite = Networks.efficientNetLite(name: "lite-fused", blocks: blocks, classes: 3, inputSize: 99, stemChannels: 8,
-                                             headChannels: 16)
+        // Blocks 2 and 3 expand to 50x50x216 (2.16 MB; 216 channels end in a partial group of 16),
+        // then a 3x3 stride-1 and a 5x5 stride-2 depthwise convolution.
+        let lite = smallLite("lite-fused", inputSize: 99, blocks: [(8, 18, 1, 3, 1), (18, 24, 12, 3, 1), (24, 24, 9, 5, 2)])
         try compare(lite, seed: 6, fold: true)
         try XCTSkipUnless(PackedMatrix.isAvailable, "the \(InstructionSet.current) kernel variant has no packed GEMM: nothing is fused")
         let (graph, tensors) = try lite.graph.foldingBatchNorms(randomized(lite, seed: 6))
