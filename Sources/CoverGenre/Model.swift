@@ -378,15 +378,16 @@ public final class Model: @unchecked Sendable {
     }
 
     /// Runs the image (and its mirror, for flip-averaging models), calling `add` once per view.
-    /// With two or three threads the two views run at once, one per thread, each through a
+    /// With two threads the two views run at once, one per thread, each through a
     /// single-threaded context, as a batch of two does: splitting one view's layers across two
     /// threads waits at every layer for the slower thread, and on a shared machine a descheduled
     /// thread stalls both (a 500-pixel JPEG, 2 threads, AVX2 machine: 28.5 ms per cover that way,
-    /// 21.7 ms a view per thread; medians of 8 interleaved rounds, docs/performance.md). With four
-    /// or more threads each view uses them all, one view at a time (not measured here: 2 cores). `add` may see the views in either order: it sums them into zeroed outputs, and
-    /// a sum of two floats does not depend on their order.
+    /// 21.7 ms a view per thread; medians of 8 interleaved rounds, docs/performance.md). With more
+    /// threads each view uses them all, one view at a time (not measured on this 2-core machine,
+    /// so left as it was). `add` may see the views in either order: it sums them into zeroed
+    /// outputs, and a sum of two floats does not depend on their order.
     private func runViews(_ image: RGBImage, threads: Int, _ add: (ExecutionContext) -> Void) throws {
-        if views == 2 && (2...3).contains(threads) {
+        if views == 2 && threads == 2 {
             try runViewsAtOnce(image, add)
             return
         }
