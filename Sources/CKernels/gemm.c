@@ -3,9 +3,10 @@
 // B (the weights) is packed at load into panels of 16 columns, so the per-call packing OpenBLAS
 // does is gone. The loops around the microkernels are in gemm_blocking.h. The AVX2 microkernel
 // keeps a 6 x 16 block of C in 12 ymm registers; the AVX-512 one (gemm_avx512.h) a 12 x 32 block
-// in 24 zmm registers. Each is compiled for every row count, for the last partial block of rows. Bias plus activation are applied while results are still in registers. On
-// this project's AVX2 test machine the AVX2 kernel runs at 67-93 GFLOP/s on the networks' shapes on
-// one core, OpenBLAS sgemm at 42-80.
+// in 24 zmm registers. Each is compiled for every row count, for the last partial block of rows.
+// Bias plus activation are applied while results are still in registers. On this project's AVX2
+// test machine the AVX2 kernel runs at 67-93 GFLOP/s on the networks' shapes on one core,
+// OpenBLAS sgemm at 42-80.
 //
 // The variant follows cgk_isa(): AVX-512, AVX2, or none (the baseline variant and other CPUs use
 // OpenBLAS instead: cgk_gemm_packed_available() == 0).
