@@ -29,23 +29,41 @@ CGK_INLINE __m512 cgk_finish16(__m512 v, const float *c, int first, int last, __
 
 // `rows` rows (1..12) against one or two panels: both are constants where this is inlined, so a
 // partial block computes only its rows and a single panel drops the other half.
+//
+// Rows of A are addressed from three pointers (rows 0-3, 4-7, 8-11) plus lda and 3 * lda, so the
+// loop needs eight general registers, not twelve row pointers; the k loop is not unrolled, so the
+// 24 accumulators, two B vectors and the broadcast fit in the 32 zmm registers. On a Zen 4 EPYC
+// the compiler's own choice (twelve row pointers, the loop unrolled twice) spilled accumulators
+// to the stack and ran 30% slower than the AVX2 kernel.
 CGK_AVX512_FUNCTION
 CGK_INLINE void cgk_kernel_rxn(const int rows, const int panels, int32_t kc, const float *ap, ptrdiff_t lda,
                                const float *restrict bp, ptrdiff_t panel_stride, int32_t width, float *c, ptrdiff_t ldc,
                                int first, int last, const float *bias, int activation) {
     __m512 acc0[CGK_MR512], acc1[CGK_MR512];
     for (int r = 0; r < rows; r++) acc0[r] = acc1[r] = _mm512_setzero_ps();
-    const float *b0 = bp, *b1 = bp + panel_stride;
-    for (int32_t kk = 0; kk < kc; kk++) {
-        const __m512 x0 = _mm512_loadu_ps(b0 + (ptrdiff_t)kk * CGK_NR);
-        const __m512 x1 = panels == 2 ? _mm512_loadu_ps(b1 + (ptrdiff_t)kk * CGK_NR) : x0;
-#pragma clang loop unroll(full)
-        for (int r = 0; r < rows; r++) {
-            const __m512 a = _mm512_set1_ps(ap[r * lda + kk]);
-            acc0[r] = _mm512_fmadd_ps(a, x0, acc0[r]);
-            if (panels == 2) acc1[r] = _mm512_fmadd_ps(a, x1, acc1[r]);
-        }
+    const float *b0 = bp, *b1 = bp + (panels == 2 ? panel_stride : 0);
+    const float *a0 = ap, *a4 = rows > 4 ? ap + 4 * lda : ap, *a8 = rows > 8 ? ap + 8 * lda : ap;
+    const ptrdiff_t lda3 = 3 * lda;
+#define CGK_ROW512(r, base, offset)                                                                                   \
+    if (r < rows) {                                                                                                   \
+        const __m512 a = _mm512_set1_ps(base[offset]);                                                                \
+        acc0[r] = _mm512_fmadd_ps(a, x0, acc0[r]);                                                                    \
+        if (panels == 2) acc1[r] = _mm512_fmadd_ps(a, x1, acc1[r]);                                                   \
     }
+#pragma clang loop unroll(disable)
+    for (int32_t kk = 0; kk < kc; kk++) {
+        const __m512 x0 = _mm512_loadu_ps(b0);
+        const __m512 x1 = panels == 2 ? _mm512_loadu_ps(b1) : x0;
+        b0 += CGK_NR;
+        b1 += CGK_NR;
+        CGK_ROW512(0, a0, 0) CGK_ROW512(1, a0, lda) CGK_ROW512(2, a0, 2 * lda) CGK_ROW512(3, a0, lda3)
+        CGK_ROW512(4, a4, 0) CGK_ROW512(5, a4, lda) CGK_ROW512(6, a4, 2 * lda) CGK_ROW512(7, a4, lda3)
+        CGK_ROW512(8, a8, 0) CGK_ROW512(9, a8, lda) CGK_ROW512(10, a8, 2 * lda) CGK_ROW512(11, a8, lda3)
+        a0++;
+        a4++;
+        a8++;
+    }
+#undef CGK_ROW512
     if (width == panels * CGK_NR) {
         const int with_bias = bias != NULL && last;
         const __m512 bias0 = with_bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
