@@ -95,12 +95,25 @@ CGK_INLINE void cgk_dw_pixel(const float *const *rows, int32_t kh_lo, int32_t kh
     }
 }
 
-// Channels go 16 at a time (one AVX-512 register, two AVX2 ones) and output pixels 4 at a time,
-// so each weight vector loaded serves four pixels and the accumulators stay in registers.
+// Channels go 16 at a time and output pixels 4 at a time, so each weight vector loaded serves
+// four pixels and the accumulators stay in registers. cgk_v16 is clang's vector of 16 floats: one
+// zmm register in the AVX-512 variant, two ymm in the AVX2 one, four xmm in the baseline; `a += x
+// * w` becomes one fused multiply-add where the variant has FMA. Written with it rather than with
+// float[16] loops: from those, clang kept a pointer per pixel and tap and spilled them, and the
+// loop ran at 20 GFLOP/s on a Zen 4 EPYC in both variants.
 #define CGK_DW 16
+typedef float cgk_v16 __attribute__((ext_vector_type(16), aligned(4)));
 
-CGK_INLINE void cgk_dw_finish(float *yp, const float *acc, int activation) {
-    for (int j = 0; j < CGK_DW; j++) yp[j] = cgk_activate(acc[j], activation);
+CGK_INLINE cgk_v16 cgk_load16(const float *p) {
+    cgk_v16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+CGK_INLINE void cgk_dw_finish(float *yp, cgk_v16 v, int activation) {
+    if (activation == CGK_ACT_RELU || activation == CGK_ACT_RELU6) v = v > 0.0f ? v : 0.0f;
+    if (activation == CGK_ACT_RELU6) v = v < 6.0f ? v : 6.0f;
+    memcpy(yp, &v, sizeof v);
 }
 
 // One output row (y_row: its first pixel), channels [c_begin, c_end).
@@ -114,28 +127,23 @@ CGK_INLINE void cgk_dw_row(const float *const *rows, int32_t kh_lo, int32_t kh_h
     if (ow_hi > OW) ow_hi = OW;
     if (ow_lo > ow_hi) ow_lo = ow_hi;
     const int32_t blocks = c_begin + (c_end - c_begin) / CGK_DW * CGK_DW;
+    const ptrdiff_t step = (ptrdiff_t)SW * C; // from one output pixel's window to the next's
     for (int32_t ow = 0; ow < ow_lo; ow++) cgk_dw_pixel(rows, kh_lo, kh_hi, w, weight, bias, activation, ow, c_begin, c_end, y_row);
     for (int32_t ow = ow_hi; ow < OW; ow++) cgk_dw_pixel(rows, kh_lo, kh_hi, w, weight, bias, activation, ow, c_begin, c_end, y_row);
     for (int32_t c0 = c_begin; c0 < blocks; c0 += CGK_DW) {
-        float init[CGK_DW];
-        for (int j = 0; j < CGK_DW; j++) init[j] = bias != NULL ? bias[c0 + j] : 0.0f;
+        const cgk_v16 init = bias != NULL ? cgk_load16(bias + c0) : (cgk_v16)0.0f;
         int32_t ow = ow_lo;
         for (; ow + 4 <= ow_hi; ow += 4) {
-            float a0[CGK_DW], a1[CGK_DW], a2[CGK_DW], a3[CGK_DW];
-            for (int j = 0; j < CGK_DW; j++) a0[j] = a1[j] = a2[j] = a3[j] = init[j];
+            cgk_v16 a0 = init, a1 = init, a2 = init, a3 = init;
             for (int32_t kh = kh_lo; kh < kh_hi; kh++) {
-                const float *xr = rows[kh] + ((ptrdiff_t)ow * SW - PL) * C + c0;
-                const float *wr = weight + (ptrdiff_t)kh * KW * C + c0;
-                for (int32_t kw = 0; kw < KW; kw++) {
-                    const float *restrict wp = wr + (ptrdiff_t)kw * C;
-                    const float *restrict x0 = xr + (ptrdiff_t)kw * C, *restrict x1 = x0 + (ptrdiff_t)SW * C;
-                    const float *restrict x2 = x1 + (ptrdiff_t)SW * C, *restrict x3 = x2 + (ptrdiff_t)SW * C;
-                    for (int j = 0; j < CGK_DW; j++) {
-                        a0[j] += x0[j] * wp[j];
-                        a1[j] += x1[j] * wp[j];
-                        a2[j] += x2[j] * wp[j];
-                        a3[j] += x3[j] * wp[j];
-                    }
+                const float *xp = rows[kh] + ((ptrdiff_t)ow * SW - PL) * C + c0;
+                const float *wp = weight + (ptrdiff_t)kh * KW * C + c0;
+                for (int32_t kw = 0; kw < KW; kw++, xp += C, wp += C) {
+                    const cgk_v16 wv = cgk_load16(wp);
+                    a0 += cgk_load16(xp) * wv;
+                    a1 += cgk_load16(xp + step) * wv;
+                    a2 += cgk_load16(xp + 2 * step) * wv;
+                    a3 += cgk_load16(xp + 3 * step) * wv;
                 }
             }
             float *yp = y_row + (ptrdiff_t)ow * C + c0;
@@ -145,13 +153,11 @@ CGK_INLINE void cgk_dw_row(const float *const *rows, int32_t kh_lo, int32_t kh_h
             cgk_dw_finish(yp + 3 * C, a3, activation);
         }
         for (; ow < ow_hi; ow++) {
-            float a0[CGK_DW];
-            for (int j = 0; j < CGK_DW; j++) a0[j] = init[j];
+            cgk_v16 a0 = init;
             for (int32_t kh = kh_lo; kh < kh_hi; kh++) {
-                const float *xr = rows[kh] + ((ptrdiff_t)ow * SW - PL) * C + c0;
-                const float *wr = weight + (ptrdiff_t)kh * KW * C + c0;
-                for (int32_t kw = 0; kw < KW; kw++)
-                    for (int j = 0; j < CGK_DW; j++) a0[j] += xr[(ptrdiff_t)kw * C + j] * wr[(ptrdiff_t)kw * C + j];
+                const float *xp = rows[kh] + ((ptrdiff_t)ow * SW - PL) * C + c0;
+                const float *wp = weight + (ptrdiff_t)kh * KW * C + c0;
+                for (int32_t kw = 0; kw < KW; kw++, xp += C, wp += C) a0 += cgk_load16(xp) * cgk_load16(wp);
             }
             cgk_dw_finish(y_row + (ptrdiff_t)ow * C + c0, a0, activation);
         }
