@@ -66,6 +66,8 @@ CGK_DISPATCH(, cgk_col2im,
 // [kh_lo, kh_hi) (the others are padding). cgk_depthwise points them into the input tensor;
 // the fused expand-and-depthwise step (ExpandDepthwise.swift) into the few expanded rows it keeps.
 
+#define CGK_DW 16 // channels per vector
+
 // Activation of 16 channels, stored.
 CGK_INLINE void cgk_dw_finish(float *yp, cgk_v16 v, int activation) {
     if (activation == CGK_ACT_RELU || activation == CGK_ACT_RELU6) v = v > 0.0f ? v : 0.0f;
@@ -87,16 +89,39 @@ CGK_INLINE void cgk_dw_pixel(const float *const *rows, int32_t kh_lo, int32_t kh
     const int32_t kw_lo = cgk_max(0, -iw0), kw_hi = cgk_min(KW, W - iw0);
     float *yp = y_row + (ptrdiff_t)ow * C;
     int32_t c = c_begin;
-    for (; c + 16 <= c_end; c += 16) { // vectorized over 16 channels, valid taps only
-        float acc[16];
-        for (int j = 0; j < 16; j++) acc[j] = bias != NULL ? bias[c + j] : 0.0f;
-        for (int32_t kh = kh_lo; kh < kh_hi; kh++)
-            for (int32_t kw = kw_lo; kw < kw_hi; kw++) {
-                const float *restrict xp = rows[kh] + (ptrdiff_t)(iw0 + kw) * C + c;
-                const float *restrict wp = weight + ((ptrdiff_t)kh * KW + kw) * C + c;
-                for (int j = 0; j < 16; j++) acc[j] += xp[j] * wp[j];
+    // 64 channels at a time: four independent sums, so the pixel is not bound by the latency of
+    // one chain of multiply-adds.
+    for (; c + 4 * CGK_DW <= c_end; c += 4 * CGK_DW) {
+        cgk_v16 a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+        if (bias != NULL) {
+            a0 = cgk_load16(bias + c);
+            a1 = cgk_load16(bias + c + CGK_DW);
+            a2 = cgk_load16(bias + c + 2 * CGK_DW);
+            a3 = cgk_load16(bias + c + 3 * CGK_DW);
+        }
+        for (int32_t kh = kh_lo; kh < kh_hi; kh++) {
+            const float *xp = rows[kh] + (ptrdiff_t)(iw0 + kw_lo) * C + c;
+            const float *wp = weight + ((ptrdiff_t)kh * KW + kw_lo) * C + c;
+            for (int32_t kw = kw_lo; kw < kw_hi; kw++, xp += C, wp += C) {
+                a0 += cgk_load16(xp) * cgk_load16(wp);
+                a1 += cgk_load16(xp + CGK_DW) * cgk_load16(wp + CGK_DW);
+                a2 += cgk_load16(xp + 2 * CGK_DW) * cgk_load16(wp + 2 * CGK_DW);
+                a3 += cgk_load16(xp + 3 * CGK_DW) * cgk_load16(wp + 3 * CGK_DW);
             }
-        for (int j = 0; j < 16; j++) yp[c + j] = cgk_activate(acc[j], activation);
+        }
+        cgk_dw_finish(yp + c, a0, activation);
+        cgk_dw_finish(yp + c + CGK_DW, a1, activation);
+        cgk_dw_finish(yp + c + 2 * CGK_DW, a2, activation);
+        cgk_dw_finish(yp + c + 3 * CGK_DW, a3, activation);
+    }
+    for (; c + CGK_DW <= c_end; c += CGK_DW) {
+        cgk_v16 acc = bias != NULL ? cgk_load16(bias + c) : (cgk_v16)0.0f;
+        for (int32_t kh = kh_lo; kh < kh_hi; kh++) {
+            const float *xp = rows[kh] + (ptrdiff_t)(iw0 + kw_lo) * C + c;
+            const float *wp = weight + ((ptrdiff_t)kh * KW + kw_lo) * C + c;
+            for (int32_t kw = kw_lo; kw < kw_hi; kw++, xp += C, wp += C) acc += cgk_load16(xp) * cgk_load16(wp);
+        }
+        cgk_dw_finish(yp + c, acc, activation);
     }
     for (; c < c_end; c++) {
         float acc = bias != NULL ? bias[c] : 0.0f;
@@ -110,7 +135,8 @@ CGK_INLINE void cgk_dw_pixel(const float *const *rows, int32_t kh_lo, int32_t kh
 // Channels go 16 at a time (a cgk_v16) and output pixels 4 at a time, so each weight vector
 // loaded serves four pixels and the accumulators stay in registers. Written with cgk_v16 rather
 // than float[16] loops: from those, clang kept a pointer per pixel and tap and spilled them.
-#define CGK_DW 16
+// The pixels left over (fewer than four, and the edge columns) go one at a time through
+// cgk_dw_pixel, 64 channels at once.
 
 // One output row (y_row: its first pixel), channels [c_begin, c_end).
 CGK_INLINE void cgk_dw_row(const float *const *rows, int32_t kh_lo, int32_t kh_hi, const cgk_window *w,
@@ -148,18 +174,14 @@ CGK_INLINE void cgk_dw_row(const float *const *rows, int32_t kh_lo, int32_t kh_h
             cgk_dw_finish(yp + 2 * C, a2, activation);
             cgk_dw_finish(yp + 3 * C, a3, activation);
         }
-        for (; ow < ow_hi; ow++) {
-            cgk_v16 a0 = init;
-            for (int32_t kh = kh_lo; kh < kh_hi; kh++) {
-                const float *xp = rows[kh] + ((ptrdiff_t)ow * SW - PL) * C + c0;
-                const float *wp = weight + (ptrdiff_t)kh * KW * C + c0;
-                for (int32_t kw = 0; kw < KW; kw++, xp += C, wp += C) a0 += cgk_load16(xp) * cgk_load16(wp);
-            }
-            cgk_dw_finish(y_row + (ptrdiff_t)ow * C + c0, a0, activation);
-        }
     }
+    // The pixels the groups of four left, every channel; then the last channels (fewer than 16)
+    // of the grouped pixels.
+    const int32_t grouped_end = ow_lo + (ow_hi - ow_lo) / 4 * 4;
+    for (int32_t ow = grouped_end; ow < ow_hi; ow++)
+        cgk_dw_pixel(rows, kh_lo, kh_hi, w, weight, bias, activation, ow, c_begin, c_end, y_row);
     if (blocks < c_end)
-        for (int32_t ow = ow_lo; ow < ow_hi; ow++)
+        for (int32_t ow = ow_lo; ow < grouped_end; ow++)
             cgk_dw_pixel(rows, kh_lo, kh_hi, w, weight, bias, activation, ow, blocks, c_end, y_row);
 }
 
