@@ -230,7 +230,7 @@ public final class CompiledGraph: @unchecked Sendable {
                 return max(m, ExpandDepthwise.scratchCount(depthwise: depthwise, threads: threads))
             }
             if case .conv(let shape, let weights, _, _) = step.kernel {
-                if case .winograd(let w) = weights { return max(m, w.scratchCount(threads: threads)) }
+                if case .winograd(let w) = weights { return max(m, w.scratchCount(batch: batch, threads: threads)) }
                 return max(m, Conv2D.scratchCount(shape, batch: batch, threads: threads))
             }
             return m

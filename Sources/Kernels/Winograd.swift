@@ -35,21 +35,30 @@ public final class WinogradConvolution: @unchecked Sendable {
 
     /// Whether the transformed weights (36 x cin x cout floats, 4x the direct weights) fit in the
     /// L2 cache beside a block's V and M. When they do, each thread runs its own cache-sized
-    /// blocks of tiles. When they do not (VGG-16's 256- and 512-channel layers: 9-38 MB), every
-    /// block streams all of U from memory, so blocks are made as large as a few MB of V and M
-    /// allow and the threads split each block's 36 GEMMs instead, each reading its own planes once.
+    /// blocks of tiles. When they do not (VGG-16's 128- to 512-channel layers: 2.4-38 MB), every
+    /// block streams all of U from memory, so the threads split each block's 36 GEMMs instead,
+    /// each reading its own planes once, and blocks are made large (below).
     var weightsFitInL2: Bool { 36 * shape.window.inChannels * shape.outChannels * 4 <= 512 * 1024 }
 
-    /// Tiles per block.
-    func blockTiles(threads: Int) -> Int {
-        let floatsPerTile = 36 * (shape.window.inChannels + shape.outChannels)
-        if !weightsFitInL2 { return max(1, min(tiles, (1 << 20) / floatsPerTile)) }
+    /// Tiles per block, of one image or (when U streams from memory) of the batch's images in turn.
+    func blockTiles(batch: Int, threads: Int) -> Int {
+        let cin = shape.window.inChannels, cout = shape.outChannels
+        let floatsPerTile = 36 * (cin + cout)
+        if !weightsFitInL2 {
+            // A block reads U once (36 x cin x cout floats) and writes and reads V and M (36 x
+            // (cin + cout) per tile): at cin x cout / (cin + cout) tiles U costs no more per tile
+            // than V and M do. Blocks span images, so at batch 16 a 14x14 map's 16 tiles per image
+            // no longer stream U once per image (VGG-16's 512-channel layers: 38 MB each time).
+            let balanced = cin * cout / (cin + cout)
+            return max(1, min(batch * tiles, max((1 << 20) / floatsPerTile, balanced)))
+        }
         let fit = max(4, (128 * 1024) / floatsPerTile) // V and M of a block: 512 KB, the L2 of one core
         return max(1, min(fit, (tiles + threads - 1) / max(threads, 1)))
     }
 
-    public func scratchCount(threads: Int) -> Int {
-        (weightsFitInL2 ? max(threads, 1) : 1) * 36 * blockTiles(threads: threads) * (shape.window.inChannels + shape.outChannels)
+    public func scratchCount(batch: Int, threads: Int) -> Int {
+        (weightsFitInL2 ? max(threads, 1) : 1) * 36 * blockTiles(batch: batch, threads: threads)
+            * (shape.window.inChannels + shape.outChannels)
     }
 
     public func forward(batch: Int, x: UnsafePointer<Float>, bias: UnsafePointer<Float>?, activation: Activation,
@@ -67,7 +76,7 @@ public final class WinogradConvolution: @unchecked Sendable {
                                         bias: UnsafePointer<Float>?, activation: Activation, y: UnsafeMutablePointer<Float>,
                                         scratch: UnsafeMutablePointer<Float>, threads: Int) {
         let cin = shape.window.inChannels, cout = shape.outChannels
-        let block = blockTiles(threads: threads), blocks = (tiles + block - 1) / block
+        let block = blockTiles(batch: batch, threads: threads), blocks = (tiles + block - 1) / block
         let perWorker = 36 * block * (cin + cout)
         Parallel.forRanges(batch * blocks, threads: threads) { worker, items in
             let v = scratch + worker * perWorker, m = v + 36 * block * cin
@@ -81,26 +90,38 @@ public final class WinogradConvolution: @unchecked Sendable {
         }
     }
 
+    /// Calls body(image, tiles of that image, position in `range`) for each image's part of a range
+    /// of the batch's tiles (image n's tile t is number n * tiles + t).
+    private func forEachImage(in range: Range<Int>, _ body: (Int, Range<Int>, Int) -> Void) {
+        var g = range.lowerBound
+        while g < range.upperBound {
+            let n = g / tiles, t = g % tiles, end = min(range.upperBound, (n + 1) * tiles)
+            body(n, t..<(t + end - g), g - range.lowerBound)
+            g = end
+        }
+    }
+
     private func forwardPlanesPerThread(_ window: UnsafePointer<cgk_window>, batch: Int, x: UnsafePointer<Float>,
                                         bias: UnsafePointer<Float>?, activation: Activation, y: UnsafeMutablePointer<Float>,
                                         scratch: UnsafeMutablePointer<Float>, threads: Int) {
         let cin = shape.window.inChannels, cout = shape.outChannels
-        let block = blockTiles(threads: threads)
+        let block = blockTiles(batch: batch, threads: threads)
         let v = scratch, m = scratch + 36 * block * cin
-        for n in 0..<batch {
-            let image = x + n * shape.inElementsPerImage, out = y + n * shape.outElementsPerImage
-            for t0 in stride(from: 0, to: tiles, by: block) {
-                let count = min(block, tiles - t0)
-                Parallel.forRanges(count, threads: threads) { _, r in
-                    transformInput(window, image, tiles: (t0 + r.lowerBound)..<(t0 + r.upperBound), into: v + r.lowerBound * cin,
+        for g0 in stride(from: 0, to: batch * tiles, by: block) {
+            let count = min(block, batch * tiles - g0)
+            Parallel.forRanges(count, threads: threads) { _, r in
+                forEachImage(in: (g0 + r.lowerBound)..<(g0 + r.upperBound)) { n, part, at in
+                    transformInput(window, x + n * shape.inElementsPerImage, tiles: part, into: v + (r.lowerBound + at) * cin,
                                    plane: count * cin)
                 }
-                Parallel.forRanges(36, threads: threads) { _, planes in
-                    for p in planes { multiplyPlane(p, v: v, m: m, rows: count) }
-                }
-                Parallel.forRanges(count, threads: threads) { _, r in
-                    transformOutput(m + r.lowerBound * cout, plane: count * cout, tiles: (t0 + r.lowerBound)..<(t0 + r.upperBound),
-                                    bias: bias, activation: activation, into: out)
+            }
+            Parallel.forRanges(36, threads: threads) { _, planes in
+                for p in planes { multiplyPlane(p, v: v, m: m, rows: count) }
+            }
+            Parallel.forRanges(count, threads: threads) { _, r in
+                forEachImage(in: (g0 + r.lowerBound)..<(g0 + r.upperBound)) { n, part, at in
+                    transformOutput(m + (r.lowerBound + at) * cout, plane: count * cout, tiles: part, bias: bias,
+                                    activation: activation, into: y + n * shape.outElementsPerImage)
                 }
             }
         }

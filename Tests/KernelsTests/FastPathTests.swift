@@ -32,20 +32,22 @@ final class FastPathTests: XCTestCase {
             (7, 11, 17, 16, .valid),                                          // no padding
             (10, 6, 32, 24, .explicit(top: 0, bottom: 2, left: 2, right: 0)),  // asymmetric padding
         ]
-        // Transformed weights over 512 KB switch to whole-image blocks whose 36 GEMMs the threads
-        // split: 64 x 72 channels in one block, and 61 x 61 channels over two blocks (255 tiles).
+        // Transformed weights over 512 KB switch to blocks whose 36 GEMMs the threads split, and
+        // which take tiles of several images: 64 x 72 channels, 12 tiles per image, a batch of 2 or
+        // 3 in one block; 61 x 61 channels, 255 tiles per image in blocks of 238, so at batch 2 the
+        // second block holds the end of one image and the start of the next.
         let largeWeights: [(Int, Int, Int, Int, Padding)] = [(13, 9, 64, 72, .same), (66, 60, 61, 61, .same)]
         for (h, w, cin, cout, padding) in cases + largeWeights {
             let window = WindowGeometry(inHeight: h, inWidth: w, inChannels: cin, kernel: (3, 3), stride: (1, 1), padding: padding)
             let shape = ConvShape(window: window, outChannels: cout)
             let weight = random.floats(shape.weightCount, scale: 0.3), bias = random.floats(cout)
             let winograd = try XCTUnwrap(WinogradConvolution(shape, weight: weight))
-            let runs = h * w > 1000 ? [(1, 2)] : [(1, 1), (2, 2), (3, 1)]
+            let runs = h * w > 1000 ? [(1, 2), (2, 1)] : [(1, 1), (2, 2), (3, 1)]
             for (batch, threads) in runs {
                 let x = random.floats(batch * shape.inElementsPerImage)
                 let expected = Reference.conv(batch: batch, x, shape, weight: weight, bias: bias, activation: .relu)
                 var y = [Float](repeating: .nan, count: batch * shape.outElementsPerImage)
-                var scratch = [Float](repeating: 0, count: winograd.scratchCount(threads: threads))
+                var scratch = [Float](repeating: 0, count: winograd.scratchCount(batch: batch, threads: threads))
                 winograd.forward(batch: batch, x: x, bias: bias, activation: .relu, y: &y, scratch: &scratch, threads: threads)
                 XCTAssertLessThan(maxRelativeError(y, expected), 1e-4, "\(h)x\(w)x\(cin)->\(cout) batch \(batch) threads \(threads)")
             }
