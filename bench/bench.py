@@ -108,6 +108,42 @@ def ours_latency(path, threads, batch, runs):
     return keyvalues(sh(INFER, "latency", path, threads, batch, runs).strip())
 
 
+VARIANTS = ["generic", "avx2", "avx512"]
+
+
+def variant_latency(path, variant, runs):
+    """Ours at batch 1 on 1 thread with COVERGENRE_ISA=variant: (median ms, the variant that ran)."""
+    env = dict(os.environ, COVERGENRE_ISA=variant)
+    out = subprocess.run([str(INFER), "latency", path, "1", "1", str(runs)], env=env, check=True, stdout=subprocess.PIPE,
+                         text=True).stdout.strip()
+    ran = next(p.split("=", 1)[1] for p in out.split() if p.startswith("variant="))
+    return keyvalues(out)["median_ms"], ran
+
+
+def kernel_variants(say, rounds, runs):
+    """Each kernel variant this CPU executes, on the same machine in the same run: batch 1, 1 thread."""
+    say("## Kernel variants on this machine (ours, batch 1, 1 thread, ms; median of %d rounds, variants in turn)" % rounds)
+    say()
+    executable = [v for v in VARIANTS if variant_latency(str(models()["baseline-cnn 256"][0]), v, 1)[1] == v]
+    missing = [v for v in VARIANTS if v not in executable]
+    lower = executable[-2] if len(executable) > 1 else executable[-1]
+    say("| model | %s | %s / %s |" % (" | ".join(executable), executable[-1], lower))
+    say("|---|%s---|" % ("---|" * len(executable)))
+    for name, (path, gflop) in models().items():
+        n = max(3, runs // 3) if gflop < 20 else 3
+        times = {v: [] for v in executable}
+        for _ in range(rounds):
+            for v in executable:
+                times[v].append(variant_latency(str(path), v, n)[0])
+        med = {v: statistics.median(t) for v, t in times.items()}
+        ratios = [a / b for a, b in zip(times[executable[-1]], times[lower])]
+        say("| %s | %s | %.2fx |" % (name, " | ".join("%.2f" % med[v] for v in executable), statistics.median(ratios)))
+    if missing:
+        say()
+        say("Not run here (this CPU lacks them): %s." % ", ".join(missing))
+    say()
+
+
 def ort_latency(path, threads, batch, runs):
     import onnxruntime as ort
     metadata, tensors = cgm.read(path)
@@ -485,10 +521,12 @@ def main():
                         help="rounds of ours / ONNX Runtime / PyTorch in turn for calls under 20 GFLOP (median of rounds)")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--default-model", default=str(REPO / "models" / "covergenre-default.cgm"))
-    parser.add_argument("--only", choices=["all", "callers", "server", "throughput", "end-to-end"], default="all",
+    parser.add_argument("--only", choices=["all", "callers", "server", "throughput", "end-to-end", "variants"],
+                        default="all",
                         help="callers: just the many-callers table (a few minutes); server: just the server load table; "
                              "throughput: just the batch API against Pillow + ONNX Runtime; end-to-end: just a "
-                             "cover's whole path against the network's own time")
+                             "cover's whole path against the network's own time; variants: just each kernel variant "
+                             "this CPU executes")
     parser.add_argument("--server-seconds", type=float, default=10.0)
     parser.add_argument("--caller-seconds", type=float, default=3.0)
     args = parser.parse_args()
@@ -513,6 +551,10 @@ def main():
 
     if args.only == "server":
         server_load(say, args.default_model, args.server_seconds, args.rounds)
+        return write_results(lines)
+
+    if args.only == "variants":
+        kernel_variants(say, max(args.rounds, 5), args.runs)
         return write_results(lines)
 
     if args.only == "callers":
@@ -550,6 +592,7 @@ def main():
                     ratio(o["median_ms"], t["median_ms"]) if t else "-", achieved, ceiling[threads]))
 
     say()
+    kernel_variants(say, max(args.rounds, 5), args.runs)
     end_to_end(say, args.default_model, args.runs, args.rounds)
     say("| measure | value |")
     say("|---|---|")

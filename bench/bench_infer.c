@@ -5,7 +5,8 @@
  *   bench_infer throughput MODEL THREADS DIR          -> covers/s of cg_classify_files over every file in DIR
  *   bench_infer load MODEL RUNS                       -> ms of the first cg_model_load, median of RUNS more
  *   bench_infer rss MODEL THREADS                     -> peak RSS (KiB) before and after 20 classifications
- * Output: one line of key=value pairs, parsed by bench/bench.py.
+ * Output: one line of key=value pairs, parsed by bench/bench.py; timed lines end with variant=,
+ * the kernel variant that ran (COVERGENRE_ISA can ask for a lower one than the CPU's best).
  */
 #include <covergenre.h>
 #include <dirent.h>
@@ -28,7 +29,8 @@ static int compare(const void *a, const void *b) {
 
 static void report(const char *what, double *times, int runs) {
     qsort(times, runs, sizeof(double), compare);
-    printf("%s median_ms=%.4f p90_ms=%.4f min_ms=%.4f runs=%d\n", what, times[runs / 2], times[(runs * 9) / 10], times[0], runs);
+    printf("%s median_ms=%.4f p90_ms=%.4f min_ms=%.4f runs=%d variant=%s\n", what, times[runs / 2], times[(runs * 9) / 10],
+           times[0], runs, cg_kernel_variant());
 }
 
 static cg_model *load(const char *path, int threads) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark: CoverGenre vs ONNX Runtime vs PyTorch on this machine, same weights.
-#   bench/run.sh [--runs N] [--no-torch] [--only callers|server]
+#   bench/run.sh [--runs N] [--no-torch] [--only callers|server|throughput|end-to-end|variants]
 # Builds the release products, compiles the C drivers, creates bench/work/venv (onnx, onnxruntime,
 # pillow, the Lite0 weights, and torch unless --no-torch; never the project's own dependencies),
 # prints the table and writes bench/results/<date>.md.
