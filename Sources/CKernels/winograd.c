@@ -74,6 +74,16 @@ CGK_DISPATCH(, cgk_winograd_input,
     for (int32_t t = t_begin; t < t_end; t++) {
         const int32_t ih0 = (t / tiles_w) * 4 - w->pad_top, iw0 = (t % tiles_w) * 4 - w->pad_left;
         float *row = v + (ptrdiff_t)(t - t_begin) * C;
+        // The next tile to the right reads four new columns of the same six rows: ask for them
+        // now, while this tile's transform runs.
+        if (t + 1 < t_end && (t + 1) % tiles_w != 0)
+            for (int i = 0; i < 6; i++) {
+                const int32_t ih = ih0 + i, iw = iw0 + 6;
+                if (ih < 0 || ih >= H || iw >= W) continue;
+                const char *from = (const char *)(x + ((ptrdiff_t)ih * W + iw) * C);
+                const ptrdiff_t bytes = (ptrdiff_t)cgk_min(4, W - iw) * C * (ptrdiff_t)sizeof(float);
+                for (ptrdiff_t b = 0; b < bytes; b += 64) __builtin_prefetch(from + b);
+            }
         for (int32_t c0 = 0; c0 < C; c0 += CGK_WV) {
             const int32_t cn = C - c0 < CGK_WV ? C - c0 : CGK_WV;
             for (int i = 0; i < 6; i++) {
