@@ -76,11 +76,12 @@ CGK_INLINE void cgk_dw_finish(float *yp, cgk_v16 v, int activation) {
 }
 
 // One output pixel, channels [c_begin, c_end), any position (taps outside the image skipped): the
-// columns at the image's edges, two to four per row. They cost far more per pixel than the
-// interior (one accumulator, taps cut short): skipping them, as a timing experiment, made the
-// 7x7x1152 3x3 layer twice as fast (medians of 7 runs, a Zen 4 EPYC). Written with cgk_v16 it
-// measured no faster; a zero-padded copy of the edge columns, run through the 4-pixel loop, is
-// what to try next.
+// columns at the image's edges (two to four per row) and the pixels the groups of four leave.
+// With one 16-channel sum at a time such a pixel is bound by the latency of its chain of
+// multiply-adds; skipping the edges, as a timing experiment, made the 7x7x1152 3x3 layer twice as
+// fast (a Zen 4 EPYC). So 64 channels go at once, four independent sums (7x7x1152 5x5: 0.12 ->
+// 0.08 ms). Copying the edge columns into a zero-padded strip for the 4-pixel loop measured
+// slower: the copy cost more than it saved.
 CGK_INLINE void cgk_dw_pixel(const float *const *rows, int32_t kh_lo, int32_t kh_hi, const cgk_window *w,
                              const float *weight, const float *bias, int activation, int32_t ow, int32_t c_begin,
                              int32_t c_end, float *y_row) {
