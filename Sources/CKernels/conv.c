@@ -75,6 +75,22 @@ CGK_INLINE void cgk_dw_finish(float *yp, cgk_v16 v, int activation) {
     cgk_store16(yp, v);
 }
 
+// `blocks` (1..4, a constant where inlined) 16-channel sums of one pixel side by side, from
+// channel c, over the taps kh in [kh_lo, kh_hi), kw in [kw_lo, kw_hi).
+CGK_INLINE void cgk_dw_pixel_blocks(const int blocks, const float *const *rows, int32_t kh_lo, int32_t kh_hi,
+                                    int32_t kw_lo, int32_t kw_hi, int32_t iw0, int32_t C, int32_t KW, const float *weight,
+                                    const float *bias, int activation, int32_t c, float *yp) {
+    cgk_v16 acc[4];
+    for (int b = 0; b < blocks; b++) acc[b] = bias != NULL ? cgk_load16(bias + c + b * CGK_DW) : (cgk_v16)0.0f;
+    for (int32_t kh = kh_lo; kh < kh_hi; kh++) {
+        const float *xp = rows[kh] + (ptrdiff_t)(iw0 + kw_lo) * C + c;
+        const float *wp = weight + ((ptrdiff_t)kh * KW + kw_lo) * C + c;
+        for (int32_t kw = kw_lo; kw < kw_hi; kw++, xp += C, wp += C)
+            for (int b = 0; b < blocks; b++) acc[b] += cgk_load16(xp + b * CGK_DW) * cgk_load16(wp + b * CGK_DW);
+    }
+    for (int b = 0; b < blocks; b++) cgk_dw_finish(yp + c + b * CGK_DW, acc[b], activation);
+}
+
 // One output pixel, channels [c_begin, c_end), any position (taps outside the image skipped): the
 // columns at the image's edges (two to four per row) and the pixels the groups of four leave.
 // With one 16-channel sum at a time such a pixel is bound by the latency of its chain of
@@ -90,40 +106,10 @@ CGK_INLINE void cgk_dw_pixel(const float *const *rows, int32_t kh_lo, int32_t kh
     const int32_t kw_lo = cgk_max(0, -iw0), kw_hi = cgk_min(KW, W - iw0);
     float *yp = y_row + (ptrdiff_t)ow * C;
     int32_t c = c_begin;
-    // 64 channels at a time: four independent sums, so the pixel is not bound by the latency of
-    // one chain of multiply-adds.
-    for (; c + 4 * CGK_DW <= c_end; c += 4 * CGK_DW) {
-        cgk_v16 a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-        if (bias != NULL) {
-            a0 = cgk_load16(bias + c);
-            a1 = cgk_load16(bias + c + CGK_DW);
-            a2 = cgk_load16(bias + c + 2 * CGK_DW);
-            a3 = cgk_load16(bias + c + 3 * CGK_DW);
-        }
-        for (int32_t kh = kh_lo; kh < kh_hi; kh++) {
-            const float *xp = rows[kh] + (ptrdiff_t)(iw0 + kw_lo) * C + c;
-            const float *wp = weight + ((ptrdiff_t)kh * KW + kw_lo) * C + c;
-            for (int32_t kw = kw_lo; kw < kw_hi; kw++, xp += C, wp += C) {
-                a0 += cgk_load16(xp) * cgk_load16(wp);
-                a1 += cgk_load16(xp + CGK_DW) * cgk_load16(wp + CGK_DW);
-                a2 += cgk_load16(xp + 2 * CGK_DW) * cgk_load16(wp + 2 * CGK_DW);
-                a3 += cgk_load16(xp + 3 * CGK_DW) * cgk_load16(wp + 3 * CGK_DW);
-            }
-        }
-        cgk_dw_finish(yp + c, a0, activation);
-        cgk_dw_finish(yp + c + CGK_DW, a1, activation);
-        cgk_dw_finish(yp + c + 2 * CGK_DW, a2, activation);
-        cgk_dw_finish(yp + c + 3 * CGK_DW, a3, activation);
-    }
-    for (; c + CGK_DW <= c_end; c += CGK_DW) {
-        cgk_v16 acc = bias != NULL ? cgk_load16(bias + c) : (cgk_v16)0.0f;
-        for (int32_t kh = kh_lo; kh < kh_hi; kh++) {
-            const float *xp = rows[kh] + (ptrdiff_t)(iw0 + kw_lo) * C + c;
-            const float *wp = weight + ((ptrdiff_t)kh * KW + kw_lo) * C + c;
-            for (int32_t kw = kw_lo; kw < kw_hi; kw++, xp += C, wp += C) acc += cgk_load16(xp) * cgk_load16(wp);
-        }
-        cgk_dw_finish(yp + c, acc, activation);
-    }
+    for (; c + 4 * CGK_DW <= c_end; c += 4 * CGK_DW)
+        cgk_dw_pixel_blocks(4, rows, kh_lo, kh_hi, kw_lo, kw_hi, iw0, C, KW, weight, bias, activation, c, yp);
+    for (; c + CGK_DW <= c_end; c += CGK_DW)
+        cgk_dw_pixel_blocks(1, rows, kh_lo, kh_hi, kw_lo, kw_hi, iw0, C, KW, weight, bias, activation, c, yp);
     for (; c < c_end; c++) {
         float acc = bias != NULL ? bias[c] : 0.0f;
         for (int32_t kh = kh_lo; kh < kh_hi; kh++)
