@@ -124,12 +124,13 @@ def kernel_variants(say, rounds, runs):
     """Each kernel variant this CPU executes, on the same machine in the same run: batch 1, 1 thread."""
     say("## Kernel variants on this machine (ours, batch 1, 1 thread, ms; median of %d rounds, variants in turn)" % rounds)
     say()
-    executable = [v for v in VARIANTS if variant_latency(str(models()["baseline-cnn 256"][0]), v, 1)[1] == v]
+    table = models()
+    executable = [v for v in VARIANTS if variant_latency(str(table["baseline-cnn 256"][0]), v, 1)[1] == v]
     missing = [v for v in VARIANTS if v not in executable]
     lower = executable[-2] if len(executable) > 1 else executable[-1]
     say("| model | %s | %s / %s |" % (" | ".join(executable), executable[-1], lower))
     say("|---|%s---|" % ("---|" * len(executable)))
-    for name, (path, gflop) in models().items():
+    for name, (path, gflop) in table.items():
         n = max(3, runs // 3) if gflop < 20 else 3
         times = {v: [] for v in executable}
         for _ in range(rounds):
