@@ -48,6 +48,9 @@ public final class CompiledGraph: @unchecked Sendable {
         /// step (`ExpandDepthwise`); the 1x1 convolution's own step becomes an alias.
         case expandDepthwise(expand: ConvShape, PackedMatrix, expandBias: UnsafePointer<Float>?, expandActivation: Activation,
                              depthwise: ConvShape, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, Activation)
+        /// A convolution run as strips (a stem) and the max pool that alone reads its output, as
+        /// one step (`Conv2D.forward(pool:)`); the convolution's own step becomes an alias.
+        case convPool(ConvShape, PackedMatrix, bias: UnsafePointer<Float>?, Activation, pool: WindowGeometry)
         case linear(inFeatures: Int, outFeatures: Int, Weights, bias: UnsafePointer<Float>?, Activation)
         case scaleShift(scale: UnsafePointer<Float>, shift: UnsafePointer<Float>, Activation)
         case maxPool(WindowGeometry)
@@ -111,8 +114,9 @@ public final class CompiledGraph: @unchecked Sendable {
             retained.append(buffer)
             return UnsafePointer(buffer.pointer)
         }
-        /// A weight matrix packed for the GEMM microkernels: f16 weights straight from the file,
-        /// f32 ones from the map (`resolve` has checked the shape); plain without the microkernels.
+        /// A linear layer's weight matrix packed for the GEMM microkernels: f16 weights straight
+        /// from the file, f32 ones from the map (`resolve` has checked the shape); plain without
+        /// the microkernels. Convolutions pack through `Conv2D.packWeights` (their row order).
         func packedWeights(_ name: String, rows: Int, columns: Int) throws -> Weights {
             if let halfs = weights.halfs(name), let packed = PackedMatrix(halfs: halfs, rows: rows, columns: columns, arena: arena) {
                 return .packed(packed)
@@ -131,7 +135,11 @@ public final class CompiledGraph: @unchecked Sendable {
                         WinogradConvolution(shape, weight: weight, arena: arena).map { .winograd($0) }
                     }
                 } else if Conv2D.canPack(shape) {
-                    layer = try packedWeights(a.weight, rows: shape.depth, columns: shape.outChannels)
+                    if let halfs = weights.halfs(a.weight), let packed = Conv2D.packWeights(shape, halfs: halfs, arena: arena) {
+                        layer = .packed(packed)
+                    } else {
+                        layer = try layerWeights(a.weight) { Conv2D.packWeights(shape, $0, arena: arena).map { .packed($0) } }
+                    }
                 } else {
                     layer = .plain(try pointer(a.weight))
                 }
@@ -167,7 +175,8 @@ public final class CompiledGraph: @unchecked Sendable {
         }
         let index = Dictionary(uniqueKeysWithValues: resolved.enumerated().map { ($1.node.name, $0 + 1) })
         let outputs = Set([index[graph.logits]!] + (graph.embedding.map { [index[$0]!] } ?? []))
-        self.steps = fuse ? CompiledGraph.fusingExpansions(steps, outputs: outputs) : steps
+        self.steps = fuse ? CompiledGraph.fusingPools(CompiledGraph.fusingExpansions(steps, outputs: outputs), outputs: outputs)
+            : steps
         self.valueSizes = [graph.inputShape.count] + resolved.map(\.outputShape.count)
         self.inputShape = graph.inputShape
         self.logitsValue = index[graph.logits]!
@@ -204,6 +213,28 @@ public final class CompiledGraph: @unchecked Sendable {
         return steps
     }
 
+    /// `steps` with each strip convolution (a stem, packed) whose output only the next step, a
+    /// max pool `Conv2D.canFusePool` accepts, reads, fused into that step: the full-size output
+    /// is never stored (the baseline CNN's 256x256x32 stem output is 8 MB).
+    private static func fusingPools(_ steps: [Step], outputs: Set<Int>) -> [Step] {
+        var readers = [Int: Int]()
+        for step in steps { for v in step.inputs { readers[v, default: 0] += 1 } }
+        var steps = steps
+        for i in steps.indices.dropLast() {
+            guard case .conv(let shape, .packed(let packed), let bias, let activation) = steps[i].kernel,
+                  case .maxPool(let pool) = steps[i + 1].kernel,
+                  steps[i + 1].inputs == [steps[i].output], readers[steps[i].output] == 1, !outputs.contains(steps[i].output),
+                  Conv2D.canFusePool(shape, pool)
+            else { continue }
+            let conv = steps[i], next = steps[i + 1]
+            steps[i] = Step(kernel: .alias, inputs: conv.inputs, inputShapes: conv.inputShapes, output: conv.output,
+                            outputShape: conv.outputShape)
+            steps[i + 1] = Step(kernel: .convPool(shape, packed, bias: bias, activation, pool: pool), inputs: conv.inputs,
+                                inputShapes: conv.inputShapes, output: next.output, outputShape: next.outputShape)
+        }
+        return steps
+    }
+
     /// A short description of each step, for profiles: its kind and shape.
     public var stepDescriptions: [String] {
         steps.map { step in
@@ -211,12 +242,18 @@ public final class CompiledGraph: @unchecked Sendable {
             case .conv(let shape, let weights, _, _):
                 let w = shape.window
                 let method: String
-                if case .winograd = weights { method = "winograd" } else { method = "\(shape.method)" }
+                if case .winograd = weights { method = "winograd" } else if case .packed = weights, Conv2D.usesStrips(shape) {
+                    method = "strips"
+                } else { method = "\(shape.method)" }
                 return "conv \(w.kernelH)x\(w.kernelW)/\(w.strideH) \(method) \(w.inHeight)x\(w.inWidth)x\(w.inChannels)->\(shape.outChannels)"
             case .expandDepthwise(let expand, _, _, _, let depthwise, _, _, _):
                 let w = depthwise.window
                 return "expand+depthwise \(w.kernelH)x\(w.kernelW)/\(w.strideH) \(w.inHeight)x\(w.inWidth)x"
                     + "\(expand.window.inChannels)->\(w.inChannels)"
+            case .convPool(let shape, _, _, _, let pool):
+                let w = shape.window
+                return "conv \(w.kernelH)x\(w.kernelW)/\(w.strideH) strips \(w.inHeight)x\(w.inWidth)x\(w.inChannels)->\(shape.outChannels)"
+                    + " + maxpool \(pool.kernelH)x\(pool.kernelW)/\(pool.strideH)"
             case .linear(let i, let o, _, _, _): return "linear \(i)->\(o)"
             default: return "\(step.kernel)".split(separator: "(").first.map(String.init) ?? "step"
             }
@@ -229,8 +266,12 @@ public final class CompiledGraph: @unchecked Sendable {
             if case .expandDepthwise(_, _, _, _, let depthwise, _, _, _) = step.kernel {
                 return max(m, ExpandDepthwise.scratchCount(depthwise: depthwise, threads: threads))
             }
+            if case .convPool(let shape, _, _, _, let pool) = step.kernel {
+                return max(m, Conv2D.packedScratchCount(shape, batch: batch, threads: threads, pool: pool))
+            }
             if case .conv(let shape, let weights, _, _) = step.kernel {
                 if case .winograd(let w) = weights { return max(m, w.scratchCount(batch: batch, threads: threads)) }
+                if case .packed = weights { return max(m, Conv2D.packedScratchCount(shape, batch: batch, threads: threads)) }
                 return max(m, Conv2D.scratchCount(shape, batch: batch, threads: threads))
             }
             return m
@@ -263,6 +304,9 @@ public final class CompiledGraph: @unchecked Sendable {
                 ExpandDepthwise.forward(expand: expand, packed: packed, expandBias: expandBias, expandActivation: expandActivation,
                                         depthwise: depthwise, weight: weight, bias: bias, activation: act, batch: batch, x: x,
                                         y: y, scratch: scratch!, threads: threads)
+            case .convPool(let shape, let packed, let bias, let act, let pool):
+                Conv2D.forward(shape, batch: batch, x: x, packed: packed, bias: bias, activation: act, pool: pool, y: y,
+                               scratch: scratch, threads: threads)
             case .linear(let inFeatures, let outFeatures, let weights, let bias, let act):
                 switch weights {
                 case .packed(let packed):

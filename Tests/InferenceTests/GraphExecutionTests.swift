@@ -107,6 +107,34 @@ final class GraphExecutionTests: XCTestCase {
         }
     }
 
+    /// The baseline CNN's stem and its max pool run as one step: the same floats, bit for bit,
+    /// as the two apart, at every batch and thread count (an odd size: the pool drops a row).
+    func testFusedStemPoolEqualsTheLayersApart() throws {
+        let cnn = Networks.baselineCNN(classes: 5, inputSize: 35, channels: [24, 6, 8, 8, 10], hidden: 12)
+        try compare(cnn, seed: 8, fold: false)
+        try XCTSkipUnless(PackedMatrix.isAvailable, "the \(InstructionSet.current) kernel variant has no packed GEMM: nothing is fused")
+        let tensors = randomized(cnn, seed: 8)
+        let fused = try CompiledGraph(graph: cnn.graph, weights: InMemoryWeights(tensors))
+        let apart = try CompiledGraph(graph: cnn.graph, weights: InMemoryWeights(tensors), fuse: false)
+        XCTAssertEqual(fused.stepDescriptions.filter { $0.hasSuffix("+ maxpool 2x2/2") }.count, 1, "\(fused.stepDescriptions)")
+        XCTAssertFalse(apart.stepDescriptions.contains { $0.hasSuffix("+ maxpool 2x2/2") })
+        var random = TestRandom(seed: 9)
+        let input = random.floats(3 * cnn.graph.inputShape.count)
+        for batch in [1, 3] {
+            for threads in [1, 2, 3] {
+                let scheduler = Scheduler(threads: threads)
+                var results: [[Float]] = []
+                for compiled in [fused, apart] {
+                    let context = try ExecutionContext(graph: compiled, batch: batch, threads: threads)
+                    context.input.update(from: input, count: batch * cnn.graph.inputShape.count)
+                    scheduler.run { context.run() }
+                    results.append((0..<batch).flatMap { Array(context.logits($0)) + Array(context.embedding($0)!) })
+                }
+                XCTAssertEqual(results[0], results[1], "batch \(batch) threads \(threads)")
+            }
+        }
+    }
+
     func testFoldingRemovesEveryBatchNormAfterAConvolution() throws {
         let lite = Networks.efficientNetLite0(classes: 10)
         let (folded, tensors) = try lite.graph.foldingBatchNorms(lite.initialTensors(seed: 1))

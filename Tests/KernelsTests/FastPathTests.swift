@@ -62,27 +62,65 @@ final class FastPathTests: XCTestCase {
         try XCTSkipUnless(PackedMatrix.isAvailable, "the \(InstructionSet.current) kernel variant has no packed GEMM (OpenBLAS runs instead)")
         var random = TestRandom(seed: 42)
         let cases: [(Int, Int, Int, Int, (Int, Int), (Int, Int), Padding)] = [
-            (23, 19, 3, 32, (3, 3), (2, 2), .same),   // a stem: im2col tiles
+            (23, 19, 3, 32, (3, 3), (2, 2), .same),   // Lite0's stem: strips
+            (21, 26, 3, 24, (3, 3), (1, 1), .explicit(top: 1, bottom: 1, left: 1, right: 1)), // the baseline's stem: strips
+            (12, 10, 4, 20, (5, 3), (1, 2), .explicit(top: 2, bottom: 1, left: 0, right: 1)), // strips, uneven padding
             (9, 7, 24, 40, (1, 1), (1, 1), .valid),   // pointwise: a plain GEMM
-            (12, 10, 16, 20, (5, 3), (1, 2), .explicit(top: 2, bottom: 1, left: 0, right: 1)),
+            (12, 10, 16, 20, (5, 3), (1, 2), .explicit(top: 2, bottom: 1, left: 0, right: 1)), // im2col tiles
         ]
         for (h, w, cin, cout, kernel, stride, padding) in cases {
             let shape = ConvShape(window: WindowGeometry(inHeight: h, inWidth: w, inChannels: cin, kernel: kernel, stride: stride,
                                                          padding: padding), outChannels: cout)
             XCTAssertTrue(Conv2D.canPack(shape))
+            XCTAssertEqual(Conv2D.usesStrips(shape), cin <= 4, "\(shape.window)")
             let weight = random.floats(shape.weightCount, scale: 0.3), bias = random.floats(cout)
             let arena = WeightArena()
-            let packed = try XCTUnwrap(PackedMatrix(weight, rows: shape.depth, columns: cout, arena: arena))
+            let packed = try XCTUnwrap(Conv2D.packWeights(shape, weight, arena: arena))
             for (batch, threads) in [(1, 1), (1, 2), (3, 2)] {
                 let x = random.floats(batch * shape.inElementsPerImage)
                 let expected = Reference.conv(batch: batch, x, shape, weight: weight, bias: bias, activation: .relu6)
                 var y = [Float](repeating: .nan, count: batch * shape.outElementsPerImage)
-                var scratch = [Float](repeating: 0, count: max(1, Conv2D.scratchCount(shape, batch: batch, threads: threads)))
+                var scratch = [Float](repeating: 0, count: max(1, Conv2D.packedScratchCount(shape, batch: batch, threads: threads)))
                 Conv2D.forward(shape, batch: batch, x: x, packed: packed, bias: bias, activation: .relu6, y: &y, scratch: &scratch,
                                threads: threads)
                 XCTAssertLessThan(maxRelativeError(y, expected), 1e-5, "\(shape.window) batch \(batch) threads \(threads)")
             }
         }
+    }
+
+    /// A stem's max pool run inside the convolution (each pooled row from the output rows it
+    /// reads) gives the reference's conv-then-pool, including sizes the pool does not tile
+    /// (the last row and column dropped) and 3x3 windows.
+    func testStripConvolutionWithFusedPoolMatchesReference() throws {
+        try XCTSkipUnless(PackedMatrix.isAvailable, "the \(InstructionSet.current) kernel variant has no packed GEMM (OpenBLAS runs instead)")
+        var random = TestRandom(seed: 44)
+        let cases: [(Int, Int, Int, (Int, Int), Int)] = [(20, 22, 32, (3, 3), 2), (19, 23, 17, (3, 3), 2), (17, 16, 8, (3, 3), 3)]
+        for (h, w, cout, kernel, poolSide) in cases {
+            let shape = ConvShape(window: WindowGeometry(inHeight: h, inWidth: w, inChannels: 3, kernel: kernel, stride: (1, 1),
+                                                         padding: .explicit(top: 1, bottom: 1, left: 1, right: 1)), outChannels: cout)
+            let pool = WindowGeometry(inHeight: shape.window.outHeight, inWidth: shape.window.outWidth, inChannels: cout,
+                                      kernel: (poolSide, poolSide), stride: (poolSide, poolSide), padding: .valid)
+            XCTAssertTrue(Conv2D.canFusePool(shape, pool))
+            let weight = random.floats(shape.weightCount, scale: 0.3), bias = random.floats(cout)
+            let packed = try XCTUnwrap(Conv2D.packWeights(shape, weight))
+            for (batch, threads) in [(1, 1), (1, 2), (3, 2)] {
+                let x = random.floats(batch * shape.inElementsPerImage)
+                let conv = Reference.conv(batch: batch, x, shape, weight: weight, bias: bias, activation: .relu)
+                let expected = (0..<batch).flatMap { n in
+                    Reference.maxPool(Array(conv[n * shape.outElementsPerImage..<(n + 1) * shape.outElementsPerImage]), pool)
+                }
+                var y = [Float](repeating: .nan, count: batch * pool.outPixels * cout)
+                var scratch = [Float](repeating: .nan, count: Conv2D.packedScratchCount(shape, batch: batch, threads: threads, pool: pool))
+                Conv2D.forward(shape, batch: batch, x: x, packed: packed, bias: bias, activation: .relu, pool: pool, y: &y,
+                               scratch: &scratch, threads: threads)
+                XCTAssertLessThan(maxRelativeError(y, expected), 1e-5, "\(h)x\(w) pool \(poolSide) batch \(batch) threads \(threads)")
+            }
+        }
+        // Overlapping or padded windows stay a step of their own.
+        let stem = ConvShape(window: WindowGeometry(inHeight: 8, inWidth: 8, inChannels: 3, kernel: (3, 3), stride: (1, 1),
+                                                    padding: .same), outChannels: 8)
+        XCTAssertFalse(Conv2D.canFusePool(stem, WindowGeometry(inHeight: 8, inWidth: 8, inChannels: 8, kernel: (3, 3),
+                                                               stride: (2, 2), padding: .same)))
     }
 
     /// Packing straight from f16 (F16C) gives exactly the floats the scalar widening gives,

@@ -6,15 +6,17 @@ import XCTest
 final class PoolingAndElementwiseTests: XCTestCase {
     func testMaxPoolMatchesReferenceIncludingPadding() {
         var random = TestRandom(seed: 20)
-        for (padding, stride) in [(Padding.valid, 2), (.same, 2), (.explicit(top: 1, bottom: 1, left: 1, right: 1), 1)] {
-            let w = WindowGeometry(inHeight: 9, inWidth: 7, inChannels: 5, kernel: (3, 3), stride: (stride, stride), padding: padding)
-            let x = random.floats(2 * w.inPixels * 5)
+        // 37 channels: two blocks of 16 kept in registers, then five one at a time.
+        for (padding, stride, c) in [(Padding.valid, 2, 5), (.same, 2, 5), (.explicit(top: 1, bottom: 1, left: 1, right: 1), 1, 5),
+                                     (.valid, 2, 37), (.same, 2, 37), (.explicit(top: 1, bottom: 1, left: 1, right: 1), 1, 37)] {
+            let w = WindowGeometry(inHeight: 9, inWidth: 7, inChannels: c, kernel: (3, 3), stride: (stride, stride), padding: padding)
+            let x = random.floats(2 * w.inPixels * c)
             var expected: [Float] = []
-            for n in 0..<2 { expected += Reference.maxPool(Array(x[(n * w.inPixels * 5)..<((n + 1) * w.inPixels * 5)]), w) }
+            for n in 0..<2 { expected += Reference.maxPool(Array(x[(n * w.inPixels * c)..<((n + 1) * w.inPixels * c)]), w) }
             for threads in [1, 2] {
-                var y = [Float](repeating: .nan, count: 2 * w.outPixels * 5)
+                var y = [Float](repeating: .nan, count: 2 * w.outPixels * c)
                 Pooling.max(w, batch: 2, x: x, y: &y, threads: threads)
-                XCTAssertEqual(y, expected, "padding \(padding) threads \(threads)")
+                XCTAssertEqual(y, expected, "padding \(padding) channels \(c) threads \(threads)")
             }
         }
     }

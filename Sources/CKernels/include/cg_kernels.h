@@ -104,6 +104,12 @@ void cgk_gemm_packed(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t 
 void cgk_im2col(const float *x, const cgk_window *w, int32_t channel_begin, int32_t channel_count,
                 ptrdiff_t row_begin, ptrdiff_t row_end, float *col, ptrdiff_t ldcol);
 
+// One output row's strip (the strip form of im2col, for stems): strip[xp][kh][c] for the
+// (out_width - 1) * stride_w + kernel_w padded input columns the row reads, zero outside the
+// image. Output pixel ow's GEMM row is the kernel_w * kernel_h * channels floats at
+// ow * stride_w * kernel_h * channels, columns in (kw, kh, c) order.
+void cgk_im2col_strip(const float *x, const cgk_window *w, int32_t oh, float *strip);
+
 // The adjoint of cgk_im2col: adds each column entry back onto dx (which the caller zeroes first).
 // Rows overlap in dx, so one image's col2im must run on one thread.
 void cgk_col2im(const float *col, ptrdiff_t ldcol, const cgk_window *w, int32_t channel_begin, int32_t channel_count,
