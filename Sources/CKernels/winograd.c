@@ -30,11 +30,17 @@ void cgk_winograd_weights(const float *weight, int32_t cin, int32_t cout, float 
 
 #define CGK_WV 16 // channels per vector step
 
-// Copies cn <= CGK_WV floats. Whole vectors get a constant size: with a variable one the
-// compiler emits masked stores (vmaskmovps), which AMD CPUs run slowly.
+// Copies cn <= CGK_WV floats. Whole vectors are one vector load and store: with a variable
+// length the compiler emits masked stores (vmaskmovps), which AMD CPUs run slowly, and with two
+// memcpy calls (64 bytes or cn * 4) it merged them into one call of libc's memcpy of a selected
+// length, 52 calls per tile (8% of the baseline CNN's samples, AVX-512 machine).
 CGK_INLINE void cgk_copy_channels(float *dst, const float *src, int32_t cn) {
-    if (cn == CGK_WV) memcpy(dst, src, sizeof(float) * CGK_WV);
-    else memcpy(dst, src, sizeof(float) * (size_t)cn);
+    if (cn == CGK_WV) {
+        cgk_store16(dst, cgk_load16(src));
+        return;
+    }
+#pragma clang loop vectorize(disable)
+    for (int32_t c = 0; c < cn; c++) dst[c] = src[c];
 }
 
 // B^T x B for one 6x6 block of CGK_WV-wide channel vectors, rows then columns.
