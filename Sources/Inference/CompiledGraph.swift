@@ -48,9 +48,6 @@ public final class CompiledGraph: @unchecked Sendable {
         /// step (`ExpandDepthwise`); the 1x1 convolution's own step becomes an alias.
         case expandDepthwise(expand: ConvShape, PackedMatrix, expandBias: UnsafePointer<Float>?, expandActivation: Activation,
                              depthwise: ConvShape, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, Activation)
-        /// A convolution run as strips (a stem) and the max pool that alone reads its output, as
-        /// one step (`Conv2D.forward(pool:)`); the convolution's own step becomes an alias.
-        case convPool(ConvShape, PackedMatrix, bias: UnsafePointer<Float>?, Activation, pool: WindowGeometry)
         case linear(inFeatures: Int, outFeatures: Int, Weights, bias: UnsafePointer<Float>?, Activation)
         case scaleShift(scale: UnsafePointer<Float>, shift: UnsafePointer<Float>, Activation)
         case maxPool(WindowGeometry)
@@ -71,6 +68,11 @@ public final class CompiledGraph: @unchecked Sendable {
         let inputShapes: [ActivationShape]
         let output: Int              // value index
         let outputShape: ActivationShape
+        /// A max pool run inside this step's convolution (a stem as strips, `Conv2D.forward(pool:)`):
+        /// the output is the pooled image, and the pool's own step became an alias. A field, not
+        /// a Kernel case: a new case changed the enum's layout, and valgrind then reported every
+        /// match on it as depending on uninitialised bytes.
+        var pool: WindowGeometry? = nil
     }
 
     let steps: [Step]
@@ -189,50 +191,50 @@ public final class CompiledGraph: @unchecked Sendable {
         self.plan = BufferPlan(self)
     }
 
-    /// `steps` with each 1x1 convolution (packed) whose output only the next step, a depthwise
-    /// convolution, reads, fused into that step when `ExpandDepthwise` finds it worthwhile.
-    private static func fusingExpansions(_ steps: [Step], outputs: Set<Int>) -> [Step] {
+    /// `steps` with each step and the next one made one step where `fuse` (given both) returns
+    /// it: the next step alone reads the first's output, which is no graph output. The first step
+    /// becomes an alias of its input; the fused step reads the first's inputs.
+    private static func fusingPairs(_ steps: [Step], outputs: Set<Int>, _ fuse: (Step, Step) -> Step?) -> [Step] {
         var readers = [Int: Int]()
         for step in steps { for v in step.inputs { readers[v, default: 0] += 1 } }
         var steps = steps
         for i in steps.indices.dropLast() {
-            guard case .conv(let expand, .packed(let packed), let expandBias, let expandActivation) = steps[i].kernel,
-                  case .conv(let depthwise, .plain(let weight), let bias, let activation) = steps[i + 1].kernel,
-                  steps[i + 1].inputs == [steps[i].output], readers[steps[i].output] == 1, !outputs.contains(steps[i].output),
-                  ExpandDepthwise.isWorthwhile(expand: expand, depthwise: depthwise)
+            let first = steps[i], next = steps[i + 1]
+            guard next.inputs == [first.output], readers[first.output] == 1, !outputs.contains(first.output),
+                  let fused = fuse(first, next)
             else { continue }
-            let expanded = steps[i], next = steps[i + 1]
-            steps[i] = Step(kernel: .alias, inputs: expanded.inputs, inputShapes: expanded.inputShapes, output: expanded.output,
-                            outputShape: expanded.outputShape)
-            steps[i + 1] = Step(kernel: .expandDepthwise(expand: expand, packed, expandBias: expandBias,
-                                                         expandActivation: expandActivation, depthwise: depthwise,
-                                                         weight: weight, bias: bias, activation),
-                                inputs: expanded.inputs, inputShapes: expanded.inputShapes, output: next.output,
-                                outputShape: next.outputShape)
+            steps[i] = Step(kernel: .alias, inputs: first.inputs, inputShapes: first.inputShapes, output: first.output,
+                            outputShape: first.outputShape)
+            steps[i + 1] = fused
         }
         return steps
     }
 
-    /// `steps` with each strip convolution (a stem, packed) whose output only the next step, a
-    /// max pool `Conv2D.canFusePool` accepts, reads, fused into that step: the full-size output
-    /// is never stored (the baseline CNN's 256x256x32 stem output is 8 MB).
-    private static func fusingPools(_ steps: [Step], outputs: Set<Int>) -> [Step] {
-        var readers = [Int: Int]()
-        for step in steps { for v in step.inputs { readers[v, default: 0] += 1 } }
-        var steps = steps
-        for i in steps.indices.dropLast() {
-            guard case .conv(let shape, .packed(let packed), let bias, let activation) = steps[i].kernel,
-                  case .maxPool(let pool) = steps[i + 1].kernel,
-                  steps[i + 1].inputs == [steps[i].output], readers[steps[i].output] == 1, !outputs.contains(steps[i].output),
-                  Conv2D.canFusePool(shape, pool)
-            else { continue }
-            let conv = steps[i], next = steps[i + 1]
-            steps[i] = Step(kernel: .alias, inputs: conv.inputs, inputShapes: conv.inputShapes, output: conv.output,
-                            outputShape: conv.outputShape)
-            steps[i + 1] = Step(kernel: .convPool(shape, packed, bias: bias, activation, pool: pool), inputs: conv.inputs,
-                                inputShapes: conv.inputShapes, output: next.output, outputShape: next.outputShape)
+    /// Each 1x1 convolution (packed) followed by the depthwise convolution that alone reads it, as
+    /// one step when `ExpandDepthwise` finds it worthwhile.
+    private static func fusingExpansions(_ steps: [Step], outputs: Set<Int>) -> [Step] {
+        fusingPairs(steps, outputs: outputs) { first, next in
+            guard case .conv(let expand, .packed(let packed), let expandBias, let expandActivation) = first.kernel,
+                  case .conv(let depthwise, .plain(let weight), let bias, let activation) = next.kernel,
+                  ExpandDepthwise.isWorthwhile(expand: expand, depthwise: depthwise)
+            else { return nil }
+            return Step(kernel: .expandDepthwise(expand: expand, packed, expandBias: expandBias, expandActivation: expandActivation,
+                                                 depthwise: depthwise, weight: weight, bias: bias, activation),
+                        inputs: first.inputs, inputShapes: first.inputShapes, output: next.output, outputShape: next.outputShape)
         }
-        return steps
+    }
+
+    /// Each strip convolution (a stem, packed) followed by a max pool `Conv2D.canFusePool`
+    /// accepts, as one step: the full-size output is never stored (the baseline CNN's 256x256x32
+    /// stem output is 8 MB).
+    private static func fusingPools(_ steps: [Step], outputs: Set<Int>) -> [Step] {
+        fusingPairs(steps, outputs: outputs) { first, next in
+            guard case .conv(let shape, .packed, _, _) = first.kernel, first.pool == nil, case .maxPool(let pool) = next.kernel,
+                  Conv2D.canFusePool(shape, pool)
+            else { return nil }
+            return Step(kernel: first.kernel, inputs: first.inputs, inputShapes: first.inputShapes, output: next.output,
+                        outputShape: next.outputShape, pool: pool)
+        }
     }
 
     /// A short description of each step, for profiles: its kind and shape.
@@ -245,15 +247,13 @@ public final class CompiledGraph: @unchecked Sendable {
                 if case .winograd = weights { method = "winograd" } else if case .packed = weights, Conv2D.usesStrips(shape) {
                     method = "strips"
                 } else { method = "\(shape.method)" }
+                let pooled = step.pool.map { " + maxpool \($0.kernelH)x\($0.kernelW)/\($0.strideH)" } ?? ""
                 return "conv \(w.kernelH)x\(w.kernelW)/\(w.strideH) \(method) \(w.inHeight)x\(w.inWidth)x\(w.inChannels)->\(shape.outChannels)"
+                    + pooled
             case .expandDepthwise(let expand, _, _, _, let depthwise, _, _, _):
                 let w = depthwise.window
                 return "expand+depthwise \(w.kernelH)x\(w.kernelW)/\(w.strideH) \(w.inHeight)x\(w.inWidth)x"
                     + "\(expand.window.inChannels)->\(w.inChannels)"
-            case .convPool(let shape, _, _, _, let pool):
-                let w = shape.window
-                return "conv \(w.kernelH)x\(w.kernelW)/\(w.strideH) strips \(w.inHeight)x\(w.inWidth)x\(w.inChannels)->\(shape.outChannels)"
-                    + " + maxpool \(pool.kernelH)x\(pool.kernelW)/\(pool.strideH)"
             case .linear(let i, let o, _, _, _): return "linear \(i)->\(o)"
             default: return "\(step.kernel)".split(separator: "(").first.map(String.init) ?? "step"
             }
@@ -266,12 +266,11 @@ public final class CompiledGraph: @unchecked Sendable {
             if case .expandDepthwise(_, _, _, _, let depthwise, _, _, _) = step.kernel {
                 return max(m, ExpandDepthwise.scratchCount(depthwise: depthwise, threads: threads))
             }
-            if case .convPool(let shape, _, _, _, let pool) = step.kernel {
-                return max(m, Conv2D.packedScratchCount(shape, batch: batch, threads: threads, pool: pool))
-            }
             if case .conv(let shape, let weights, _, _) = step.kernel {
                 if case .winograd(let w) = weights { return max(m, w.scratchCount(batch: batch, threads: threads)) }
-                if case .packed = weights { return max(m, Conv2D.packedScratchCount(shape, batch: batch, threads: threads)) }
+                if case .packed = weights {
+                    return max(m, Conv2D.packedScratchCount(shape, batch: batch, threads: threads, pool: step.pool))
+                }
                 return max(m, Conv2D.scratchCount(shape, batch: batch, threads: threads))
             }
             return m
@@ -293,8 +292,8 @@ public final class CompiledGraph: @unchecked Sendable {
                 case .winograd(let w):
                     w.forward(batch: batch, x: x, bias: bias, activation: act, y: y, scratch: scratch!, threads: threads)
                 case .packed(let packed):
-                    Conv2D.forward(shape, batch: batch, x: x, packed: packed, bias: bias, activation: act, y: y, scratch: scratch,
-                                   threads: threads)
+                    Conv2D.forward(shape, batch: batch, x: x, packed: packed, bias: bias, activation: act, pool: step.pool, y: y,
+                                   scratch: scratch, threads: threads)
                 case .plain(let weight):
                     Conv2D.forward(shape, batch: batch, x: x, weight: weight, bias: bias, activation: act, y: y, scratch: scratch,
                                    threads: threads)
@@ -304,9 +303,6 @@ public final class CompiledGraph: @unchecked Sendable {
                 ExpandDepthwise.forward(expand: expand, packed: packed, expandBias: expandBias, expandActivation: expandActivation,
                                         depthwise: depthwise, weight: weight, bias: bias, activation: act, batch: batch, x: x,
                                         y: y, scratch: scratch!, threads: threads)
-            case .convPool(let shape, let packed, let bias, let act, let pool):
-                Conv2D.forward(shape, batch: batch, x: x, packed: packed, bias: bias, activation: act, pool: pool, y: y,
-                               scratch: scratch, threads: threads)
             case .linear(let inFeatures, let outFeatures, let weights, let bias, let act):
                 switch weights {
                 case .packed(let packed):

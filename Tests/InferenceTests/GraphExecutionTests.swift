@@ -90,19 +90,26 @@ final class GraphExecutionTests: XCTestCase {
         let apart = try CompiledGraph(graph: graph, weights: InMemoryWeights(tensors), fuse: false)
         XCTAssertEqual(fused.stepDescriptions.filter { $0.hasPrefix("expand+depthwise") }.count, 2, "\(fused.stepDescriptions)")
         XCTAssertFalse(apart.stepDescriptions.contains { $0.hasPrefix("expand+depthwise") })
-        var random = TestRandom(seed: 7)
-        let input = random.floats(3 * graph.inputShape.count)
+        try assertSameOutputs(fused, apart, inputCount: graph.inputShape.count, seed: 7)
+    }
+
+    /// Both compiled graphs give the same logits and embeddings, bit for bit, at batches 1 and 3
+    /// on 1, 2 and 3 threads.
+    func assertSameOutputs(_ a: CompiledGraph, _ b: CompiledGraph, inputCount: Int, seed: UInt64,
+                           file: StaticString = #filePath, line: UInt = #line) throws {
+        var random = TestRandom(seed: seed)
+        let input = random.floats(3 * inputCount)
         for batch in [1, 3] {
             for threads in [1, 2, 3] {
                 let scheduler = Scheduler(threads: threads)
                 var results: [[Float]] = []
-                for compiled in [fused, apart] {
+                for compiled in [a, b] {
                     let context = try ExecutionContext(graph: compiled, batch: batch, threads: threads)
-                    context.input.update(from: input, count: batch * graph.inputShape.count)
+                    context.input.update(from: input, count: batch * inputCount)
                     scheduler.run { context.run() }
                     results.append((0..<batch).flatMap { Array(context.logits($0)) + Array(context.embedding($0)!) })
                 }
-                XCTAssertEqual(results[0], results[1], "batch \(batch) threads \(threads)")
+                XCTAssertEqual(results[0], results[1], "batch \(batch) threads \(threads)", file: file, line: line)
             }
         }
     }
@@ -118,21 +125,7 @@ final class GraphExecutionTests: XCTestCase {
         let apart = try CompiledGraph(graph: cnn.graph, weights: InMemoryWeights(tensors), fuse: false)
         XCTAssertEqual(fused.stepDescriptions.filter { $0.hasSuffix("+ maxpool 2x2/2") }.count, 1, "\(fused.stepDescriptions)")
         XCTAssertFalse(apart.stepDescriptions.contains { $0.hasSuffix("+ maxpool 2x2/2") })
-        var random = TestRandom(seed: 9)
-        let input = random.floats(3 * cnn.graph.inputShape.count)
-        for batch in [1, 3] {
-            for threads in [1, 2, 3] {
-                let scheduler = Scheduler(threads: threads)
-                var results: [[Float]] = []
-                for compiled in [fused, apart] {
-                    let context = try ExecutionContext(graph: compiled, batch: batch, threads: threads)
-                    context.input.update(from: input, count: batch * cnn.graph.inputShape.count)
-                    scheduler.run { context.run() }
-                    results.append((0..<batch).flatMap { Array(context.logits($0)) + Array(context.embedding($0)!) })
-                }
-                XCTAssertEqual(results[0], results[1], "batch \(batch) threads \(threads)")
-            }
-        }
+        try assertSameOutputs(fused, apart, inputCount: cnn.graph.inputShape.count, seed: 9)
     }
 
     func testFoldingRemovesEveryBatchNormAfterAConvolution() throws {
