@@ -52,20 +52,15 @@ CGK_DISPATCH(, cgk_maxpool,
             for (int32_t kh = kh_lo; kh < kh_hi; kh++) {
                 for (int32_t kw = kw_lo; kw < kw_hi; kw++) {
                     const ptrdiff_t in = ((ptrdiff_t)(ih0 + kh) * W + iw0 + kw) * C;
+                    // Only with argmax here (cgk_max_window took the rest). Selects, not a branch
+                    // per element: the branch mispredicted on real activations and kept the loop
+                    // scalar (7% of a training step).
                     const float *restrict xp = x + in;
-                    if (argmax != NULL) {
-                        int32_t *restrict ap = argmax + out;
-                        // Selects, not a branch per element: the branch mispredicted on real
-                        // activations and kept the loop scalar (7% of a training step).
-                        for (int32_t c = 0; c < C; c++) {
-                            const int take = first || xp[c] > yp[c];
-                            yp[c] = take ? xp[c] : yp[c];
-                            ap[c] = take ? (int32_t)(in + c) : ap[c];
-                        }
-                    } else if (first) {
-                        for (int32_t c = 0; c < C; c++) yp[c] = xp[c];
-                    } else {
-                        for (int32_t c = 0; c < C; c++) yp[c] = xp[c] > yp[c] ? xp[c] : yp[c];
+                    int32_t *restrict ap = argmax + out;
+                    for (int32_t c = 0; c < C; c++) {
+                        const int take = first || xp[c] > yp[c];
+                        yp[c] = take ? xp[c] : yp[c];
+                        ap[c] = take ? (int32_t)(in + c) : ap[c];
                     }
                     first = 0;
                 }

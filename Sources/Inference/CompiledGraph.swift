@@ -58,7 +58,7 @@ public final class CompiledGraph: @unchecked Sendable {
         case add(Activation)
         case activation(Activation)
         case softmax
-        /// Flatten and dropout: the output is the input's buffer.
+        /// Flatten and dropout, and the first step of a fused pair: the output is the input's buffer.
         case alias
     }
 
@@ -69,7 +69,7 @@ public final class CompiledGraph: @unchecked Sendable {
         let output: Int              // value index
         let outputShape: ActivationShape
         /// A max pool run inside this step's convolution (a stem as strips, `Conv2D.forward(pool:)`):
-        /// the output is the pooled image, and the pool's own step became an alias. A field, not
+        /// the output is the pooled image; the convolution's own output became an alias. A field, not
         /// a Kernel case: a new case changed the enum's layout, and valgrind then reported every
         /// match on it as depending on uninitialised bytes.
         var pool: WindowGeometry? = nil
@@ -90,7 +90,8 @@ public final class CompiledGraph: @unchecked Sendable {
 
     /// `winograd`: run eligible 3x3 convolutions with Winograd F(4x4, 3x3) (faster; float
     /// rounding differs from direct convolution by about 1e-6 relative). `fuse`: run large
-    /// expansions and the depthwise convolutions that read them as one step (identical results).
+    /// expansions and the depthwise convolutions that read them as one step, and a stem and the
+    /// max pool after it (identical results).
     public init(graph: GraphSpec, weights: WeightSource, limits: GraphLimits = GraphLimits(), winograd: Bool = true,
                 fuse: Bool = true) throws {
         let resolved = try graph.resolve(tensorShape: weights.shape, limits: limits)

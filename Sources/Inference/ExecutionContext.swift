@@ -13,7 +13,7 @@ struct BufferPlan {
 
     init(_ graph: CompiledGraph) {
         let values = graph.valueSizes.count
-        var root = Array(0..<values) // aliases (flatten, dropout) share their input's buffer
+        var root = Array(0..<values) // aliases (flatten, dropout, fused steps) share their input's buffer
         var lastUse = [Int](repeating: -1, count: values)
         for (s, step) in graph.steps.enumerated() {
             if case .alias = step.kernel { root[step.output] = root[step.inputs[0]] }

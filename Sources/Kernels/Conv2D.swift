@@ -83,7 +83,8 @@ public enum Conv2D {
         return max(threads, 1) * stripWorkerFloats(shape, pool: pool)
     }
 
-    /// Floats of scratch `forward` needs for this shape, batch and thread count.
+    /// Floats of scratch the plain `forward` needs for this shape, batch and thread count (the
+    /// packed one: `packedScratchCount`).
     public static func scratchCount(_ shape: ConvShape, batch: Int, threads: Int) -> Int {
         guard shape.method == .im2col else { return 0 }
         if splitsRows(shape, batch: batch, threads: threads) {

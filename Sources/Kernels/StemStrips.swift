@@ -5,9 +5,11 @@ import CKernels
 extension Conv2D {
     /// Whether the packed forward runs this shape as strips (`cgk_im2col_strip`) instead of im2col
     /// tiles: few input channels (stems), whose im2col copies a few floats per tap, and windows
-    /// that overlap along the row (else a strip holds what im2col would).
+    /// that overlap along the row (else a strip holds what im2col would), with a strip no larger
+    /// than an im2col tile (a model file's odd geometry falls back to the tiles' bounded scratch).
     public static func usesStrips(_ shape: ConvShape) -> Bool {
         shape.method == .im2col && shape.groups == 1 && shape.window.inChannels <= 4 && shape.window.strideW < shape.window.kernelW
+            && stripFloats(shape) <= tileFloats
     }
 
     /// Whether `pool`, a max pool reading this convolution's output, can run inside the packed
@@ -18,6 +20,7 @@ extension Conv2D {
             && pool.padTop == 0 && pool.padBottom == 0 && pool.padLeft == 0 && pool.padRight == 0
             && pool.inHeight == shape.window.outHeight && pool.inWidth == shape.window.outWidth
             && pool.inChannels == shape.outChannels && pool.outHeight > 0 && pool.outWidth > 0
+            && pool.outHeight == shape.window.outHeight / pool.kernelH && pool.outWidth == shape.window.outWidth / pool.kernelW
     }
 
     /// Packs a convolution's weights (stored [KH, KW, Cin, Cout]) for `forward(packed:)`, in the
@@ -32,7 +35,7 @@ extension Conv2D {
     }
 
     private static func inGEMMOrder<T, R>(_ shape: ConvShape, _ weight: UnsafePointer<T>, _ body: (UnsafePointer<T>) -> R) -> R {
-        guard usesStrips(shape) else { return body(weight) }
+        guard usesStrips(shape), PackedMatrix.isAvailable else { return body(weight) }
         let w = shape.window, tap = w.inChannels * shape.outChannels
         let reordered = [T](unsafeUninitializedCapacity: shape.weightCount) { buffer, count in
             for kh in 0..<w.kernelH {

@@ -123,6 +123,31 @@ final class FastPathTests: XCTestCase {
                                                                stride: (2, 2), padding: .same)))
     }
 
+    /// A stem's weights packed from f16 go through the same (kw, kh, c) reordering as from floats:
+    /// the two forwards agree exactly.
+    func testStripWeightsFromHalfsMatchWidenedWeights() throws {
+        try XCTSkipUnless(PackedMatrix.isAvailable, "the \(InstructionSet.current) kernel variant has no packed GEMM (OpenBLAS runs instead)")
+        var random = TestRandom(seed: 45)
+        let shape = ConvShape(window: WindowGeometry(inHeight: 13, inWidth: 17, inChannels: 3, kernel: (3, 5), stride: (1, 2),
+                                                     padding: .same), outChannels: 20)
+        XCTAssertTrue(Conv2D.usesStrips(shape))
+        var halfs = [UInt16](repeating: 0, count: shape.weightCount)
+        cgk_float_to_half(random.floats(shape.weightCount, scale: 0.5), &halfs, halfs.count)
+        var widened = [Float](repeating: 0, count: shape.weightCount)
+        cgk_half_to_float(halfs, &widened, halfs.count)
+        let x = random.floats(shape.inElementsPerImage)
+        var outputs: [[Float]] = []
+        for packed in [try XCTUnwrap(Conv2D.packWeights(shape, halfs: halfs)), try XCTUnwrap(Conv2D.packWeights(shape, widened))] {
+            var y = [Float](repeating: .nan, count: shape.outElementsPerImage)
+            var scratch = [Float](repeating: .nan, count: Conv2D.packedScratchCount(shape, batch: 1, threads: 1))
+            Conv2D.forward(shape, batch: 1, x: x, packed: packed, bias: nil, activation: .none, y: &y, scratch: &scratch, threads: 1)
+            outputs.append(y)
+        }
+        XCTAssertEqual(outputs[0], outputs[1])
+        let expected = Reference.conv(batch: 1, x, shape, weight: widened, bias: nil, activation: .none)
+        XCTAssertLessThan(maxRelativeError(outputs[0], expected), 1e-5)
+    }
+
     /// Packing straight from f16 (F16C) gives exactly the floats the scalar widening gives,
     /// subnormals, signed zeros and a partial last panel included.
     func testHalfPackingMatchesWidenedWeights() throws {

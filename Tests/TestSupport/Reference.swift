@@ -94,10 +94,17 @@ public struct TestRandom {
     public mutating func bytes(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) } }
 }
 
-/// Largest |a - b| relative to max(1, |b|).
+/// Largest |a - b| relative to max(1, |b|); infinity where one side is NaN and the other is not
+/// (an output never written keeps the NaN a test filled it with).
 public func maxRelativeError(_ a: [Float], _ b: [Float]) -> Float {
     precondition(a.count == b.count, "sizes differ: \(a.count) vs \(b.count)")
     var worst: Float = 0
-    for i in a.indices { worst = max(worst, abs(a[i] - b[i]) / max(1, abs(b[i]))) }
+    for i in a.indices {
+        if a[i].isNaN || b[i].isNaN {
+            if a[i].isNaN != b[i].isNaN { return .infinity }
+            continue
+        }
+        worst = max(worst, abs(a[i] - b[i]) / max(1, abs(b[i])))
+    }
     return worst
 }
