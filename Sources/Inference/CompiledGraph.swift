@@ -117,14 +117,13 @@ public final class CompiledGraph: @unchecked Sendable {
             retained.append(buffer)
             return UnsafePointer(buffer.pointer)
         }
-        /// A linear layer's weight matrix packed for the GEMM microkernels: f16 weights straight
-        /// from the file, f32 ones from the map (`resolve` has checked the shape); plain without
-        /// the microkernels. Convolutions pack through `Conv2D.packWeights` (their row order).
-        func packedWeights(_ name: String, rows: Int, columns: Int) throws -> Weights {
-            if let halfs = weights.halfs(name), let packed = PackedMatrix(halfs: halfs, rows: rows, columns: columns, arena: arena) {
-                return .packed(packed)
-            }
-            return try layerWeights(name) { PackedMatrix($0, rows: rows, columns: columns, arena: arena).map { .packed($0) } }
+        /// A weight matrix packed for the GEMM microkernels: f16 weights straight from the file,
+        /// f32 ones from the map (`resolve` has checked the shape); plain without the microkernels.
+        /// The packing functions set the row order (a convolution's: `Conv2D.packWeights`).
+        func packedWeights(_ name: String, fromHalfs: (UnsafePointer<UInt16>) -> PackedMatrix?,
+                           fromFloats: (UnsafePointer<Float>) -> PackedMatrix?) throws -> Weights {
+            if let halfs = weights.halfs(name), let packed = fromHalfs(halfs) { return .packed(packed) }
+            return try layerWeights(name) { fromFloats($0).map { .packed($0) } }
         }
         var steps: [Step] = []
         for (i, r) in resolved.enumerated() {
@@ -138,18 +137,17 @@ public final class CompiledGraph: @unchecked Sendable {
                         WinogradConvolution(shape, weight: weight, arena: arena).map { .winograd($0) }
                     }
                 } else if Conv2D.canPack(shape) {
-                    if let halfs = weights.halfs(a.weight), let packed = Conv2D.packWeights(shape, halfs: halfs, arena: arena) {
-                        layer = .packed(packed)
-                    } else {
-                        layer = try layerWeights(a.weight) { Conv2D.packWeights(shape, $0, arena: arena).map { .packed($0) } }
-                    }
+                    layer = try packedWeights(a.weight, fromHalfs: { Conv2D.packWeights(shape, halfs: $0, arena: arena) },
+                                              fromFloats: { Conv2D.packWeights(shape, $0, arena: arena) })
                 } else {
                     layer = .plain(try pointer(a.weight))
                 }
                 kernel = .conv(shape, layer, bias: try a.bias.map(pointer), a.activation)
             case .linear(let a):
                 let inFeatures = r.inputShapes[0].channels
-                let layer = try packedWeights(a.weight, rows: inFeatures, columns: a.outFeatures)
+                let layer = try packedWeights(
+                    a.weight, fromHalfs: { PackedMatrix(halfs: $0, rows: inFeatures, columns: a.outFeatures, arena: arena) },
+                    fromFloats: { PackedMatrix($0, rows: inFeatures, columns: a.outFeatures, arena: arena) })
                 kernel = .linear(inFeatures: inFeatures, outFeatures: a.outFeatures, layer, bias: try a.bias.map(pointer), a.activation)
             case .batchNorm(let a):
                 let gamma = try weights.floats(a.gamma).array, beta = try weights.floats(a.beta).array

@@ -61,7 +61,8 @@ extension Conv2D {
 
     /// Strips: a worker takes a contiguous range of (image, output row) items (pooled rows with a
     /// pool), builds each row's strip and multiplies it by the packed weights; with a pool, the
-    /// rows one pooled row reads go to the worker's scratch and are pooled from there.
+    /// rows one pooled row reads go to the worker's scratch and are pooled from there (without one,
+    /// an item is one output row, written in place).
     static func stripPacked(
         _ shape: ConvShape, batch: Int, x: UnsafePointer<Float>, packed: PackedMatrix, bias: UnsafePointer<Float>?,
         activation: Activation, pool: WindowGeometry?, y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>,
@@ -71,29 +72,23 @@ extension Conv2D {
         let w = shape.window, cout = shape.outChannels, rowFloats = w.outWidth * cout
         let lda = w.strideW * w.kernelH * w.inChannels, perWorker = stripWorkerFloats(shape, pool: pool)
         // One pooled row reads kernelH whole output rows: a window over them alone.
-        var poolRows = pool.map { p in
+        let poolRows = pool.map { p in
             WindowGeometry(inHeight: p.kernelH, inWidth: w.outWidth, inChannels: cout, kernel: (p.kernelH, p.kernelW),
                            stride: (p.strideH, p.strideW), padding: .valid).c
         }
         let rowsOut = pool?.outHeight ?? w.outHeight, outPerImage = pool.map { $0.outPixels * cout } ?? shape.outElementsPerImage
-        let pooledRowFloats = pool.map { $0.outWidth * cout } ?? 0, poolHeight = pool?.kernelH ?? 1
+        let outRowFloats = pool.map { $0.outWidth * cout } ?? rowFloats, convRows = pool?.kernelH ?? 1
         Parallel.forRanges(batch * rowsOut, threads: threads) { worker, items in
             let strip = scratch + worker * perWorker, rows = strip + stripFloats(shape)
             for item in items {
                 let n = item / rowsOut, r = item % rowsOut
-                let image = x + n * shape.inElementsPerImage
-                guard poolRows != nil else {
-                    cgk_im2col_strip(image, &window, Int32(r), strip)
-                    packed.multiply(strip, rows: w.outWidth, lda: lda, into: y + n * outPerImage + r * rowFloats, ldc: cout,
-                                    bias: bias, activation: activation, threads: 1)
-                    continue
+                let image = x + n * shape.inElementsPerImage, out = y + n * outPerImage + r * outRowFloats
+                for j in 0..<convRows {
+                    cgk_im2col_strip(image, &window, Int32(r * convRows + j), strip)
+                    packed.multiply(strip, rows: w.outWidth, lda: lda, into: poolRows == nil ? out : rows + j * rowFloats,
+                                    ldc: cout, bias: bias, activation: activation, threads: 1)
                 }
-                for j in 0..<poolHeight {
-                    cgk_im2col_strip(image, &window, Int32(r * poolHeight + j), strip)
-                    packed.multiply(strip, rows: w.outWidth, lda: lda, into: rows + j * rowFloats, ldc: cout, bias: bias,
-                                    activation: activation, threads: 1)
-                }
-                cgk_maxpool(rows, &poolRows!, 0, 1, y + n * outPerImage + r * pooledRowFloats, nil)
+                if var poolWindow = poolRows { cgk_maxpool(rows, &poolWindow, 0, 1, out, nil) }
             }
         }
     }
