@@ -37,6 +37,8 @@ cgc_status cgc_decode_webp(const uint8_t *data, size_t size, const cgc_limits *l
     }
     if (!cgc_within_limits((uint32_t)features.width, (uint32_t)features.height, limits, out->message))
         return CGC_ERR_TOO_LARGE;
+    // Always full size, unlike JPEG's DCT scaling: libwebp's rescaler (use_scaling, to 1/2) made a
+    // 500x500 cover's decode slower, 1.68 against 1.22 ms, more than the smaller resize saves.
     size_t stride = (size_t)features.width * 3;
     size_t bytes = stride * (size_t)features.height;
     uint8_t *pixels = (uint8_t *)malloc(bytes);

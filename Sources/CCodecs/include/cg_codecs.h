@@ -35,7 +35,8 @@ typedef struct {
     uint64_t max_pixels;    // refuse width*height beyond this (decompression bombs)
     uint32_t max_jpeg_scans;// progressive JPEG scan limit (libjpeg-turbo's advice against scan DoS)
     // JPEG only: the decoder may use DCT scaling (1/2, 1/4, 1/8) while the scaled image stays at
-    // least this large in both directions. 0 disables scaling (full-size decode).
+    // least this large in both directions. 0 disables scaling (full-size decode). WebP ignores it:
+    // libwebp's rescaler is slower than a full-size decode (webp.c).
     uint32_t scale_min_width;
     uint32_t scale_min_height;
 } cgc_limits;
