@@ -15,8 +15,8 @@ d5=discogs5=$data/discogs5/split.csv s6=spotify6=$data/spotify6/split.csv th=dis
 cg=${COVERGENRE_CLI:-build/bin/covergenre}
 [ -x $cg ] || scripts/build.sh
 mkdir -p "$work"
-recipe=(--backbone "$backbone" --taxonomy models/taxonomy.csv --views 4 --head-hidden 512 --head-dropout 0.6
-        --head-weight-decay 0.01 --head-epochs 40)
+source scripts/default-recipe.sh
+recipe=(--backbone "$backbone" --taxonomy models/taxonomy.csv "${default_recipe[@]}")
 
 train() { # NAME GENRES DATA...
     local name=$1 genres=$2; shift 2

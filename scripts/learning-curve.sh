@@ -14,6 +14,7 @@ data=$(cd ../shared/data/covers/discogs5 && pwd)
 cg=${COVERGENRE_CLI:-build/bin/covergenre}
 [ -x $cg ] || scripts/build.sh
 mkdir -p "$work"
+source scripts/default-recipe.sh
 
 manifest() { # FRACTION SEED OUT: val rows and a stratified FRACTION of the train rows, absolute paths
     python3 - "$data" "$1" "$2" "$3" <<'EOF'
@@ -26,7 +27,7 @@ for r in rows:
 keep = [r for r in rows if r["split"] == "val"]
 for genre in sorted(by_genre):
     covers = by_genre[genre]
-    random.Random(seed * 1000 + len(genre)).shuffle(covers)
+    random.Random(seed * 1000 + len(genre)).shuffle(covers)  # the draws docs/results.md reports
     keep += covers[:round(fraction * len(covers))]
 with open(out, "w", newline="") as f:
     w = csv.writer(f, lineterminator="\n")
@@ -39,10 +40,9 @@ for point in "0.125 1" "0.125 2" "0.25 1" "0.25 2" "0.5 1" "0.5 2" "1 1"; do
     set -- $point
     name=train-$1-seed$2
     manifest "$1" "$2" "$work/$name.csv"
-    [ -f "$work/$name.cgm" ] || $cg train --backbone "$backbone" --data "$work/$name.csv" --views 4 --head-hidden 512 \
-        --head-dropout 0.6 --head-weight-decay 0.01 --head-epochs 40 --out "$work/$name.cgm" --run "$work/$name.run" \
-        > "$work/$name.log" 2>&1
-    $cg evaluate -m "$work/$name.cgm" --split val "$work/$name.csv" --json > "$work/$name-val.json" 2> /dev/null
+    [ -f "$work/$name.cgm" ] || $cg train --backbone "$backbone" --data "$work/$name.csv" "${default_recipe[@]}" \
+        --out "$work/$name.cgm" --run "$work/$name.run" > "$work/$name.log" 2>&1
+    $cg evaluate -m "$work/$name.cgm" --split val "$work/$name.csv" --json > "$work/$name-val.json" 2>> "$work/$name.log"
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("%-22s train covers %4d  val accuracy %.1f%%  balanced %.1f%%  macro-F1 %.1f%%" % (sys.argv[2], int(sys.argv[3]), 100*r["accuracy"], 100*r["balanced_accuracy"], 100*r["macro_f1"]))' \
         "$work/$name-val.json" "$name" "$(grep -c ',train$' "$work/$name.csv")"
 done
