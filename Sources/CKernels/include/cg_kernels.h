@@ -1,4 +1,7 @@
-// CoverGenre's numeric inner loops: everything that is not a GEMM (OpenBLAS does those).
+// CoverGenre's numeric inner loops: convolutions' building blocks, pooling, activations, the
+// optimizers' updates, image resampling, the packed-weight GEMM that inference's 1x1, im2col and
+// linear layers run (training's GEMMs, and inference's on CPUs without AVX2, go to OpenBLAS), and
+// the primitives under them: the worker pool, XXH64 and f16 conversion.
 //
 // Layout: NHWC, float32, rows contiguous. Functions take one image (or a range of its rows) so the
 // Swift side decides how work is split across threads; none of them allocates (except the image
