@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "Kernels", dependencies: ["CKernels", "CBLAS"]),
         .target(name: "ModelFormat", dependencies: ["CKernels", "Kernels", "SystemIO"]),
         .target(name: "Graph", dependencies: ["Kernels", "ModelFormat", "SystemIO"]),
-        .target(name: "Architectures", dependencies: ["Graph", "Kernels", "ModelFormat"]),
+        .target(name: "Architectures", dependencies: ["Graph", "Kernels", "ModelFormat", "SystemIO"]),
         .target(name: "Importers", dependencies: ["Architectures", "CKernels", "Graph", "ModelFormat", "SystemIO"]),
         .target(name: "Training", dependencies: [
             "Architectures", "CKernels", "CoverGenre", "Graph", "ImageIO", "Inference", "Kernels", "ModelFormat", "SystemIO",

@@ -12,7 +12,7 @@ struct Create: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a randomly initialized model of a built-in architecture.")
 
-    @Option(help: "baseline-cnn, vgg16 or efficientnet-lite0.")
+    @Option(help: "\(ArchitectureName.choices).")
     var arch: String
 
     @Option(help: "Comma-separated class labels.")
@@ -40,7 +40,8 @@ struct Create: ParsableCommand {
         let classes = labels.split(separator: ",").map(String.init)
         guard !classes.isEmpty else { throw ValidationError("--labels needs at least one label.") }
         guard let dtype = DType.allCases.first(where: { $0.name == storage }) else { throw ValidationError("--storage is f32 or f16.") }
-        let architecture = try Self.architecture(arch, classes: classes.count, inputSize: inputSize, widthDivisor: widthDivisor)
+        let architecture = try ArchitectureName(parsing: arch).build(classes: classes.count, inputSize: inputSize,
+                                                                     widthDivisor: widthDivisor)
         var tensors = architecture.initialTensors(seed: seed)
         if randomStatistics {
             var random = SplitMix64(seed: seed &+ 1)
@@ -59,23 +60,5 @@ struct Create: ParsableCommand {
             provenance: ["created_by": "covergenre create", "seed": JSON(Int(seed)), "trained": false])
         try description.write(tensors: folded, to: out, storage: dtype)
         print("wrote \(out): \(architecture.name), \(folded.parameterCount) parameters, \(classes.count) classes")
-    }
-
-    static func architecture(_ name: String, classes: Int, inputSize: Int?, widthDivisor: Int) throws -> Architecture {
-        guard widthDivisor >= 1 else { throw ValidationError("--width-divisor must be at least 1.") }
-        switch name {
-        case "baseline-cnn":
-            return Networks.baselineCNN(classes: classes, inputSize: inputSize ?? 256,
-                                        channels: [32, 48, 96, 192, 256].map { max(1, $0 / widthDivisor) },
-                                        hidden: max(1, 256 / widthDivisor))
-        case "vgg16":
-            return Networks.vgg16(classes: classes, inputSize: inputSize ?? 224, widthDivisor: widthDivisor,
-                                  hidden: max(1, 4096 / widthDivisor))
-        case "efficientnet-lite0":
-            guard widthDivisor == 1 else { throw ValidationError("--width-divisor applies to baseline-cnn and vgg16, not efficientnet-lite0.") }
-            return Networks.efficientNetLite0(classes: classes, inputSize: inputSize ?? 224)
-        default:
-            throw ValidationError("unknown architecture \"\(name)\"; use baseline-cnn, vgg16 or efficientnet-lite0.")
-        }
     }
 }

@@ -1,3 +1,4 @@
+import Architectures
 import ArgumentParser
 import CoverGenre
 import Graph
@@ -17,7 +18,7 @@ struct Train: ParsableCommand {
         --out. After a crash or kill, the same command with --resume continues from the last checkpoint.
         """)
 
-    @Option(help: "baseline-cnn, vgg16 or efficientnet-lite0 (trained from scratch).")
+    @Option(help: "\(ArchitectureName.choices) (trained from scratch).")
     var arch = "baseline-cnn"
 
     @Option(help: "Image folder or manifest CSV; repeat it, with --taxonomy, to train on several sources (PATH or NAME=PATH).")

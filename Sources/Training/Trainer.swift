@@ -60,19 +60,8 @@ public struct TrainingConfiguration: Sendable {
     }
 
     public func architecture(classes: Int) throws -> Architecture {
-        switch architecture {
-        case "baseline-cnn":
-            return Networks.baselineCNN(classes: classes, inputSize: inputSize ?? 256,
-                                        channels: [32, 48, 96, 192, 256].map { max(1, $0 / widthDivisor) },
-                                        hidden: max(1, 256 / widthDivisor), batchNorm: batchNorm, dropout: dropout)
-        case "vgg16":
-            return Networks.vgg16(classes: classes, inputSize: inputSize ?? 224, widthDivisor: widthDivisor,
-                                  hidden: max(1, 4096 / widthDivisor), batchNorm: batchNorm, dropout: dropout)
-        case "efficientnet-lite0":
-            return Networks.efficientNetLite0(classes: classes, inputSize: inputSize ?? 224)
-        default:
-            throw CoverGenreError(.invalidArgument, "unknown architecture \"\(architecture)\"; use baseline-cnn, vgg16 or efficientnet-lite0")
-        }
+        try ArchitectureName(parsing: architecture).build(classes: classes, inputSize: inputSize, widthDivisor: widthDivisor,
+                                                          batchNorm: batchNorm, dropout: dropout)
     }
 }
 
