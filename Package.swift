@@ -31,6 +31,8 @@ let package = Package(
 
         // Swift modules, bottom to top.
         .target(name: "SystemIO"),
+        // What the tools (training, data preparation, the CLI) need and the library does not: CSV, progress bars.
+        .target(name: "ToolSupport", dependencies: ["SystemIO"]),
         .target(name: "Kernels", dependencies: ["CKernels", "CBLAS"]),
         .target(name: "ModelFormat", dependencies: ["CKernels", "Kernels", "SystemIO"]),
         .target(name: "Graph", dependencies: ["Kernels", "ModelFormat", "SystemIO"]),
@@ -38,8 +40,9 @@ let package = Package(
         .target(name: "Importers", dependencies: ["Architectures", "CKernels", "Graph", "ModelFormat", "SystemIO"]),
         .target(name: "Training", dependencies: [
             "Architectures", "CKernels", "CoverGenre", "Graph", "ImageIO", "Inference", "Kernels", "ModelFormat", "SystemIO",
+            "ToolSupport",
         ]),
-        .target(name: "DataPrep", dependencies: ["Architectures", "ImageIO", "ModelFormat", "SystemIO"]),
+        .target(name: "DataPrep", dependencies: ["Architectures", "ImageIO", "ModelFormat", "SystemIO", "ToolSupport"]),
         .target(name: "ImageIO", dependencies: ["CCodecs", "CKernels", "SystemIO"]),
         .target(name: "Inference", dependencies: ["Graph", "Kernels", "ModelFormat", "SystemIO"]),
         .target(name: "CoverGenre", dependencies: ["Graph", "ImageIO", "Inference", "Kernels", "ModelFormat", "SystemIO"]),
@@ -47,7 +50,7 @@ let package = Package(
         .target(name: "CAPI", dependencies: ["CCoverGenreAPI", "CKernels", "CoverGenre", "Graph", "ImageIO", "ModelFormat", "SystemIO"]),
         // libFuzzer harnesses (fuzz/run.sh builds them with -sanitize=fuzzer,address -D FUZZING).
         .executableTarget(name: "Fuzz", dependencies: [
-            "CoverGenre", "DataPrep", "ImageIO", "Importers", "ModelFormat", "SystemIO", "Training",
+            "CoverGenre", "DataPrep", "ImageIO", "Importers", "ModelFormat", "SystemIO", "ToolSupport", "Training",
         ]),
         // `covergenre serve`: the HTTP API and web page, on Hummingbird.
         .target(name: "Server", dependencies: [
@@ -57,7 +60,7 @@ let package = Package(
         ]),
         .executableTarget(name: "CLI", dependencies: [
             "Architectures", "CoverGenre", "DataPrep", "Graph", "ImageIO", "Importers", "Inference", "Kernels", "ModelFormat",
-            "Server", "SystemIO", "Training",
+            "Server", "SystemIO", "ToolSupport", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -71,7 +74,7 @@ let package = Package(
         ]),
         .testTarget(name: "ImportersTests", dependencies: ["Importers", "SystemIO"]),
         .testTarget(name: "TrainingTests", dependencies: [
-            "Architectures", "Graph", "ImageIO", "Kernels", "ModelFormat", "SystemIO", "TestSupport", "Training",
+            "Architectures", "Graph", "ImageIO", "Kernels", "ModelFormat", "SystemIO", "TestSupport", "ToolSupport", "Training",
         ]),
         .testTarget(name: "InferenceTests", dependencies: ["Architectures", "CoverGenre", "Graph", "Inference", "Kernels", "TestSupport"]),
     ]

@@ -7,6 +7,7 @@ import ModelFormat
 import SystemIO
 import Inference
 import Kernels
+import ToolSupport
 import Training
 
 /// Training-speed measurements for bench/run.sh (inference latency is measured through the C

@@ -3,6 +3,7 @@ import CoverGenre
 import Graph
 import ModelFormat
 import SystemIO
+import ToolSupport
 import Training
 
 /// Fits the temperature that calibrates a model's probabilities on held-out labelled covers and

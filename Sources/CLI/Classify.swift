@@ -4,6 +4,7 @@ import Graph
 import ImageIO
 import ModelFormat
 import SystemIO
+import ToolSupport
 
 struct Classify: ParsableCommand {
     static let configuration = CommandConfiguration(

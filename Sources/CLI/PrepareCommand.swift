@@ -5,6 +5,7 @@ import ImageIO
 import ModelFormat
 import SystemIO
 import DataPrep
+import ToolSupport
 
 struct PrepareCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -5,6 +5,7 @@ import Graph
 import ImageIO
 import ModelFormat
 import SystemIO
+import ToolSupport
 import Training
 
 struct Train: ParsableCommand {

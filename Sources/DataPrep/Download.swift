@@ -5,6 +5,7 @@ import FoundationNetworking
 #endif
 import ImageIO
 import SystemIO
+import ToolSupport
 
 /// Downloads the covers of a manifest (`id,genre,url[,split]`) into `<out>/<genre>/<id>.<ext>`.
 ///

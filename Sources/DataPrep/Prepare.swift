@@ -1,6 +1,7 @@
 import Architectures
 import ModelFormat
 import SystemIO
+import ToolSupport
 
 /// Builds a download manifest from MuMu's genre labels and Amazon's album metadata: the join on
 /// `amazon_id`, one row per album (MuMu lists one row per track; the study deduplicated on

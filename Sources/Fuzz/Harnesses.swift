@@ -4,6 +4,7 @@ import ModelFormat
 import SystemIO
 import DataPrep
 import Importers
+import ToolSupport
 import Training
 
 /// libFuzzer harnesses for everything that parses untrusted bytes. One binary serves them all;

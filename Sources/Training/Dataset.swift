@@ -1,6 +1,7 @@
 import Architectures
 import ModelFormat
 import SystemIO
+import ToolSupport
 
 public enum Split: String, Sendable, CaseIterable {
     case train, val, test

@@ -1,6 +1,7 @@
 import Foundation
 import ModelFormat
 import SystemIO
+import ToolSupport
 
 /// Classification metrics that stay honest on imbalanced data: besides accuracy, the mean
 /// per-class recall (balanced accuracy, which a majority-class predictor cannot inflate) and

@@ -1,6 +1,7 @@
 import Graph
 import ModelFormat
 import SystemIO
+import ToolSupport
 
 /// Files a run leaves for people: history.csv and curves.png, confusion matrices as text,
 /// JSON and a PNG heat map.

@@ -1,4 +1,5 @@
 import SystemIO
+import ToolSupport
 
 /// One genre taxonomy for covers from several sources: every source's own genre names mapped to
 /// the genres a model is trained on. Sources disagree (Discogs files Metal under Rock, Spotify's

@@ -6,6 +6,7 @@ import Inference
 import Kernels
 import ModelFormat
 import SystemIO
+import ToolSupport
 
 /// Everything that defines a training run. Stored in checkpoints and in the exported model's
 /// provenance, so a run can be resumed and reproduced.

@@ -272,4 +272,5 @@ func expDouble(_ x: Double) -> Double {
 
 #if canImport(Glibc)
 import Glibc
+import ToolSupport
 #endif

@@ -5,6 +5,7 @@ import ImageIO
 import Kernels
 import ModelFormat
 import SystemIO
+import ToolSupport
 
 /// Transfer learning from a pretrained backbone (e.g. `covergenre import` of EfficientNet-Lite0):
 ///

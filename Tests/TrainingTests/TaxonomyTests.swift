@@ -4,6 +4,7 @@ import ImageIO
 import ModelFormat
 import SystemIO
 import TestSupport
+import ToolSupport
 import Training
 import XCTest
 

@@ -1,3 +1,5 @@
+import SystemIO
+
 /// RFC 4180 CSV: comma-separated, fields optionally in double quotes (which may contain commas,
 /// newlines and doubled quotes). Used for manifests, splits, reports and training curves.
 public enum CSV {
