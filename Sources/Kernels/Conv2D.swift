@@ -1,5 +1,10 @@
 import CKernels
 
+// Backward passes for training sit beside their forwards. Each takes the forward's inputs and
+// dL/dy and produces the gradients the caller asks for (a nil output is skipped). Parameter
+// gradients are accumulated (+=), input gradients overwritten. Work splits across threads so that
+// the result does not depend on scheduling: per-thread partial sums are added in thread order.
+
 /// A 2-D convolution on NHWC images with weights laid out [KH, KW, Cin/groups, Cout] (so each
 /// group's weights are a row-major [KH*KW*Cin/groups, Cout] GEMM operand, columns of its group).
 /// Depthwise convolution (groups == Cin == Cout) stores [KH, KW, C].
@@ -243,6 +248,111 @@ public enum Conv2D {
     }
 }
 
+// Backward (training): see the convention at the top of this file.
+extension Conv2D {
+    /// Floats of scratch `backward` needs.
+    public static func backwardScratchCount(_ shape: ConvShape, batch: Int, threads: Int) -> Int {
+        switch shape.method {
+        case .depthwise: return max(threads, 1) * shape.weightCount
+        case .pointwise: return 0
+        case .im2col:
+            let workers = min(max(threads, 1), batch)
+            // Per worker: an im2col tile, its gradient, and private weight/bias gradient sums.
+            return workers * (2 * tileRows(shape) * shape.depth + shape.weightCount + shape.outChannels)
+        }
+    }
+
+    /// dweight += dL/dweight, dbias += dL/dbias, dx = dL/dx (each optional).
+    public static func backward(
+        _ shape: ConvShape, batch: Int, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?,
+        dbias: UnsafeMutablePointer<Float>?, scratch: UnsafeMutablePointer<Float>?, threads: Int
+    ) {
+        switch shape.method {
+        case .pointwise:
+            Dense.backward(rows: batch * shape.window.inPixels, inFeatures: shape.window.inChannels, outFeatures: shape.outChannels,
+                           x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias, threads: threads)
+        case .depthwise:
+            depthwiseBackward(shape, batch: batch, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias,
+                              scratch: scratch!, threads: threads)
+        case .im2col:
+            generalBackward(shape, batch: batch, x: x, weight: weight, dy: dy, dx: dx, dweight: dweight, dbias: dbias,
+                            scratch: scratch!, threads: threads)
+        }
+    }
+
+    static func depthwiseBackward(
+        _ shape: ConvShape, batch: Int, x: UnsafePointer<Float>, weight: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+        dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
+        scratch: UnsafeMutablePointer<Float>, threads: Int
+    ) {
+        var window = shape.window.c
+        let workers = min(max(threads, 1), batch)
+        let wc = shape.weightCount
+        Parallel.forRanges(batch, threads: workers) { worker, images in
+            let partial = scratch + worker * wc
+            partial.update(repeating: 0, count: wc)
+            for n in images {
+                let image = dx.map { $0 + n * shape.inElementsPerImage }
+                image?.update(repeating: 0, count: shape.inElementsPerImage)
+                cgk_depthwise_backward(x + n * shape.inElementsPerImage, dy + n * shape.outElementsPerImage, &window, weight,
+                                       image, dweight == nil ? nil : partial)
+            }
+        }
+        if let dweight { for w in 0..<workers { for i in 0..<wc { dweight[i] += scratch[w * wc + i] } } }
+        if let dbias { cgk_column_sum(dy, batch * shape.window.outPixels, shape.outChannels, dbias) }
+    }
+
+    static func generalBackward(
+        _ shape: ConvShape, batch: Int, x: UnsafePointer<Float>, weight: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+        dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
+        scratch: UnsafeMutablePointer<Float>, threads: Int
+    ) {
+        var window = shape.window.c
+        let pixels = shape.window.outPixels, depth = shape.depth, cout = shape.outChannels
+        let groupIn = shape.window.inChannels / shape.groups, groupOut = cout / shape.groups
+        let rowsPerTile = tileRows(shape)
+        let workers = min(max(threads, 1), batch)
+        let perWorker = 2 * rowsPerTile * depth + shape.weightCount + cout
+        Parallel.forRanges(batch, threads: workers) { worker, images in
+            let base = scratch + worker * perWorker
+            let col = base, dcol = base + rowsPerTile * depth
+            let dw = dcol + rowsPerTile * depth, db = dw + shape.weightCount
+            dw.update(repeating: 0, count: shape.weightCount + cout)
+            for n in images {
+                let image = x + n * shape.inElementsPerImage
+                let g = dy + n * pixels * cout
+                let imageGradient = dx.map { $0 + n * shape.inElementsPerImage }
+                imageGradient?.update(repeating: 0, count: shape.inElementsPerImage)
+                for r0 in stride(from: 0, to: pixels, by: rowsPerTile) {
+                    let r1 = min(r0 + rowsPerTile, pixels), rows = r1 - r0
+                    for group in 0..<shape.groups {
+                        let c0 = group * groupOut
+                        if dweight != nil {
+                            cgk_im2col(image, &window, Int32(group * groupIn), Int32(groupIn), r0, r1, col, depth)
+                            // dW[depth, groupOut] += col^T [depth, rows] * dy[rows, groupOut]
+                            sgemm(transA: true, m: depth, n: groupOut, k: rows, a: col, lda: depth, b: g + r0 * cout + c0,
+                                  ldb: cout, beta: 1, c: dw + c0, ldc: cout)
+                        }
+                        if let imageGradient {
+                            // dcol[rows, depth] = dy[rows, groupOut] * W[depth, groupOut]^T
+                            sgemm(transB: true, m: rows, n: depth, k: groupOut, a: g + r0 * cout + c0, lda: cout,
+                                  b: weight + c0, ldb: cout, c: dcol, ldc: depth)
+                            cgk_col2im(dcol, depth, &window, Int32(group * groupIn), Int32(groupIn), r0, r1, imageGradient)
+                        }
+                    }
+                }
+                if dbias != nil { cgk_column_sum(g, pixels, cout, db) }
+            }
+        }
+        for w in 0..<workers {
+            let dw = scratch + w * perWorker + 2 * rowsPerTile * depth
+            if let dweight { for i in 0..<shape.weightCount { dweight[i] += dw[i] } }
+            if let dbias { for i in 0..<cout { dbias[i] += dw[shape.weightCount + i] } }
+        }
+    }
+}
+
 /// A fully connected layer: y[rows, out] = act(x[rows, in] * W[in, out] + b).
 public enum Dense {
     public static func forward(
@@ -264,6 +374,31 @@ public enum Dense {
                 sgemm(m: rows, n: columns.count, k: inFeatures, a: x, lda: inFeatures, b: weight + c0,
                       ldb: outFeatures, c: y + c0, ldc: outFeatures)
                 cgk_bias_activation(y + c0, rows, columns.count, outFeatures, bias.map { $0 + c0 }, activation.code)
+            }
+        }
+    }
+}
+
+extension Dense {
+    /// Backward of y = x W + b over `rows` rows: dW += x^T dy (output columns split across threads),
+    /// db += column sums of dy, dx = dy W^T (rows split across threads).
+    public static func backward(
+        rows: Int, inFeatures: Int, outFeatures: Int, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?,
+        dbias: UnsafeMutablePointer<Float>?, threads: Int
+    ) {
+        if let dweight {
+            Parallel.forRanges(outFeatures, threads: threads) { _, columns in
+                let c0 = columns.lowerBound
+                sgemm(transA: true, m: inFeatures, n: columns.count, k: rows, a: x, lda: inFeatures, b: dy + c0, ldb: outFeatures,
+                      beta: 1, c: dweight + c0, ldc: outFeatures)
+            }
+        }
+        if let dbias { cgk_column_sum(dy, rows, outFeatures, dbias) }
+        if let dx {
+            Parallel.forRanges(rows, threads: rows >= threads * 16 ? threads : 1) { _, range in
+                sgemm(transB: true, m: range.count, n: inFeatures, k: outFeatures, a: dy + range.lowerBound * outFeatures,
+                      lda: outFeatures, b: weight, ldb: outFeatures, c: dx + range.lowerBound * inFeatures, ldc: inFeatures)
             }
         }
     }

@@ -53,6 +53,71 @@ public enum Pooling {
     }
 }
 
+// Backward (training), beside the forward above; the convention is the one at the top of Conv2D.swift.
+extension Pooling {
+    /// dx = scatter of dy to each window's maximum (argmax from the forward pass).
+    public static func maxBackward(_ window: WindowGeometry, batch: Int, dy: UnsafePointer<Float>, argmax: UnsafePointer<Int32>,
+                                   dx: UnsafeMutablePointer<Float>, threads: Int) {
+        let inCount = window.inPixels * window.inChannels, outCount = window.outPixels * window.inChannels
+        Parallel.forEach(batch, threads: threads) { n in
+            let target = dx + n * inCount
+            target.update(repeating: 0, count: inCount)
+            cgk_maxpool_backward(dy + n * outCount, argmax + n * outCount, outCount, target)
+        }
+    }
+
+    /// dx[n, p, c] = dy[n, c] / pixels.
+    public static func globalAverageBackward(batch: Int, pixels: Int, channels: Int, dy: UnsafePointer<Float>,
+                                             dx: UnsafeMutablePointer<Float>) {
+        let scale = 1 / Float(pixels)
+        for n in 0..<batch {
+            for p in 0..<pixels {
+                let row = dx + (n * pixels + p) * channels
+                for c in 0..<channels { row[c] = dy[n * channels + c] * scale }
+            }
+        }
+    }
+
+    /// Backward of channelMeanStd: d/dx of mean is 1/P; of std, (x - mean) / (P * std).
+    public static func channelMeanStdBackward(batch: Int, pixels: Int, channels: Int, x: UnsafePointer<Float>,
+                                              y: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>) {
+        let inv = 1 / Float(pixels)
+        for n in 0..<batch {
+            let mean = y + n * 2 * channels, std = mean + channels
+            let dmean = dy + n * 2 * channels, dstd = dmean + channels
+            for p in 0..<pixels {
+                let xi = x + (n * pixels + p) * channels, di = dx + (n * pixels + p) * channels
+                for c in 0..<channels {
+                    let s = std[c] > 1e-12 ? std[c] : 1e-12
+                    di[c] = dmean[c] * inv + dstd[c] * (xi[c] - mean[c]) * inv / s
+                }
+            }
+        }
+    }
+
+    /// Backward of adaptiveAverage (PyTorch bins): each bin's gradient spread evenly over it.
+    public static func adaptiveAverageBackward(batch: Int, height: Int, width: Int, channels: Int, outHeight: Int,
+                                               outWidth: Int, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>) {
+        dx.update(repeating: 0, count: batch * height * width * channels)
+        for n in 0..<batch {
+            for oh in 0..<outHeight {
+                let h0 = oh * height / outHeight, h1 = ((oh + 1) * height + outHeight - 1) / outHeight
+                for ow in 0..<outWidth {
+                    let w0 = ow * width / outWidth, w1 = ((ow + 1) * width + outWidth - 1) / outWidth
+                    let scale = 1 / Float((h1 - h0) * (w1 - w0))
+                    let g = dy + ((n * outHeight + oh) * outWidth + ow) * channels
+                    for ih in h0..<h1 {
+                        for iw in w0..<w1 {
+                            let d = dx + ((n * height + ih) * width + iw) * channels
+                            for c in 0..<channels { d[c] += g[c] * scale }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 public enum Elementwise {
     /// y = act(a + b) over n elements, split across threads.
     public static func add(
