@@ -18,7 +18,7 @@ struct Benchmark: ParsableCommand {
 
     @Option(help: "training (one optimizer step per batch) or head (head-only transfer on cached features).")
     var what = "training"
-    @Option(help: "\(ArchitectureName.choices) (training).") var arch = "baseline-cnn"
+    @Option(help: "\(ArchitectureName.choices) (training).") var arch = ArchitectureName.baselineCNN.rawValue
     @Option(help: "Batch size.") var batchSize = 8
     @Option(help: "Measured steps (after 2 warm-up steps).") var steps = 20
     @Option(help: "Threads (0 = every core).") var threads = 0

@@ -20,7 +20,7 @@ struct Train: ParsableCommand {
         """)
 
     @Option(help: "\(ArchitectureName.choices) (trained from scratch).")
-    var arch = "baseline-cnn"
+    var arch = ArchitectureName.baselineCNN.rawValue
 
     @Option(help: "Image folder or manifest CSV; repeat it, with --taxonomy, to train on several sources (PATH or NAME=PATH).")
     var data: [String]

@@ -19,7 +19,7 @@ public struct TrainingConfiguration: Sendable {
         case sampler
     }
 
-    public var architecture = "baseline-cnn"
+    public var architecture = ArchitectureName.baselineCNN.rawValue
     public var inputSize: Int?
     public var widthDivisor = 1
     public var batchNorm = false

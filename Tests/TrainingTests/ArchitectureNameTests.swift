@@ -33,7 +33,7 @@ final class ArchitectureNameTests: XCTestCase {
         XCTAssertEqual(dropoutRates(try ArchitectureName.baselineCNN.build(classes: 2, widthDivisor: 16)), [])
     }
 
-    func testWidthDivisorNarrowsEveryLayer() throws {
+    func testWidthDivisorNarrowsTheNetwork() throws {
         let full = try ArchitectureName.baselineCNN.build(classes: 5, inputSize: 64)
         let narrow = try ArchitectureName.baselineCNN.build(classes: 5, inputSize: 64, widthDivisor: 4)
         let count = { (a: Architecture) in a.parameters.reduce(0) { $0 + $1.shape.reduce(1, *) } }

@@ -81,11 +81,10 @@ def reduce_stages(names, activations):
     return np.concatenate(stats, 1), np.concatenate(correlations, 1)
 
 
-def extract(args, split, out):
-    if os.path.exists(out):
-        return np.load(out)
-    session, outputs, names, pre = backbone_session(args.model)
-    rows = [r for r in csv.DictReader(open(os.path.join(args.data, "split.csv"))) if r["split"] == split]
+def extract(backbone, data, split, out):
+    """Each `split` cover's and its mirror's statistics and correlations, saved to `out`."""
+    session, outputs, names, pre = backbone
+    rows = [r for r in csv.DictReader(open(os.path.join(data, "split.csv"))) if r["split"] == split]
     stats, correlations, labels, batch = [], [], [], []
     started = time.time()
 
@@ -96,7 +95,7 @@ def extract(args, split, out):
         batch.clear()
 
     for row in rows:
-        image = centre_crop(open_rgb(os.path.join(args.data, row["path"])), pre)
+        image = centre_crop(open_rgb(os.path.join(data, row["path"])), pre)
         for view in (image, image[:, ::-1]):  # the cover and its mirror
             batch.append(view)
             labels.append(row["genre"])
@@ -106,7 +105,6 @@ def extract(args, split, out):
         flush()
     np.savez(out, stats=np.concatenate(stats), corr=np.concatenate(correlations), y=np.array(labels))
     print("%s: %d views in %.0f s" % (split, len(labels), time.time() - started), flush=True)
-    return np.load(out)
 
 
 def train_head(x_train, y_train, x_val, classes, l2, hidden, epochs, dropout, seed, lr=1e-3, batch=64):
@@ -180,8 +178,13 @@ def main():
     parser.add_argument("--out", required=True, help="folder for the cached features")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    train = extract(args, "train", os.path.join(args.out, "train.npz"))
-    val = extract(args, "val", os.path.join(args.out, "val.npz"))
+    cached = {split: os.path.join(args.out, split + ".npz") for split in ("train", "val")}
+    missing = [split for split, path in cached.items() if not os.path.exists(path)]
+    if missing:
+        backbone = backbone_session(args.model)  # one export and session for every split
+        for split in missing:
+            extract(backbone, args.data, split, cached[split])
+    train, val = np.load(cached["train"]), np.load(cached["val"])
     genres = sorted(set(train["y"]))
     y_train = np.array([genres.index(g) for g in train["y"]])
     y_val = np.array([genres.index(g) for g in val["y"]])
