@@ -61,6 +61,10 @@ extern "C" {
 #define CG_API_VERSION_MINOR 2
 #define CG_API_VERSION_PATCH 0
 /* MAJOR * 10000 + MINOR * 100 + PATCH. A header and library with the same MAJOR are compatible.
+ * These three macros are CoverGenre's one version number: the library (cg_version_string), the
+ * command-line tools (--version), pkg-config, the SONAME (libcovergenre.so.MAJOR) and the Python
+ * package all report this version. It is semantic versioning of the C API, the strictest promise
+ * the project makes; releases before 2.2.0 also carried a separate 0.x product number, now gone.
  *
  * Changes
  * - 2.2.0: cg_kernel_variant is new.
@@ -78,7 +82,7 @@ extern "C" {
 /* The API version the library was built with; compare with CG_API_VERSION. Any thread. */
 uint32_t cg_api_version(void);
 
-/* The library's release, e.g. "0.1.0". Static string. Any thread. */
+/* The library's version, "MAJOR.MINOR.PATCH" as above (e.g. "2.2.0"). Static string. Any thread. */
 const char *cg_version_string(void);
 
 /* The instruction-set variant the kernels run in this process: "avx512", "avx2" or "generic".

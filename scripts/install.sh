@@ -6,7 +6,7 @@
 #     DIR/include/covergenre.h
 #     DIR/lib/pkgconfig/covergenre.pc  pkg-config --cflags --libs covergenre
 #     DIR/lib/cmake/covergenre/        find_package(covergenre) -> covergenre::covergenre
-#     DIR/bin/covergenre
+#     DIR/bin/covergenre, DIR/bin/covergenre-server (what `covergenre serve` runs)
 #     DIR/share/covergenre/covergenre-default.cgm (and its model card)
 # Builds first (scripts/build.sh). Every file is written to a temporary name and renamed into
 # place, so an interrupted install never leaves a half-written library. The library carries the
@@ -25,10 +25,8 @@ mkdir -p "$prefix"
 prefix=$(cd "$prefix" && pwd)
 
 # The version: the header's API version (the SONAME's number is its major).
-major=$(sed -n 's/^#define CG_API_VERSION_MAJOR \([0-9]*\)$/\1/p' include/covergenre.h)
-minor=$(sed -n 's/^#define CG_API_VERSION_MINOR \([0-9]*\)$/\1/p' include/covergenre.h)
-patch=$(sed -n 's/^#define CG_API_VERSION_PATCH \([0-9]*\)$/\1/p' include/covergenre.h)
-version="$major.$minor.$patch"
+version=$(scripts/version.sh)
+major=${version%%.*}
 command -v patchelf >/dev/null || scripts/setup.sh --system >&2
 
 scripts/build.sh >&2
@@ -59,6 +57,7 @@ link "libcovergenre.so.$version" "$prefix/lib/libcovergenre.so.$major"
 link "libcovergenre.so.$major" "$prefix/lib/libcovergenre.so"
 install_file include/covergenre.h "$prefix/include/covergenre.h" 644
 install_file build/bin/covergenre "$prefix/bin/covergenre" 755
+install_file build/bin/covergenre-server "$prefix/bin/covergenre-server" 755
 install_file models/covergenre-default.cgm "$prefix/share/covergenre/covergenre-default.cgm" 644
 install_file models/README.md "$prefix/share/covergenre/README.md" 644
 

@@ -26,6 +26,8 @@ trap 'rm -rf "$stage"' EXIT
 cp -r bindings/python/. "$stage/"
 rm -rf "$stage/tests" "$stage"/build "$stage"/*.egg-info
 cp build/lib/libcovergenre.so "$stage/covergenre/"
+# The one version number, from the header, as a literal the wheel's metadata and package share.
+echo "__version__ = \"$(scripts/version.sh)\"" > "$stage/covergenre/_version.py"
 mkdir -p "$stage/covergenre/models"
 cp models/covergenre-default.cgm "$stage/covergenre/models/"
 cp models/README.md "$stage/covergenre/models/"

@@ -13,7 +13,7 @@ import Glibc
 // The C API of include/covergenre.h. Every function validates its arguments, turns Swift errors
 // into a cg_status plus a thread-local message, and never lets an error escape as a trap.
 
-private let versionString: UnsafePointer<CChar> = UnsafePointer(strdup("0.2.0")!)
+private let versionString: UnsafePointer<CChar> = UnsafePointer(strdup(CoverGenreVersion.string)!)
 
 @_cdecl("cg_api_version")
 public func cg_api_version() -> UInt32 { UInt32(CG_API_VERSION_MAJOR * 10000 + CG_API_VERSION_MINOR * 100 + CG_API_VERSION_PATCH) }
@@ -24,11 +24,10 @@ public func cg_version_string() -> UnsafePointer<CChar> { versionString }
 @_cdecl("cg_kernel_variant")
 public func cg_kernel_variant() -> UnsafePointer<CChar> { cgk_isa_name(cgk_isa()) }
 
-private let statusNames: [UnsafePointer<CChar>] = ([
-    "CG_OK", "CG_ERR_INVALID_ARGUMENT", "CG_ERR_IO", "CG_ERR_MODEL_FORMAT", "CG_ERR_MODEL_UNSUPPORTED", "CG_ERR_CHECKSUM",
-    "CG_ERR_IMAGE_DECODE", "CG_ERR_IMAGE_UNSUPPORTED", "CG_ERR_IMAGE_TOO_LARGE", "CG_ERR_BUFFER_TOO_SMALL",
-    "CG_ERR_OUT_OF_MEMORY", "CG_ERR_INTERNAL", "CG_ERR_LIMIT_EXCEEDED",
-] as [String]).map { UnsafePointer(strdup($0)!) }
+// Indexed by status value: the codes are 1, 2, ... in order (CoverGenreError.Code), their names
+// the one list in CoverGenreError.Code.name.
+private let statusNames: [UnsafePointer<CChar>] = (["CG_OK"] + CoverGenreError.Code.allCases.map { "CG_ERR_" + $0.name.uppercased() })
+    .map { UnsafePointer(strdup($0)!) }
 private let unknownStatus: UnsafePointer<CChar> = UnsafePointer(strdup("CG_ERR_UNKNOWN")!)
 
 @_cdecl("cg_status_string")

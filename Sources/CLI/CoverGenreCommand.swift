@@ -1,4 +1,5 @@
 import ArgumentParser
+import CoverGenre
 
 /// The `covergenre` command: one subcommand per file, each documented by its `--help`.
 @main
@@ -6,7 +7,7 @@ struct CoverGenreCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "covergenre",
         abstract: "Predict an album's genre from its cover art.",
-        version: "0.1.0",
+        version: CoverGenreVersion.string,
         subcommands: [Classify.self, Evaluate.self, Calibrate.self, Train.self, Import.self, PrepareCommand.self, DownloadCommand.self,
                       Inspect.self, Create.self, Convert.self, Similar.self, Serve.self, MakeExamples.self, Benchmark.self]
     )

@@ -16,7 +16,7 @@ from ._errors import CoverGenreError, status_string
 from ._lib import LibraryNotFoundError
 from ._model import Model, Prediction, default_model_path
 
-__version__ = "0.2.0"
+from ._version import __version__  # noqa: E402  (CoverGenre's one version: include/covergenre.h)
 
 __all__ = [
     "CoverGenreError",
@@ -33,7 +33,7 @@ __all__ = [
 
 
 def library_version():
-    """The loaded library's release, e.g. "0.1.0" (cg_version_string)."""
+    """The loaded library's version, e.g. "2.2.0" (cg_version_string); equal to __version__."""
     return _lib.load().cg_version_string().decode("utf-8")
 
 
