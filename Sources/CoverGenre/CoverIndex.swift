@@ -59,10 +59,17 @@ package final class CoverIndex: Sendable {
         for (id, entry) in entries.enumerated() where entry.path != excluding && entry.embedding.count == query.count {
             var dot = 0.0
             for (x, y) in zip(query, entry.embedding) { dot += Double(x) * Double(y) }
-            ranked.append((id, entry, qNorm > 0 ? dot / qNorm * entry.inverseNorm : 0))
+            ranked.append((id, entry, qNorm > 0 ? CoverIndex.cosine(dot / qNorm * entry.inverseNorm) : 0))
         }
         ranked.sort { $0.similarity > $1.similarity || ($0.similarity == $1.similarity && $0.entry.path < $1.entry.path) }
         return Array(ranked.prefix(max(k, 0)))
+    }
+
+    /// A cosine computed in floating point, put back in its mathematical range [-1, 1]: a cover
+    /// against itself came out as 1.0000000000000002 on an AMD Zen 1, which the HTTP API's schema
+    /// (maximum 1) refused. Clamped here, where the library reports it, so every caller agrees.
+    package static func cosine(_ computed: Double) -> Double {
+        computed.isNaN ? 0 : min(max(computed, -1), 1)
     }
 
     /// The real path of an indexed entry, checked again now: a file replaced by a link leading out

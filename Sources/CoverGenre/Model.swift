@@ -42,6 +42,12 @@ public struct ModelOptions: Sendable {
 
     public init() {}
 
+    /// How the tools spell `mirrorView`: `model` (nil), `on`, `off`.
+    public enum MirrorChoice: String, CaseIterable, Sendable {
+        case model, on, off
+        public var mirrorView: Bool? { self == .model ? nil : self == .on }
+    }
+
     /// Check the model file's XXH64 checksum on load (default true).
     public var verifyChecksum: Bool {
         get { fileLimits.verifyChecksum }
@@ -90,6 +96,8 @@ public enum ImageInput {
 
 /// A loaded model: immutable and safe to use from any number of threads at once.
 public final class Model: @unchecked Sendable {
+    /// The most threads a model may be given (`ModelOptions.threads`); more is refused at load.
+    public static let maxThreads = 1024
     package let description: ModelDescription
     package let file: ModelFile
     package let graph: CompiledGraph
@@ -133,6 +141,11 @@ public final class Model: @unchecked Sendable {
         self.description = description
         self.file = file
         self.graph = graph
+        // The cap is the model's policy, not its callers': every front end (C API, CLI, server,
+        // Python) gets the same refusal instead of a pool of 99,999 workers.
+        guard (0...Model.maxThreads).contains(options.threads) else {
+            throw CoverGenreError(.invalidArgument, "threads \(options.threads) is outside 0...\(Model.maxThreads) (0 = every core)")
+        }
         self.threads = options.threads > 0 ? options.threads : Parallel.availableCores
         guard options.minConfidence.isFinite, (0...1).contains(options.minConfidence) else {
             throw CoverGenreError(.invalidArgument, "min_confidence \(options.minConfidence) is outside 0...1")
@@ -178,6 +191,7 @@ public final class Model: @unchecked Sendable {
         let image = try decode(input)
         out.update(repeating: 0)
         try runViews(image, threads: threads) { addProbabilities($0, into: out.baseAddress!) }
+        Model.clampProbabilities(UnsafeMutableBufferPointer(rebasing: out[0..<classCount]))
     }
 
     /// The `top` most probable classes, most probable first; with `minConfidence` set, only those
@@ -252,23 +266,38 @@ public final class Model: @unchecked Sendable {
             for i in 0..<count { deliver(i, .failure(error)) }
             return
         }
-        forEachInParallel(count, threads: threads ?? self.threads) { i in
+        let threads = min(max(threads ?? self.threads, 1), self.threads)
+        // One image gets every thread on its layers; several get one thread each (whole images in
+        // parallel also spread decoding). Results are bit-identical either way.
+        func one(_ i: Int, threads perImage: Int) {
             var values = [Float](repeating: 0, count: size)
             do {
                 let image = try decode(try input(i))
                 try values.withUnsafeMutableBufferPointer { out in
-                    try runViews(image, threads: 1) { context in
+                    try runViews(image, threads: perImage) { context in
                         switch output {
                         case .probabilities: addProbabilities(context, into: out.baseAddress!)
                         case .embedding: addEmbedding(context, into: out.baseAddress!)
                         }
                     }
                 }
+                if output == .probabilities { values.withUnsafeMutableBufferPointer { Model.clampProbabilities($0) } }
                 values.withUnsafeBufferPointer { deliver(i, .success($0)) }
             } catch {
                 deliver(i, .failure(Model.wrap(error)))
             }
         }
+        if count == 1 {
+            one(0, threads: threads)
+        } else {
+            forEachInParallel(count, threads: threads) { i in one(i, threads: 1) }
+        }
+    }
+
+    /// Probabilities are reported inside [0, 1] whatever the CPU's rounding did to the softmax and
+    /// the view average (a caller's schema may say `maximum: 1`).
+    package static func clampProbabilities(_ values: UnsafeMutableBufferPointer<Float>) {
+        for i in values.indices { values[i] = min(max(values[i], 0), 1) }
     }
 
     /// Runs `body(i)` for i in 0..<count on the calling thread and up to `threads - 1` of the

@@ -157,7 +157,23 @@ final class ConcurrencyTests: XCTestCase {
             }
             XCTAssertEqual(done.load(ordering: .relaxed), 1600)
             XCTAssertLessThanOrEqual(peak.load(ordering: .relaxed), limit, "limit \(limit)")
-            XCTAssertGreaterThanOrEqual(peak.load(ordering: .relaxed), 1)
+            // And it admits `limit` at once, not fewer: `limit` callers each wait inside until all
+            // are in. Admitting fewer would leave them waiting (the wait's bound only turns that
+            // deadlock into a failure; nothing here is timed).
+            let arrived = Atomic<Int>(0), together = DispatchSemaphore(value: 0), finished = DispatchGroup()
+            for _ in 0..<limit {
+                finished.enter()
+                Thread {
+                    admission.run {
+                        if arrived.add(1, ordering: .sequentiallyConsistent).newValue == limit {
+                            for _ in 0..<limit { together.signal() }
+                        }
+                        together.wait()
+                    }
+                    finished.leave()
+                }.start()
+            }
+            XCTAssertEqual(finished.wait(timeout: .now() + 120), .success, "admission with limit \(limit) did not let \(limit) callers in at once")
         }
     }
 }

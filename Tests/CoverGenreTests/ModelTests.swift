@@ -12,26 +12,46 @@ import XCTest
 
 /// The public Swift API on small models the tests make themselves.
 final class ModelTests: XCTestCase {
-    static let labels = ["Country", "Electronic", "HipHop", "Pop", "Rock"]
+    static let labels = SmallModels.labels
 
     /// A small EfficientNet-Lite-shaped model (random weights) written to a temporary file.
     static func makeModel(flipAverage: Bool = false, storage: DType = .float32) throws -> (path: String, bytes: [UInt8]) {
-        let blocks = [
-            Networks.MBConvBlock(inChannels: 8, outChannels: 8, expandRatio: 1, kernel: 3, stride: 1),
-            Networks.MBConvBlock(inChannels: 8, outChannels: 16, expandRatio: 4, kernel: 5, stride: 2),
-        ]
-        let arch = Networks.efficientNetLite(name: "lite-test", blocks: blocks, classes: labels.count, inputSize: 48,
-                                             stemChannels: 8, headChannels: 32)
-        let (graph, tensors) = try arch.graph.foldingBatchNorms(arch.initialTensors(seed: 3))
-        var preprocessing = arch.preprocessing
-        preprocessing.resize = .centerCrop(shorterSide: 56)
-        preprocessing.flipAverage = flipAverage
-        let description = ModelDescription(name: "test", architecture: arch.name, labels: labels, graph: graph,
-                                           preprocessing: preprocessing)
-        let bytes = try description.serialized(tensors: tensors, storage: storage).serialize()
+        let bytes = try SmallModels.lite(flipAverage: flipAverage, storage: storage)
         let path = temporaryPath("model.cgm")
         try Files.writeAtomically(path, bytes)
         return (path, bytes)
+    }
+
+    func testThreadsBeyondTheCapAreRefusedAtLoad() throws {
+        let path = try Self.makeModel().path
+        for threads in [-1, Model.maxThreads + 1, 100_000] {
+            var options = ModelOptions()
+            options.threads = threads
+            XCTAssertThrowsError(try Model(path: path, options: options), "\(threads)") { error in
+                XCTAssertEqual((error as? CoverGenreError)?.code, .invalidArgument)
+                XCTAssertTrue("\(error)".contains("0...\(Model.maxThreads)"), "\(error)")
+            }
+        }
+        var options = ModelOptions()
+        options.threads = Model.maxThreads
+        XCTAssertEqual(try Model(path: path, options: options).threads, Model.maxThreads)
+    }
+
+    func testProbabilitiesAreClampedToZeroOne() {
+        var values: [Float] = [1.0000001, -1e-9, 0.5, 1]
+        values.withUnsafeMutableBufferPointer { Model.clampProbabilities($0) }
+        XCTAssertEqual(values, [1, 0, 0.5, 1])
+    }
+
+    /// A batch of one is the single-image call (the model's threads on one image), bit for bit.
+    func testABatchOfOneEqualsTheSingleImageCall() throws {
+        var options = ModelOptions()
+        options.threads = 2
+        let model = try Model(path: try Self.makeModel(flipAverage: true).path, options: options)
+        let jpeg = try Fixtures.jpeg(Fixtures.quadrants(width: 90, height: 70), width: 90, height: 70)
+        XCTAssertEqual(try model.probabilities(batch: [.bytes(jpeg)])[0].get(), try model.probabilities(.bytes(jpeg)))
+        XCTAssertEqual(try model.embeddings(batch: [.bytes(jpeg)])[0].get(), try model.embedding(.bytes(jpeg)))
+        XCTAssertEqual(try model.probabilities(batch: [.bytes(jpeg), .bytes(jpeg)])[1].get(), try model.probabilities(.bytes(jpeg)))
     }
 
     func testClassifiesJPEGPNGAndWebPFromFilesAndBytes() throws {
@@ -209,10 +229,4 @@ final class ModelTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("nowhere"), "\(error)")
         }
     }
-}
-
-func temporaryPath(_ name: String) -> String {
-    var template = Array("/tmp/covergenre-test-XXXXXX".utf8CString)
-    let dir = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
-    return "\(dir)/\(name)"
 }

@@ -76,7 +76,8 @@ def classify(args):
 def cosine(a, b):
     dot = sum(float(x) * float(y) for x, y in zip(a, b))
     norm = math.sqrt(sum(float(x) ** 2 for x in a)) * math.sqrt(sum(float(y) ** 2 for y in b))
-    return dot / norm if norm > 0 else 0.0
+    # Rounding can carry a cover's similarity to itself past 1: keep it in [-1, 1].
+    return max(-1.0, min(1.0, dot / norm)) if norm > 0 else 0.0
 
 
 def similar(args):
