@@ -10,7 +10,10 @@ let package = Package(
         // The C API; scripts/build.sh installs it as libcovergenre.so (the name `covergenre`
         // belongs to the command-line tool's product).
         .library(name: "CoverGenreC", type: .dynamic, targets: ["CAPI"]),
+        // The command-line tool. It does not link the HTTP server: `covergenre serve` runs
+        // `covergenre-server` from the same folder, so classifying a cover never compiles SwiftNIO.
         .executable(name: "covergenre", targets: ["CLI"]),
+        .executable(name: "covergenre-server", targets: ["ServerCommand"]),
         .executable(name: "covergenre-fuzz", targets: ["Fuzz"]),
     ],
     dependencies: [
@@ -45,27 +48,35 @@ let package = Package(
         .target(name: "DataPrep", dependencies: ["Architectures", "ImageIO", "ModelFormat", "SystemIO", "ToolSupport"]),
         .target(name: "ImageIO", dependencies: ["CCodecs", "CKernels", "SystemIO"]),
         .target(name: "Inference", dependencies: ["Graph", "Kernels", "ModelFormat", "SystemIO"]),
-        .target(name: "CoverGenre", dependencies: ["Graph", "ImageIO", "Inference", "Kernels", "ModelFormat", "SystemIO"]),
+        // The public C header, as a module: its version macros are the project's one version number.
         .systemLibrary(name: "CCoverGenreAPI"),
+        .target(name: "CoverGenre", dependencies: ["CCoverGenreAPI", "Graph", "ImageIO", "Inference", "Kernels", "ModelFormat", "SystemIO"]),
         .target(name: "CAPI", dependencies: ["CCoverGenreAPI", "CKernels", "CoverGenre", "Graph", "ImageIO", "ModelFormat", "SystemIO"]),
         // libFuzzer harnesses (fuzz/run.sh builds them with -sanitize=fuzzer,address -D FUZZING).
         .executableTarget(name: "Fuzz", dependencies: [
-            "CoverGenre", "DataPrep", "ImageIO", "Importers", "ModelFormat", "SystemIO", "ToolSupport", "Training",
+            "CoverGenre", "DataPrep", "ImageIO", "Importers", "ModelFormat", "Service", "SystemIO", "ToolSupport", "Training",
         ]),
-        // `covergenre serve`: the HTTP API and web page, on Hummingbird.
+        // What the HTTP API does, without HTTP: loaded models, the index, request parsing
+        // (multipart), typed answers and errors. Tested and fuzzed without building SwiftNIO.
+        .target(name: "Service", dependencies: ["CoverGenre", "ModelFormat", "SystemIO"]),
+        // The HTTP layer over it: Hummingbird routes, metrics, compute lanes, the web page.
         .target(name: "Server", dependencies: [
-            "CoverGenre", "Kernels", "ModelFormat", "SystemIO",
+            "CoverGenre", "Kernels", "ModelFormat", "Service", "SystemIO",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
+        // `covergenre-server` (also reached as `covergenre serve`).
+        .executableTarget(name: "ServerCommand", dependencies: [
+            "CoverGenre", "Server", "Service", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         .executableTarget(name: "CLI", dependencies: [
             "Architectures", "CoverGenre", "DataPrep", "Graph", "ImageIO", "Importers", "Inference", "Kernels", "ModelFormat",
-            "Server", "SystemIO", "ToolSupport", "Training",
+            "SystemIO", "ToolSupport", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         // Tests mirror the modules; TestSupport holds naive reference implementations and fixtures.
-        .target(name: "TestSupport", dependencies: ["Architectures", "Graph", "Kernels", "ImageIO"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Architectures", "Graph", "Kernels", "ImageIO", "ModelFormat", "SystemIO"], path: "Tests/TestSupport"),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CKernels", "TestSupport"]),
         .testTarget(name: "ImageIOTests", dependencies: ["ImageIO", "SystemIO", "TestSupport"]),
         .testTarget(name: "ModelFormatTests", dependencies: ["ModelFormat", "SystemIO", "TestSupport"]),
@@ -77,5 +88,7 @@ let package = Package(
             "Architectures", "Graph", "ImageIO", "Kernels", "ModelFormat", "SystemIO", "TestSupport", "ToolSupport", "Training",
         ]),
         .testTarget(name: "InferenceTests", dependencies: ["Architectures", "CoverGenre", "Graph", "Inference", "Kernels", "TestSupport"]),
+        .testTarget(name: "GraphTests", dependencies: ["Graph", "Kernels", "ModelFormat", "SystemIO"]),
+        .testTarget(name: "ServiceTests", dependencies: ["CoverGenre", "ModelFormat", "Service", "SystemIO", "TestSupport"]),
     ]
 )

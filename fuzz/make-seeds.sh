@@ -8,7 +8,7 @@ python=.venv/bin/python
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-mkdir -p fuzz/corpus-{model,image,torch,safetensors,csv,json,metadata}
+mkdir -p fuzz/corpus-{model,image,torch,safetensors,csv,json,metadata,multipart}
 # Images: the three example covers at a small size, plus small PNG variants.
 $cli make-examples --size 48 "$tmp/images" >/dev/null
 cp "$tmp"/images/* fuzz/corpus-image/
@@ -41,4 +41,14 @@ torch_format.save_safetensors(out / "corpus-safetensors" / "lite.safetensors", l
 record = {"amazon_id": "B1", "imUrl": "http://127.0.0.1/x.jpg", "title": "t", "categories": [["CDs"]], "salesRank": {}, "related": {}}
 (out / "corpus-metadata" / "lines.json").write_text(json.dumps(record) + "\n" + json.dumps(record) + "\n")
 (out / "corpus-metadata" / "array.json").write_text(json.dumps([record, {"amazon_id": "B2"}]))
+# Multipart: the Content-Type line, then the body (Sources/Fuzz/Harnesses.swift).
+def form(boundary, parts, quoted=False):
+    head = 'multipart/form-data; boundary=%s' % ('"%s"' % boundary if quoted else boundary)
+    body = b"".join(b"--" + boundary.encode() + b"\r\n" + h.encode() + b"\r\n\r\n" + data + b"\r\n" for h, data in parts)
+    return head.encode() + b"\n" + body + b"--" + boundary.encode() + b"--\r\n"
+(out / "corpus-multipart" / "two-files").write_bytes(form("XyZ", [
+    ('Content-Disposition: form-data; name="image"; filename="a.jpg"\r\nContent-Type: image/jpeg', b"\xff\xd8\xff\xe0 jpeg"),
+    ('Content-Disposition: form-data; name="image"; filename="b.png"\r\nContent-Type: image/png', b"\x89PNG\r\n\x1a\n")]))
+(out / "corpus-multipart" / "quoted-field").write_bytes(form("a b", [('Content-Disposition: form-data; name="top_k"', b"3")], quoted=True))
+(out / "corpus-multipart" / "crlf-in-body").write_bytes(form("B", [('Content-Disposition: form-data; name="f"; filename="x"', b"a\r\n--C\r\nb")]))
 PY

@@ -1,6 +1,7 @@
 import CoverGenre
 import ImageIO
 import ModelFormat
+import Service
 import SystemIO
 import DataPrep
 import Importers
@@ -12,7 +13,7 @@ import Training
 /// `-sanitize=fuzzer,address` and `-D FUZZING` (fuzz/run.sh); in a normal build the same code runs
 /// each file given on the command line through a harness once (the regression tests use this).
 enum Harness: String, CaseIterable {
-    case model, image, torch, safetensors, csv, json, metadata
+    case model, image, torch, safetensors, csv, json, metadata, multipart
 
     /// Limits small enough that a hostile input cannot make one execution slow or huge.
     static var imageLimits: ImageLimits {
@@ -50,6 +51,17 @@ enum Harness: String, CaseIterable {
             _ = try? JSON.parse(bytes)
         case .metadata:
             _ = try? Prepare.parseMetadata(Array(bytes))
+        case .multipart:
+            // The first line is the Content-Type header (the boundary is the client's to choose),
+            // the rest the body, as the server hands them to the parser.
+            let all = Array(bytes)
+            let split = all.firstIndex(of: 10) ?? all.count
+            let contentType = String(decoding: all[..<split], as: UTF8.self)
+            let body = split < all.count ? Array(all[(split + 1)...]) : []
+            guard let boundary = try? Multipart.boundary(contentType: contentType) else { return }
+            guard let parts = try? Multipart.parse(body, boundary: boundary, maxParts: 32) else { return }
+            // Every part's bytes must lie inside the body (a slice of it).
+            for part in parts { precondition(part.body.startIndex >= 0 && part.body.endIndex <= body.count) }
         }
     }
 
@@ -89,18 +101,27 @@ public func fuzzMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePo
 #else
 @main
 struct FuzzReplay {
-    /// `covergenre-fuzz TARGET FILE...`: runs each file through a harness once (regression inputs).
-    static func main() throws {
-        let arguments = CommandLine.arguments.dropFirst()
+    /// `covergenre-fuzz TARGET FILE...`: runs each file through a harness once (regression inputs),
+    /// then prints `replayed N TARGET inputs`. An unknown target, no file, or an unreadable file
+    /// is an error (exit 2): a replay that ran nothing must not pass.
+    static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        let usage = "usage: covergenre-fuzz \(Harness.allCases.map(\.rawValue).joined(separator: "|")) FILE..."
         guard let name = arguments.first, let harness = Harness(rawValue: name) else {
-            print("usage: covergenre-fuzz \(Harness.allCases.map(\.rawValue).joined(separator: "|")) FILE...")
-            return
+            fail(arguments.first.map { "unknown fuzz target \"\($0)\"; \(usage)" } ?? usage)
         }
+        guard arguments.count > 1 else { fail("no inputs given for \(name); \(usage)") }
         for path in arguments.dropFirst() {
-            let bytes = try Files.read(path)
+            let bytes: [UInt8]
+            do { bytes = try Files.read(path) } catch { fail("\(path): \(error)") }
             bytes.withUnsafeBytes { harness.run($0) }
-            print("ok \(path)")
         }
+        print("replayed \(arguments.count - 1) \(name) inputs")
+    }
+
+    static func fail(_ message: String) -> Never {
+        fputs("covergenre-fuzz: \(message)\n", stderr)
+        exit(2)
     }
 }
 #endif

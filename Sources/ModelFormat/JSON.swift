@@ -325,3 +325,18 @@ extension JSON {
     public init(_ values: [Float]) { self = .array(values.map { JSON($0) }) }
     public init(_ values: [String]) { self = .array(values.map { .string($0) }) }
 }
+
+/// A JSON value inside a Codable type (the HTTP API's model provenance) is written as itself.
+extension JSON: Encodable {
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .null: try c.encodeNil()
+        case .bool(let b): try c.encode(b)
+        case .number(let d): try c.encode(d)
+        case .string(let s): try c.encode(s)
+        case .array(let a): try c.encode(a)
+        case .object(let o): try c.encode(o)
+        }
+    }
+}

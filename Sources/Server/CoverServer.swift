@@ -6,6 +6,7 @@ import Logging
 import ModelFormat
 import NIOCore
 import Prometheus
+import Service
 import SystemIO
 
 #if canImport(Glibc)
@@ -42,7 +43,9 @@ public enum CoverServer {
     }
 }
 
-/// The routes.
+/// The routes: each reads like docs/openapi.json, answers with a `Codable` type from `Service`
+/// and throws `ServiceError`, which Hummingbird turns into the JSON error response
+/// (`HTTPResponseError`, below).
 struct API: Sendable {
     let service: CoverService
     let lanes: ComputeLanes
@@ -59,39 +62,37 @@ struct API: Sendable {
     }
 
     func register(_ router: Router<BasicRequestContext>) {
-        router.post("/v1/classify") { request, _ in
-            try await compute(request) { images, model in
+        router.post("/v1/classify") { request, context in
+            try await compute(request, context) { images, model in
                 let topK = try query(request, "top_k", default: 3, range: 1...model.model.classCount)
                 return { service.classify(images, model: model, topK: topK) }
             }
         }
-        router.post("/v1/embed") { request, _ in
-            try await compute(request) { images, model in
+        router.post("/v1/embed") { request, context in
+            try await compute(request, context) { images, model in
                 { service.embed(images, model: model) }
             }
         }
-        router.post("/v1/similar") { request, _ in
-            try await compute(request) { images, model in
+        router.post("/v1/similar") { request, context in
+            try await compute(request, context) { images, model in
                 let k = try query(request, "k", default: 5, range: 1...configuration.maxSimilar)
                 guard model.name == service.models[0].name else {
-                    throw APIError(.badRequest, "invalid_argument", "the index was built with model \"\(service.models[0].name)\"; omit ?model= or name that one")
+                    throw ServiceError(.badRequest, "invalid_argument", "the index was built with model \"\(service.models[0].name)\"; omit ?model= or name that one")
                 }
-                guard service.index != nil else {
-                    throw APIError(.notFound, "no_index", "this server has no index of covers: start it with --index FOLDER")
+                guard service.indexedCovers != nil else {
+                    throw ServiceError(.notFound, "no_index", "this server has no index of covers: start it with --index FOLDER")
                 }
                 return { try service.similar(images, k: k) }
             }
         }
-        router.get("/v1/models") { _, _ in json(service.modelsJSON) }
+        router.get("/v1/models") { _, _ in service.modelsResponse }
         router.get("/v1/index/{id}") { _, context in
-            guard let id = context.parameters.get("id", as: Int.self) else { return error(APIError(.notFound, "not_found", "no such index entry")) }
-            do {
-                let file = try service.indexFile(id)
-                return Response(status: .ok, headers: [.contentType: file.mediaType, .cacheControl: "max-age=3600"],
-                                body: .init(byteBuffer: ByteBuffer(bytes: file.bytes)))
-            } catch let e as APIError { return error(e) }
+            guard let id = context.parameters.get("id", as: Int.self) else { throw ServiceError(.notFound, "not_found", "no such index entry") }
+            let file = try service.indexFile(id)
+            return Response(status: .ok, headers: [.contentType: file.mediaType, .cacheControl: "max-age=3600"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: file.bytes)))
         }
-        router.get("/healthz") { _, _ in json(["status": "ok"]) }
+        router.get("/healthz") { _, _ in Health() }
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                      body: .init(byteBuffer: ByteBuffer(bytes: metrics.registry.emitToBuffer())))
@@ -108,105 +109,97 @@ struct API: Sendable {
 
     /// A compute request: bounded in flight, body read within its limit, images split out, the
     /// model chosen, then `prepare`'s work run on a compute lane; the answer is the model's name and
-    /// each image's result. Every failure is a JSON error.
-    func compute(_ request: Request,
-                 prepare: ([CoverService.Image], CoverService.LoadedModel) throws -> @Sendable () throws -> [CoverService.ImageResult])
-        async throws -> Response {
+    /// each image's result (a `ResultsResponse`), or, when every image failed, the same body with
+    /// the failure's status.
+    func compute(_ request: Request, _ context: BasicRequestContext,
+                 prepare: ([CoverService.Image], CoverService.LoadedModel) throws -> @Sendable () throws -> [ImageResult])
+        async throws -> EditedResponse<ResultsResponse> {
         guard inFlight.enter() else {
             metrics.rejected.increment()
-            return error(APIError(.serviceUnavailable, "busy", "the server is serving \(inFlight.limit) requests; try again shortly", retryAfter: 1))
+            throw ServiceError(.busy, "busy", "the server is serving \(inFlight.limit) requests; try again shortly", retryAfter: 1)
         }
         defer { inFlight.leave() }
-        do {
-            let model = try service.model(named: request.uri.queryParameters["model"].map(String.init))
-            let images = try await readImages(request)
-            let work = try prepare(images, model)
-            let queued = Clock.seconds, timeout = configuration.timeoutSeconds
-            let outcome: Result<[CoverService.ImageResult], APIError> = await lanes.run {
-                guard Clock.seconds - queued <= timeout else {
-                    return .failure(APIError(.serviceUnavailable, "timeout", "the request waited \(Int(timeout)) s for a compute thread", retryAfter: 1))
-                }
-                do { return .success(try work()) } catch let e as APIError { return .failure(e) } catch {
-                    return .failure(APIError(.internalServerError, "internal", "\(error)"))
-                }
+        let model = try service.model(named: request.uri.queryParameters["model"].map(String.init))
+        let images = try service.images(body: try await body(request), contentType: request.headers[.contentType] ?? "")
+        let work = try prepare(images, model)
+        let queued = Clock.seconds, timeout = configuration.timeoutSeconds
+        let outcome: Result<[ImageResult], ServiceError> = await lanes.run {
+            guard Clock.seconds - queued <= timeout else {
+                return .failure(ServiceError(.busy, "timeout", "the request waited \(Int(timeout)) s for a compute thread", retryAfter: 1))
             }
-            switch outcome {
-            case .success(let results):
-                metrics.images.increment(by: Int64(images.count))
-                var body: [String: JSON] = ["model": .string(model.name), "results": .array(results.map(\.json))]
-                // Every image failed: the request as a whole is unprocessable, with each image's error.
-                let failures = results.compactMap(\.failure)
-                if let first = failures.first, failures.count == results.count {
-                    body["error"] = first.json
-                    return json(.object(body), status: results.count == 1 ? first.status : .unprocessableContent)
-                }
-                return json(.object(body))
-            case .failure(let e): return error(e)
+            do { return .success(try work()) } catch let e as ServiceError { return .failure(e) } catch {
+                return .failure(ServiceError(.internal, "internal", "\(error)"))
             }
-        } catch let e as APIError {
-            return error(e)
         }
+        let results = try outcome.get()
+        metrics.images.increment(by: Int64(images.count))
+        let (response, failure) = CoverService.response(model: model.name, results: results)
+        return EditedResponse(status: failure?.status ?? .ok, response: response)
     }
 
-    /// The request's images: the body itself (an image content type or none), or every file part
-    /// of a multipart/form-data body.
-    func readImages(_ request: Request) async throws -> [CoverService.Image] {
+    /// The request body, within --max-body-bytes.
+    func body(_ request: Request) async throws -> [UInt8] {
         var request = request
-        let body: ByteBuffer
         do {
-            body = try await request.collectBody(upTo: configuration.maxBodyBytes)
+            return Array(try await request.collectBody(upTo: configuration.maxBodyBytes).readableBytesView)
         } catch let e as HTTPResponseError where e.status == .contentTooLarge {
-            throw APIError(.contentTooLarge, "limit_exceeded", "the body is larger than \(configuration.maxBodyBytes) bytes (--max-body-bytes)")
+            throw ServiceError(.tooLarge, "limit_exceeded", "the body is larger than \(configuration.maxBodyBytes) bytes (--max-body-bytes)")
         }
-        let bytes = Array(body.readableBytesView)
-        let contentType = request.headers[.contentType] ?? ""
-        let multipart: String?
-        do { multipart = try Multipart.boundary(contentType: contentType) } catch {
-            throw APIError(.badRequest, "invalid_argument", "\(error)")
-        }
-        if let boundary = multipart {
-            let parts: [MultipartPart]
-            do {
-                parts = try Multipart.parse(bytes, boundary: boundary, maxParts: configuration.maxImages + 16)
-            } catch {
-                throw APIError(.badRequest, "invalid_argument", "malformed multipart body: \(error)")
-            }
-            let files = parts.filter { $0.filename != nil || $0.contentType?.lowercased().hasPrefix("image/") == true }
-            guard !files.isEmpty else { throw APIError(.badRequest, "invalid_argument", "the multipart body has no file part") }
-            guard files.count <= configuration.maxImages else {
-                throw APIError(.contentTooLarge, "limit_exceeded", "\(files.count) images in one request; at most \(configuration.maxImages) (--max-images)")
-            }
-            return files.enumerated().map { i, part in
-                CoverService.Image(name: part.filename ?? part.name ?? "image\(i + 1)", bytes: Array(part.body))
-            }
-        }
-        let type = contentType.split(separator: ";").first.map { $0.trimmingSpaces.lowercased() } ?? ""
-        guard type.isEmpty || type.hasPrefix("image/") || type == "application/octet-stream" else {
-            throw APIError(.unsupportedMediaType, "unsupported_media_type",
-                           "content type \"\(type)\": send the image as the body (image/jpeg, image/png, image/webp or application/octet-stream) or as multipart/form-data")
-        }
-        guard !bytes.isEmpty else { throw APIError(.badRequest, "invalid_argument", "the body is empty: send an image") }
-        return [CoverService.Image(name: "image", bytes: bytes)]
     }
 
     /// An integer query parameter in `range`, or `fallback` when absent.
-    func query(_ request: Request, _ key: String, default fallback: Int, range: ClosedRange<Int>) throws -> Int {
+    func query(_ request: Request, _ key: String, default fallback: Int, range: ClosedRange<Int>) throws(ServiceError) -> Int {
         guard let text = request.uri.queryParameters[Substring(key)] else { return fallback }
         guard let value = Int(text), range.contains(value) else {
-            throw APIError(.badRequest, "invalid_argument", "\(key) must be an integer from \(range.lowerBound) to \(range.upperBound), not \"\(text)\"")
+            throw ServiceError(.badRequest, "invalid_argument", "\(key) must be an integer from \(range.lowerBound) to \(range.upperBound), not \"\(text)\"")
         }
         return value
     }
 }
 
-func json(_ value: JSON, status: HTTPResponse.Status = .ok) -> Response {
-    Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: value.serialized + "\n")))
+// The service's types as Hummingbird responses: encoded by the context's JSON encoder.
+extension ResultsResponse: ResponseEncodable {}
+extension ModelsResponse: ResponseEncodable {}
+extension Health: ResponseEncodable {}
+
+/// `{"error": {...}}`, the body of every failed request.
+struct ErrorResponse: ResponseEncodable {
+    let error: ErrorBody
 }
 
-func error(_ e: APIError) -> Response {
-    var response = json(["error": e.json], status: e.status)
-    if let seconds = e.retryAfter { response.headers[.retryAfter] = String(seconds) }
-    return response
+/// A `ServiceError` thrown by a route becomes its JSON error response with the status its kind
+/// maps to (and Retry-After when it has one): Hummingbird writes it, no route catches by hand.
+extension ServiceError: HTTPResponseError {
+    public var status: HTTPResponse.Status {
+        switch kind {
+        case .badRequest: return .badRequest
+        case .notFound: return .notFound
+        case .tooLarge: return .contentTooLarge
+        case .unsupportedMediaType: return .unsupportedMediaType
+        case .unprocessable: return .unprocessableContent
+        case .busy: return .serviceUnavailable
+        case .internal: return .internalServerError
+        }
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        var response = try ErrorResponse(error: body).response(from: request, context: context)
+        response.status = status
+        if let retryAfter { response.headers[.retryAfter] = String(retryAfter) }
+        return response
+    }
+}
+
+/// Hummingbird's own refusals (no such route, wrong method) with the API's error body.
+struct RoutingError: HTTPResponseError {
+    let status: HTTPResponse.Status
+    let body: ErrorBody
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        var response = try ErrorResponse(error: body).response(from: request, context: context)
+        response.status = status
+        return response
+    }
 }
 
 /// Request counts and latencies per route and status, in-flight requests, images processed and
@@ -243,11 +236,14 @@ struct MetricsRecorder: RouterMiddleware {
             let response = try await next(request, context)
             status = response.status
             return response
+        } catch let e as ServiceError {
+            status = e.status
+            throw e
         } catch let e as HTTPResponseError {
             // Hummingbird's own errors (unknown route, wrong method) as the API's JSON errors.
             status = e.status
             let code = e.status == .notFound ? "not_found" : e.status == .methodNotAllowed ? "method_not_allowed" : "http_error"
-            return error(APIError(e.status, code, e.status == .notFound ? "no route \(request.method) \(request.uri.path)" : "\(e.status)"))
+            throw RoutingError(status: e.status, body: ErrorBody(code: code, message: e.status == .notFound ? "no route \(request.method) \(request.uri.path)" : "\(e.status)"))
         }
     }
 }

@@ -1,21 +1,21 @@
 /// A `multipart/form-data` body (RFC 7578) split into its parts, without copying more than the
 /// parts' contents. Only what the API needs: each part's field name, file name, content type
 /// and bytes. Malformed bodies are errors with a message, never a crash.
-struct MultipartPart {
-    var name: String?
-    var filename: String?
-    var contentType: String?
-    var body: ArraySlice<UInt8>
+public struct MultipartPart: Sendable {
+    public var name: String?
+    public var filename: String?
+    public var contentType: String?
+    public var body: ArraySlice<UInt8>
 }
 
-struct MultipartError: Error, CustomStringConvertible {
-    let description: String
+public struct MultipartError: Error, CustomStringConvertible, Equatable {
+    public let description: String
     init(_ description: String) { self.description = description }
 }
 
-enum Multipart {
+public enum Multipart {
     /// The boundary parameter of a `multipart/form-data` content type, or nil if it is another type.
-    static func boundary(contentType: String) throws -> String? {
+    public static func boundary(contentType: String) throws -> String? {
         let pieces = contentType.split(separator: ";").map { $0.trimmingSpaces }
         guard let type = pieces.first, type.lowercased() == "multipart/form-data" else { return nil }
         for piece in pieces.dropFirst() {
@@ -32,7 +32,7 @@ enum Multipart {
     }
 
     /// The parts of `body`; at most `maxParts` (more is an error naming the limit).
-    static func parse(_ body: [UInt8], boundary: String, maxParts: Int) throws -> [MultipartPart] {
+    public static func parse(_ body: [UInt8], boundary: String, maxParts: Int) throws -> [MultipartPart] {
         let delimiter = Array("--\(boundary)".utf8)
         guard var position = find(delimiter, in: body, from: 0) else { throw MultipartError("the body does not contain the multipart boundary") }
         var parts: [MultipartPart] = []
@@ -102,7 +102,7 @@ enum Multipart {
 }
 
 extension StringProtocol {
-    var trimmingSpaces: String {
+    public var trimmingSpaces: String {
         var s = Substring(self)
         while let c = s.first, c == " " || c == "\t" { s = s.dropFirst() }
         while let c = s.last, c == " " || c == "\t" { s = s.dropLast() }
