@@ -16,9 +16,19 @@ struct Benchmark: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure training speed (images/s of a training step; head training on cached features).")
 
-    @Option(help: "training (one optimizer step per batch) or head (head-only transfer on cached features).")
-    var what = "training"
-    @Option(help: "\(ArchitectureName.choices) (training).") var arch = ArchitectureName.baselineCNN.rawValue
+    /// What to measure.
+    enum What: String, ExpressibleByArgument, CaseIterable {
+        /// One optimizer step per batch.
+        case training
+        /// Head-only transfer on cached features.
+        case head
+        /// A model's graph, step by step (--model).
+        case layers
+    }
+
+    @Option(help: "training (one optimizer step per batch), head (head-only transfer on cached features) or layers (a model's steps, --model).")
+    var what: What = .training
+    @Option(help: "Architecture (training).") var arch: ArchitectureName = .baselineCNN
     @Option(help: "Batch size.") var batchSize = 8
     @Option(help: "Measured steps (after 2 warm-up steps).") var steps = 20
     @Option(help: "Threads (0 = every core).") var threads = 0
@@ -51,11 +61,11 @@ struct Benchmark: ParsableCommand {
     func run() throws {
         let threads = self.threads > 0 ? self.threads : Parallel.availableCores
         var random = SplitMix64(seed: 1)
-        if what == "layers" {
+        if what == .layers {
             try profileLayers(threads: threads)
             return
         }
-        if what == "head" {
+        if what == .head {
             let classes = ["a", "b", "c", "d", "e"]
             let items = (0..<features).map { LabeledImage(path: "\($0)", label: $0 % 5, split: .train) }
             let table = FeatureTable(featureSize: featureSize, views: 1,
@@ -72,7 +82,7 @@ struct Benchmark: ParsableCommand {
             return
         }
         var configuration = TrainingConfiguration()
-        configuration.architecture = arch
+        configuration.architecture = arch.rawValue
         let architecture = try configuration.architecture(classes: 12)
         let network = try TrainingNetwork(graph: architecture.graph, tensors: architecture.initialTensors(seed: 1),
                                           trainable: { _ in true }, batch: batchSize, threads: threads)
@@ -99,6 +109,6 @@ struct Benchmark: ParsableCommand {
         }
         times.sort()
         let median = times[times.count / 2]
-        print("training arch=\(arch) batch=\(batchSize) threads=\(threads) median_step_ms=\(Format.fixed(median * 1000, 2)) images_per_second=\(Format.fixed(Double(batchSize) / median, 2))")
+        print("training arch=\(arch.rawValue) batch=\(batchSize) threads=\(threads) median_step_ms=\(Format.fixed(median * 1000, 2)) images_per_second=\(Format.fixed(Double(batchSize) / median, 2))")
     }
 }

@@ -72,7 +72,11 @@ struct ModelArguments: ParsableArguments {
     var threads = 0
 
     @Option(help: "Average each cover with its mirror image: model (as the model file says), on, or off (half the work per cover).")
-    var mirror = "model"
+    var mirror: ModelOptions.MirrorChoice = .model
+
+    func validate() throws {
+        guard (0...Model.maxThreads).contains(threads) else { throw ValidationError("--threads is 0 (every core) to \(Model.maxThreads).") }
+    }
 
     var path: String {
         if let model { return model }
@@ -84,11 +88,7 @@ struct ModelArguments: ParsableArguments {
         var options = ModelOptions()
         options.threads = threads
         options.minConfidence = Float(minConfidence)
-        switch mirror {
-        case "model": options.mirrorView = nil
-        case "on", "off": options.mirrorView = mirror == "on"
-        default: throw ValidationError("--mirror is model, on or off.")
-        }
+        options.mirrorView = mirror.mirrorView
         do {
             return try Model(path: path, options: options)
         } catch let error as CoverGenreError where error.code == .io && model == nil {

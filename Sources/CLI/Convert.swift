@@ -12,16 +12,15 @@ struct Convert: ParsableCommand {
         abstract: "Rewrite a model's tensors as f32 or f16 (metadata and graph unchanged).")
 
     @Argument(help: "The model to convert.") var model: String
-    @Option(help: "Tensor storage of the result: f32 or f16.") var storage = "f16"
+    @Option(help: "Tensor storage of the result.") var storage: StorageChoice = .f16
     @Option(help: "Output model file (written atomically; may not be the input).") var out: String
 
     func validate() throws {
-        guard DType.allCases.contains(where: { $0.name == storage }) else { throw ValidationError("--storage is f32 or f16.") }
         guard model != out else { throw ValidationError("--out must differ from the input model.") }
     }
 
     func run() throws {
-        let dtype = DType.allCases.first(where: { $0.name == storage })!
+        let dtype = storage.dtype
         let source = try ModelFile(path: model)
         var writer = ModelWriter(metadata: source.metadata)
         for info in source.tensors {

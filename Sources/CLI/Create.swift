@@ -12,8 +12,8 @@ struct Create: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a randomly initialized model of a built-in architecture.")
 
-    @Option(help: "\(ArchitectureName.choices).")
-    var arch: String
+    @Option(help: "Architecture.")
+    var arch: ArchitectureName
 
     @Option(help: "Comma-separated class labels.")
     var labels: String
@@ -30,8 +30,8 @@ struct Create: ParsableCommand {
     @Flag(help: "Give batch norms random statistics before folding (engine tests: exercises the folding).")
     var randomStatistics = false
 
-    @Option(help: "Tensor storage: f32 or f16.")
-    var storage = "f32"
+    @Option(help: "Tensor storage.")
+    var storage: StorageChoice = .f32
 
     @Option(help: "Output model file.")
     var out: String
@@ -39,8 +39,8 @@ struct Create: ParsableCommand {
     func run() throws {
         let classes = labels.split(separator: ",").map(String.init)
         guard !classes.isEmpty else { throw ValidationError("--labels needs at least one label.") }
-        guard let dtype = DType.allCases.first(where: { $0.name == storage }) else { throw ValidationError("--storage is f32 or f16.") }
-        let architecture = try ArchitectureName(parsing: arch).build(classes: classes.count, inputSize: inputSize,
+        let dtype = storage.dtype
+        let architecture = try arch.build(classes: classes.count, inputSize: inputSize,
                                                                      widthDivisor: widthDivisor)
         var tensors = architecture.initialTensors(seed: seed)
         if randomStatistics {

@@ -32,11 +32,11 @@ struct Import: ParsableCommand {
     @Option(help: "Model name stored in the file.")
     var name: String?
 
-    @Option(help: "Tensor storage: f32 or f16.")
-    var storage = "f32"
+    @Option(help: "Tensor storage.")
+    var storage: StorageChoice = .f32
 
     func run() throws {
-        guard let dtype = DType.allCases.first(where: { $0.name == storage }) else { throw ValidationError("--storage is f32 or f16.") }
+        let dtype = storage.dtype
         var options = ImportOptions()
         options.inputSize = inputSize
         options.labels = labels.map { $0.split(separator: ",").map(String.init) }

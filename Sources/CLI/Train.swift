@@ -19,8 +19,8 @@ struct Train: ParsableCommand {
         --out. After a crash or kill, the same command with --resume continues from the last checkpoint.
         """)
 
-    @Option(help: "\(ArchitectureName.choices) (trained from scratch).")
-    var arch = ArchitectureName.baselineCNN.rawValue
+    @Option(help: "Architecture trained from scratch.")
+    var arch: ArchitectureName = .baselineCNN
 
     @Option(help: "Image folder or manifest CSV; repeat it, with --taxonomy, to train on several sources (PATH or NAME=PATH).")
     var data: [String]
@@ -46,107 +46,19 @@ struct Train: ParsableCommand {
     @Option(help: "Stop this invocation after this epoch (time-sliced training); --resume continues.")
     var stopAfter: Int?
 
-    @Option(help: "Epochs.") var epochs = 5
-    @Option(help: "Batch size.") var batchSize = 8
-    @Option(help: "sgd, adam or adamw.") var optimizer = "adam"
-    @Option(help: "Learning rate.") var learningRate = 0.001
-    @Option(help: "SGD momentum.") var momentum = 0.9
-    @Option(help: "Weight decay (L2 for sgd/adam, decoupled for adamw).") var weightDecay = 0.0
-    @Option(help: "constant, cosine or step.") var schedule = "constant"
-    @Option(help: "Step schedule: epochs between decays.") var stepEpochs = 10
-    @Option(help: "Step schedule: decay factor.") var stepFactor = 0.1
-    @Option(help: "Linear warm-up, in epochs.") var warmupEpochs = 0.0
-    @Option(help: "Clip the gradient norm (0 = off).") var clipNorm = 0.0
-    @Option(help: "Class balancing: none, weights (weighted loss) or sampler (balanced sampling).") var balance = "none"
-    @Option(help: "Label smoothing (0-0.5).") var labelSmoothing: Float = 0
-    @Flag(help: "Augment: random resized crop, horizontal flip, colour jitter.") var augment = false
-    @Flag(help: "Batch normalization after every convolution (baseline-cnn, vgg16).") var batchNorm = false
-    @Option(help: "Dropout before the classifier.") var dropout = 0.0
-    @Option(help: "Input size in pixels (default: the architecture's).") var inputSize: Int?
-    @Option(help: "Divide layer widths (smaller, faster models).") var widthDivisor = 1
-    @Option(help: "Random seed (initialization, order, augmentation).") var seed: UInt64 = 1
-    @Option(help: "Seed of the train/val/test split when the data has none.") var splitSeed: UInt64 = 1
-    @Option(help: "Threads (0 = every core).") var threads = 0
-
-    @Option(help: "Transfer learning: a pretrained model to use as a frozen backbone (e.g. from `covergenre import`).")
-    var backbone: String?
-    @Option(help: "Backbone features: pooled, or stats (pooled + every stage's per-channel mean and std).")
-    var features = "stats"
-    @Option(help: "Cached views per training image for the head (plain, mirror, then random augmentations).")
-    var views = 4
-    @Option(help: "Head: hidden layer width (0 = linear).") var headHidden = 0
-    @Option(help: "Head: epochs on cached features.") var headEpochs = 60
-    @Option(help: "Head: dropout.") var headDropout = 0.3
-    @Option(help: "Head: learning rate.") var headLearningRate = 1e-3
-    @Option(help: "Head: weight decay.") var headWeightDecay = 1e-3
-    @Option(help: "Fine-tune this many of the backbone's last convolutions after the head (0 = head only).")
-    var trainLast = 0
-    @Option(help: "Fine-tuning: backbone learning rate relative to --learning-rate.") var backboneLrScale = 0.1
-    @Flag(inversion: .prefixedNo, help: "Average each cover's probabilities with its mirror image's (backbone models).")
-    var flipAverage = true
-    @Option(help: "Backbone input size in pixels (default: the backbone's).") var backboneInputSize: Int?
-    @Option(help: "Backbone resize policy: stretch (whole cover) or center-crop (default: the backbone's).") var resize: String?
-
-    func validate() throws {
-        guard epochs >= 1, batchSize >= 1 else { throw ValidationError("--epochs and --batch-size must be at least 1.") }
-        guard Optimizer.Kind(rawValue: optimizer) != nil else { throw ValidationError("--optimizer is sgd, adam or adamw.") }
-        guard TrainingConfiguration.Balance(rawValue: balance) != nil else { throw ValidationError("--balance is none, weights or sampler.") }
-        guard learningRate > 0, learningRate.isFinite else { throw ValidationError("--learning-rate must be positive.") }
-        guard (0...0.5).contains(labelSmoothing), (0..<1).contains(dropout) else { throw ValidationError("--label-smoothing is 0-0.5, --dropout 0-1.") }
-    }
+    @OptionGroup(title: "Training") var training: TrainingOptions
+    @OptionGroup(title: "Transfer learning (with --backbone)") var transfer: TransferOptions
 
     func run() throws {
-        var c = TrainingConfiguration()
-        c.architecture = arch
-        c.epochs = epochs
-        c.batchSize = batchSize
-        c.optimizer = Optimizer.Kind(rawValue: optimizer)!
-        c.learningRate = learningRate
-        c.momentum = momentum
-        c.weightDecay = weightDecay
-        c.schedule = schedule
-        c.stepEpochs = stepEpochs
-        c.stepFactor = stepFactor
-        c.warmupEpochs = warmupEpochs
-        c.clipNorm = clipNorm
-        c.balance = TrainingConfiguration.Balance(rawValue: balance)!
-        c.labelSmoothing = labelSmoothing
-        c.augment = augment
-        c.batchNorm = batchNorm
-        c.dropout = dropout
-        c.inputSize = inputSize
-        c.widthDivisor = widthDivisor
-        c.seed = seed
-        c.splitSeed = splitSeed
-        c.threads = threads
+        var c = training.configuration
+        c.architecture = arch.rawValue
         let dataset = try TrainingData.load(data, taxonomy: taxonomy, genres: genres, images: images)
         if taxonomy != nil { printError(dataset.summary()) }
         if !dataset.missing.isEmpty {
             printError("covergenre: \(dataset.missing.count) manifest entries have no image file (first: \(dataset.missing[0])); skipped")
         }
         let runDirectory = runFolder ?? (out.hasSuffix(".cgm") ? String(out.dropLast(4)) : out) + ".run"
-        if let backbone {
-            guard let kind = FeatureKind(rawValue: features) else { throw ValidationError("--features is pooled or stats.") }
-            var t = TransferConfiguration(backbone: backbone)
-            t.features = kind
-            t.views = views
-            t.head.hidden = headHidden
-            t.head.epochs = headEpochs
-            t.head.dropout = headDropout
-            t.head.learningRate = headLearningRate
-            t.head.weightDecay = headWeightDecay
-            t.head.labelSmoothing = labelSmoothing
-            t.head.balance = c.balance == .none ? .weights : c.balance
-            t.trainLast = trainLast
-            t.backboneLearningRateScale = backboneLrScale
-            t.flipAverage = flipAverage
-            t.inputSize = backboneInputSize
-            switch resize {
-            case nil: break
-            case "stretch": t.resize = .stretch
-            case "center-crop": t.resize = .centerCrop(shorterSide: Int((Double(backboneInputSize ?? 224) / 0.875).rounded()))
-            default: throw ValidationError("--resize is stretch or center-crop.")
-            }
+        if let t = transfer.configuration(balance: c.balance, labelSmoothing: c.labelSmoothing) {
             let matrix = try TransferTrainer(configuration: c, transfer: t, dataset: dataset, runDirectory: runDirectory, output: out,
                                              log: printError).run(resume: resume, stopAfter: stopAfter)
             print("validation: accuracy \(Format.percent(matrix.accuracy)), balanced accuracy \(Format.percent(matrix.balancedAccuracy)), macro-F1 \(Format.percent(matrix.macroF1))")
@@ -160,5 +72,122 @@ struct Train: ParsableCommand {
         }
         print("best validation epoch: accuracy \(Format.percent(best.accuracy)), balanced accuracy \(Format.percent(best.balancedAccuracy)), macro-F1 \(Format.percent(best.macroF1))")
         print("model: \(out); run folder: \(runDirectory)")
+    }
+}
+
+/// How a network is trained: `covergenre train`'s optimization options, one field of
+/// `TrainingConfiguration` each.
+struct TrainingOptions: ParsableArguments {
+    @Option(help: "Epochs.") var epochs = 5
+    @Option(help: "Batch size.") var batchSize = 8
+    @Option(help: "Optimizer.") var optimizer: Optimizer.Kind = .adam
+    @Option(help: "Learning rate.") var learningRate = 0.001
+    @Option(help: "SGD momentum.") var momentum = 0.9
+    @Option(help: "Weight decay (L2 for sgd/adam, decoupled for adamw).") var weightDecay = 0.0
+    @Option(help: "Learning-rate schedule.") var schedule: TrainingConfiguration.Schedule = .constant
+    @Option(help: "Step schedule: epochs between decays.") var stepEpochs = 10
+    @Option(help: "Step schedule: decay factor.") var stepFactor = 0.1
+    @Option(help: "Linear warm-up, in epochs.") var warmupEpochs = 0.0
+    @Option(help: "Clip the gradient norm (0 = off).") var clipNorm = 0.0
+    @Option(help: "Class balancing: none, weights (weighted loss) or sampler (balanced sampling).")
+    var balance: TrainingConfiguration.Balance = .none
+    @Option(help: "Label smoothing (0-0.5).") var labelSmoothing: Float = 0
+    @Flag(help: "Augment: random resized crop, horizontal flip, colour jitter.") var augment = false
+    @Flag(help: "Batch normalization after every convolution (baseline-cnn, vgg16).") var batchNorm = false
+    @Option(help: "Dropout before the classifier.") var dropout = 0.0
+    @Option(help: "Input size in pixels (default: the architecture's).") var inputSize: Int?
+    @Option(help: "Divide layer widths (smaller, faster models).") var widthDivisor = 1
+    @Option(help: "Random seed (initialization, order, augmentation).") var seed: UInt64 = 1
+    @Option(help: "Seed of the train/val/test split when the data has none.") var splitSeed: UInt64 = 1
+    @Option(help: "Threads (0 = every core).") var threads = 0
+
+    func validate() throws {
+        guard epochs >= 1, batchSize >= 1 else { throw ValidationError("--epochs and --batch-size must be at least 1.") }
+        guard learningRate > 0, learningRate.isFinite else { throw ValidationError("--learning-rate must be positive.") }
+        guard (0...0.5).contains(labelSmoothing), (0..<1).contains(dropout) else { throw ValidationError("--label-smoothing is 0-0.5, --dropout 0-1.") }
+        guard widthDivisor >= 1 else { throw ValidationError("--width-divisor must be at least 1.") }
+        guard (0...Model.maxThreads).contains(threads) else { throw ValidationError("--threads is 0 (every core) to \(Model.maxThreads).") }
+    }
+
+    var configuration: TrainingConfiguration {
+        var c = TrainingConfiguration()
+        c.epochs = epochs
+        c.batchSize = batchSize
+        c.optimizer = optimizer
+        c.learningRate = learningRate
+        c.momentum = momentum
+        c.weightDecay = weightDecay
+        c.schedule = schedule
+        c.stepEpochs = stepEpochs
+        c.stepFactor = stepFactor
+        c.warmupEpochs = warmupEpochs
+        c.clipNorm = clipNorm
+        c.balance = balance
+        c.labelSmoothing = labelSmoothing
+        c.augment = augment
+        c.batchNorm = batchNorm
+        c.dropout = dropout
+        c.inputSize = inputSize
+        c.widthDivisor = widthDivisor
+        c.seed = seed
+        c.splitSeed = splitSeed
+        c.threads = threads
+        return c
+    }
+}
+
+/// A genre head on a pretrained backbone: `covergenre train --backbone`'s options, the fields of
+/// `TransferConfiguration`.
+struct TransferOptions: ParsableArguments {
+    @Option(help: "Transfer learning: a pretrained model to use as a frozen backbone (e.g. from `covergenre import`).")
+    var backbone: String?
+    @Option(help: "Backbone features: pooled, or stats (pooled + every stage's per-channel mean and std).")
+    var features: FeatureKind = .stats
+    @Option(help: "Cached views per training image for the head (plain, mirror, then random augmentations).")
+    var views = 4
+    @Option(help: "Head: hidden layer width (0 = linear).") var headHidden = 0
+    @Option(help: "Head: epochs on cached features.") var headEpochs = 60
+    @Option(help: "Head: dropout.") var headDropout = 0.3
+    @Option(help: "Head: learning rate.") var headLearningRate = 1e-3
+    @Option(help: "Head: weight decay.") var headWeightDecay = 1e-3
+    @Option(help: "Fine-tune this many of the backbone's last convolutions after the head (0 = head only).")
+    var trainLast = 0
+    @Option(help: "Fine-tuning: backbone learning rate relative to --learning-rate.") var backboneLrScale = 0.1
+    @Flag(inversion: .prefixedNo, help: "Average each cover's probabilities with its mirror image's (backbone models).")
+    var flipAverage = true
+    @Option(help: "Backbone input size in pixels (default: the backbone's).") var backboneInputSize: Int?
+    @Option(help: "Backbone resize policy (default: the backbone's).") var resize: ResizeChoice?
+
+    func validate() throws {
+        guard views >= 1, headEpochs >= 1, headHidden >= 0, trainLast >= 0 else {
+            throw ValidationError("--views and --head-epochs must be at least 1, --head-hidden and --train-last at least 0.")
+        }
+        guard (0..<1).contains(headDropout) else { throw ValidationError("--head-dropout is 0-1.") }
+    }
+
+    /// The transfer configuration, nil without --backbone. The head's balancing is the run's
+    /// (none becomes class weights: a head on few covers needs them).
+    func configuration(balance: TrainingConfiguration.Balance, labelSmoothing: Float) -> TransferConfiguration? {
+        guard let backbone else { return nil }
+        var t = TransferConfiguration(backbone: backbone)
+        t.features = features
+        t.views = views
+        t.head.hidden = headHidden
+        t.head.epochs = headEpochs
+        t.head.dropout = headDropout
+        t.head.learningRate = headLearningRate
+        t.head.weightDecay = headWeightDecay
+        t.head.labelSmoothing = labelSmoothing
+        t.head.balance = balance == .none ? .weights : balance
+        t.trainLast = trainLast
+        t.backboneLearningRateScale = backboneLrScale
+        t.flipAverage = flipAverage
+        t.inputSize = backboneInputSize
+        switch resize {
+        case nil: break
+        case .stretch: t.resize = .stretch
+        case .centerCrop: t.resize = .centerCrop(shorterSide: Int((Double(backboneInputSize ?? 224) / 0.875).rounded()))
+        }
+        return t
     }
 }

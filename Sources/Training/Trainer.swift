@@ -19,6 +19,14 @@ public struct TrainingConfiguration: Sendable {
         case sampler
     }
 
+    /// How the learning rate changes over the run.
+    public enum Schedule: String, Sendable, CaseIterable {
+        case constant
+        case cosine
+        /// Times `stepFactor` every `stepEpochs`.
+        case step
+    }
+
     public var architecture = ArchitectureName.baselineCNN.rawValue
     public var inputSize: Int?
     public var widthDivisor = 1
@@ -30,8 +38,7 @@ public struct TrainingConfiguration: Sendable {
     public var learningRate = 0.001
     public var momentum = 0.9
     public var weightDecay = 0.0
-    /// "constant", "cosine" or "step" (every `stepEpochs`, times `stepFactor`).
-    public var schedule = "constant"
+    public var schedule: Schedule = .constant
     public var stepEpochs = 10
     public var stepFactor = 0.1
     public var warmupEpochs = 0.0
@@ -53,7 +60,7 @@ public struct TrainingConfiguration: Sendable {
             "width_divisor": JSON(widthDivisor), "batch_norm": .bool(batchNorm), "dropout": .number(dropout),
             "epochs": JSON(epochs), "batch_size": JSON(batchSize), "optimizer": .string(optimizer.rawValue),
             "learning_rate": .number(learningRate), "momentum": .number(momentum), "weight_decay": .number(weightDecay),
-            "schedule": .string(schedule), "step_epochs": JSON(stepEpochs), "step_factor": .number(stepFactor),
+            "schedule": .string(schedule.rawValue), "step_epochs": JSON(stepEpochs), "step_factor": .number(stepFactor),
             "warmup_epochs": .number(warmupEpochs), "clip_norm": .number(clipNorm), "balance": .string(balance.rawValue),
             "label_smoothing": JSON(labelSmoothing), "augment": .bool(augment), "seed": JSON(Int(seed)),
             "split_seed": JSON(Int(splitSeed)), "threads": JSON(threads),
@@ -186,10 +193,9 @@ public final class Trainer {
         let stepsPerEpoch = train.count / c.batchSize
         optimizer.warmupSteps = Int(c.warmupEpochs * Double(stepsPerEpoch))
         switch c.schedule {
-        case "cosine": optimizer.schedule = .cosine(totalSteps: c.epochs * stepsPerEpoch)
-        case "step": optimizer.schedule = .step(every: c.stepEpochs * stepsPerEpoch, factor: c.stepFactor)
-        case "constant": optimizer.schedule = .constant
-        default: throw CoverGenreError(.invalidArgument, "unknown schedule \"\(c.schedule)\"; use constant, cosine or step")
+        case .cosine: optimizer.schedule = .cosine(totalSteps: c.epochs * stepsPerEpoch)
+        case .step: optimizer.schedule = .step(every: c.stepEpochs * stepsPerEpoch, factor: c.stepFactor)
+        case .constant: optimizer.schedule = .constant
         }
         let loss = CrossEntropy(classWeights: c.balance == .weights ? CrossEntropy.balancedWeights(counts: counts) : nil,
                                 labelSmoothing: c.labelSmoothing)

@@ -42,7 +42,7 @@ final class ResumeTests: XCTestCase {
         c.balance = .sampler
         c.optimizer = .adamw
         c.weightDecay = 0.01
-        c.schedule = "cosine"
+        c.schedule = .cosine
         c.learningRate = 0.003
         c.threads = 2
         return c
