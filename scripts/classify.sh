@@ -7,10 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-scripts/setup.sh --system
-if [ ! -x build/bin/covergenre ] || [ -n "$(find Sources Package.swift -newer build/bin/covergenre -print -quit)" ]; then
-    echo "building covergenre (release)..." >&2
-    scripts/build.sh >/dev/null
+scripts/setup.sh --runtime
+if [ ! -x build/bin/covergenre ] || [ -n "$(find Sources include Package.swift -newer build/bin/covergenre -print -quit)" ]; then
+    echo "building covergenre (release; the first build takes a few minutes)..." >&2
+    scripts/build.sh --cli >/dev/null
 fi
 
 images=()

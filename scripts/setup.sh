@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# Installs what building and testing CoverGenre need, and skips what is already there:
-#   --system   Debian packages: OpenBLAS, libjpeg, libpng, libwebp (-dev), pkg-config, valgrind,
-#              cmake and patchelf (prefix installs and wheels), SIMDe (the AVX-512 emulation test)
+# Installs what CoverGenre needs, per purpose, and skips what is already there:
+#   --runtime  building the library and the tools, and classifying (scripts/classify.sh):
+#              OpenBLAS, libjpeg, libpng, libwebp, libcurl (-dev) and pkg-config
+#   --tests    the test command's tools (scripts/test.sh): valgrind, cmake and patchelf (prefix
+#              installs and wheels), SIMDe (the AVX-512 emulation test)
 #   --python   a virtual environment in .venv with the test-only Python packages
 #   --browser  Debian's Chromium and its WebDriver (the web page's test) and wrk (load figures)
-# Safe to run again; run by scripts/classify.sh and scripts/test.sh.
+#   --system   the same as --runtime --tests (earlier name)
+# Safe to run again; run by scripts/classify.sh (--runtime) and scripts/test.sh (all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want_system=0 want_python=0 want_browser=0
+want_runtime=0 want_tests=0 want_python=0 want_browser=0
 for arg in "$@"; do
     case "$arg" in
-        --system) want_system=1 ;;
+        --runtime) want_runtime=1 ;;
+        --tests) want_tests=1 ;;
+        --system) want_runtime=1 want_tests=1 ;;
         --python) want_python=1 ;;
         --browser) want_browser=1 ;;
-        *) echo "usage: $0 [--system] [--python] [--browser]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--runtime] [--tests] [--python] [--browser] [--system]" >&2; exit 2 ;;
     esac
 done
 
@@ -30,12 +35,12 @@ install_debian() { # PACKAGE...
         $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
     fi
 }
-if [ "$want_system" = 1 ]; then
-    install_debian libopenblas-dev libjpeg-dev libpng-dev libwebp-dev libcurl4-openssl-dev pkg-config valgrind cmake patchelf libsimde-dev
-fi
-if [ "$want_browser" = 1 ]; then
-    install_debian chromium chromium-driver wrk
-fi
+# One apt transaction for everything asked for: apt-get update runs at most once.
+packages=()
+[ "$want_runtime" = 1 ] && packages+=(libopenblas-dev libjpeg-dev libpng-dev libwebp-dev libcurl4-openssl-dev pkg-config)
+[ "$want_tests" = 1 ] && packages+=(valgrind cmake patchelf libsimde-dev)
+[ "$want_browser" = 1 ] && packages+=(chromium chromium-driver wrk)
+[ ${#packages[@]} -gt 0 ] && install_debian "${packages[@]}"
 
 if [ "$want_python" = 1 ]; then
     # Test-only: ONNX Runtime is the independent reference, scikit-image ships real photographs,

@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
 # Runs every test: Swift unit tests, the release library's self-containment, the C and Python
-# examples, and the Python suite (ctypes binding, ONNX Runtime parity, importer, real data when
-# ../shared/data is present). Installs what it needs first. CI runs exactly this (.ci/run).
+# examples, packaging, the C API under sanitizers, and the Python suite (ctypes binding, ONNX
+# Runtime parity, importer, server, real data when ../shared/data is present). Installs what it
+# needs first. CI runs exactly this (.ci/run).
+#
+# Each build configuration is built once and shared by the sections that need it:
+#   debug        .build        the Swift test bundle (swift test)
+#   release      .build        every product, with the Swift runtime linked in (scripts/build.sh):
+#                              the CLI, the server, libcovergenre.so; the wheel, the prefix install
+#                              and the examples reuse it
+#   ASan         .build-asan   libcovergenre.so and the fuzz replay driver (Tests/c/run.sh)
+#   TSan         .build-tsan   the Swift test bundle's model and concurrency tests (Tests/c/run.sh)
+#   examples/swift             a separate package using CoverGenre as a user's would (its own build
+#                              by necessity: a dependency is compiled with other flags than a root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-section() { printf '\n== %s == (%s)\n' "$*" "$(date -u +%T)"; }
+section() { printf '\n== %s == (%s, %d s)\n' "$*" "$(date -u +%T)" "$SECONDS"; }
 
 section "dependencies"
-scripts/setup.sh --system --python --browser
+scripts/setup.sh --runtime --tests --python --browser
 
 section "swift test"
-# The test bundle and what it depends on; the CLI and server are built once, in release, below
-# (a debug copy of Hummingbird would add minutes and test nothing more).
+# The test bundle and what it depends on: no executable, so no debug copy of SwiftNIO (the server
+# is built once, in release, below, and tested through its HTTP API by the Python suite).
 swift build --product CoverGenrePackageTests
 swift test --skip-build
-swift build --product covergenre-fuzz   # the fuzz harnesses' replay driver, used below
 
 section "kernel variants"
 # Kernels are compiled for AVX-512, AVX2 and the baseline (Sources/CKernels/kernel_internal.h); the
@@ -57,6 +67,22 @@ lib = ctypes.CDLL('$root/build/lib/libcovergenre.so')
 lib.cg_version_string.restype = ctypes.c_char_p
 print('loaded libcovergenre', lib.cg_version_string().decode(), 'API', lib.cg_api_version())
 "
+
+section "one version number"
+# include/covergenre.h holds it; everything that reports a version must say the same.
+version=$(scripts/version.sh)
+library=$(env -i /usr/bin/python3 -c "
+import ctypes
+lib = ctypes.CDLL('$root/build/lib/libcovergenre.so')
+lib.cg_version_string.restype = ctypes.c_char_p
+print(lib.cg_version_string().decode())")
+python_package=$(PYTHONPATH=bindings/python python3 -c "import covergenre; print(covergenre.__version__)")
+pkgconfig=$(PKG_CONFIG_PATH=build/lib/pkgconfig pkg-config --modversion covergenre)
+for reported in "library $library" "covergenre $(build/bin/covergenre --version)" \
+                "covergenre-server $(build/bin/covergenre-server --version)" "python $python_package" "pkg-config $pkgconfig"; do
+    [ "${reported##* }" = "$version" ] || { echo "version mismatch: $reported, header $version" >&2; exit 1; }
+done
+echo "version $version: header, library, CLI, server, Python package and pkg-config agree"
 
 section "examples"
 examples="$root/build/examples"
@@ -111,32 +137,7 @@ section "a Swift package that depends on CoverGenre"
 swift build --package-path examples/swift 2>&1 | tail -1
 examples/swift/.build/debug/classify-cover models/covergenre-default.cgm "$examples"/*
 
-section "fuzzing regressions"
-# Every input that ever crashed or leaked in a fuzz target is replayed through the same harness
-# (again under AddressSanitizer with leak detection in Tests/c/run.sh). An empty replay fails:
-# a check that finds nothing to check has checked nothing.
-replayed=0
-for dir in fuzz/regressions/*/; do
-    files=("$dir"*)
-    [ -e "${files[0]}" ] || { echo "no inputs in $dir" >&2; exit 1; }
-    .build/debug/covergenre-fuzz "$(basename "$dir")" "${files[@]}" >/dev/null
-    replayed=$((replayed + ${#files[@]}))
-done
-[ "$replayed" -gt 0 ] || { echo "no fuzz regression inputs found" >&2; exit 1; }
-echo "fuzz regressions: $replayed passed, 0 failed"
-# The campaigns' minimized corpora (fuzz/run.sh keeps each target's smallest inputs that hold its
-# coverage): every target's parser must still take each of them without a crash.
-seeds=0
-for dir in fuzz/seeds/*/; do
-    files=("$dir"*)
-    [ -e "${files[0]}" ] || continue
-    .build/debug/covergenre-fuzz "$(basename "$dir")" "${files[@]}" >/dev/null
-    seeds=$((seeds + ${#files[@]}))
-done
-[ "$seeds" -gt 0 ] || { echo "no fuzz seed inputs found" >&2; exit 1; }
-echo "fuzz seeds: $seeds passed, 0 failed"
-
-section "C API: sanitizers, valgrind, stress"
+section "C API: sanitizers, valgrind, stress; fuzz regressions and seeds under ASan"
 Tests/c/run.sh
 
 section "python tests"

@@ -28,6 +28,7 @@ cycles=$([ $quick = 1 ] && echo 100 || echo 1000)
 # The Swift toolchain's clang (its sanitizer runtimes match the library's), else the system's.
 clang="$(dirname "$(readlink -f "$(command -v swift)")")/clang"
 command -v "$clang" >/dev/null || clang=clang
+step() { printf -- '-- %s (%d s)\n' "$*" "$SECONDS"; }
 
 build/bin/covergenre make-examples --size 300 "$work/covers" >/dev/null
 build/bin/covergenre create --arch baseline-cnn --labels a,b,c,d --input-size 32 --width-divisor 16 --out "$work/small.cgm" >/dev/null
@@ -36,7 +37,7 @@ for size in 96 160 224 380 512; do build/bin/covergenre make-examples --size $si
 mkdir -p "$work/many"
 for d in "$work"/covers*; do for f in "$d"/*; do cp "$f" "$work/many/$(basename "$d")-$(basename "$f")"; done; done
 
-echo "-- scheduler: region protocol under stress"
+step "scheduler: region protocol under stress"
 cc -O2 -DCGK_POOL_TEST_YIELD -ISources/CKernels/include Tests/c/pool_stress.c Sources/CKernels/threadpool.c \
     -o "$work/pool_stress" -lpthread
 "$work/pool_stress" 8 100000 1
@@ -46,7 +47,7 @@ gcc -O1 -g -fsanitize=thread -DCGK_POOL_TEST_YIELD -ISources/CKernels/include Te
     Sources/CKernels/threadpool.c -o "$work/pool_stress_tsan" -lpthread
 TSAN_OPTIONS=halt_on_error=1 "$work/pool_stress_tsan" 8 20000 3
 
-echo "-- AddressSanitizer"
+step "AddressSanitizer"
 # Multiversioned (ifunc) kernels are resolved before the sanitizer runtime starts: build without.
 for product in CoverGenreC covergenre-fuzz; do
     swift build --scratch-path .build-asan -Xswiftc -sanitize=address -Xcc -fsanitize=address -Xcc -DCGK_NO_MULTIVERSION \
@@ -60,16 +61,35 @@ for program in examples/c/classify.c Tests/c/stress.c Tests/c/api_fuzz.c; do
         -Wl,-rpath,"$work/asan" -lpthread > "$work/asan/link.log" 2>&1 || { cat "$work/asan/link.log"; exit 1; }
 done
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
-# The fuzz regressions again, with leak detection (a leak is a finding too).
-regressions=0
-for dir in fuzz/regressions/*/ fuzz/seeds/*/; do
-    files=("$dir"*)
-    [ -e "${files[0]}" ] || continue
-    .build-asan/debug/covergenre-fuzz "$(basename "$dir")" "${files[@]}" >/dev/null
-    regressions=$((regressions + ${#files[@]}))
+# Every input that ever crashed or leaked in a fuzz target (fuzz/regressions/TARGET), and each
+# campaign's minimized corpus (fuzz/seeds/TARGET, fuzz/run.sh keeps the smallest inputs that hold
+# its coverage), through the same harness under AddressSanitizer with leak detection (a leak is a
+# finding too). The driver refuses an unknown target and says how many inputs it replayed; that
+# number must be the folder's file count, so a renamed folder or a driver that skips fails here.
+replay() { # KIND DIR...: replays each folder, prints the total
+    local total=0 dir files said
+    for dir in "${@:2}"; do
+        files=("$dir"*)
+        [ -e "${files[0]}" ] || { echo "no inputs in $dir" >&2; exit 1; }
+        said=$(.build-asan/debug/covergenre-fuzz "$(basename "$dir")" "${files[@]}" | sed -n 's/^replayed \([0-9]*\) .*/\1/p')
+        [ "$said" = "${#files[@]}" ] || { echo "$dir: the fuzz driver replayed '${said}' of ${#files[@]} inputs" >&2; exit 1; }
+        total=$((total + said))
+    done
+    echo "$total"
+}
+regressions=$(replay regressions fuzz/regressions/*/)
+seeds=$(replay seeds fuzz/seeds/*/)
+[ "$regressions" -gt 0 ] && [ "$seeds" -gt 0 ] || { echo "no fuzz regression or seed inputs" >&2; exit 1; }
+# Every harness has seeds: a target added without them is not replayed.
+for target in $(.build-asan/debug/covergenre-fuzz 2>&1 | sed -n 's/^.*usage: covergenre-fuzz \([a-z|]*\) .*/\1/p' | tr '|' ' '); do
+    [ -d "fuzz/seeds/$target" ] || { echo "fuzz target $target has no fuzz/seeds/$target" >&2; exit 1; }
 done
-[ "$regressions" -gt 0 ] || { echo "no fuzz regression inputs" >&2; exit 1; }
-echo "fuzz regressions and seeds under ASan: $regressions passed, 0 failed"
+# An unknown target must fail, not pass having replayed nothing.
+if .build-asan/debug/covergenre-fuzz no-such-target fuzz/seeds/json/* >/dev/null 2>&1; then
+    echo "the fuzz driver accepted an unknown target" >&2; exit 1
+fi
+echo "fuzz regressions under ASan: $regressions passed, 0 failed"
+echo "fuzz seeds under ASan: $seeds passed, 0 failed"
 "$work/asan/classify" models/covergenre-default.cgm "$work"/covers/*
 "$work/asan/stress" hostile "$work/small.cgm"
 "$work/asan/stress" threads "$work/small.cgm" "$work/many" 8 2000 0 0
@@ -78,17 +98,17 @@ echo "fuzz regressions and seeds under ASan: $regressions passed, 0 failed"
 "$work/asan/api_fuzz" "$work/small.cgm" "$work/covers" 3000 1
 unset ASAN_OPTIONS
 
-echo "-- many callers share one model"
+step "many callers share one model"
 cc -O2 -Iinclude Tests/c/stress.c -o "$work/stress" -Lbuild/lib -lcovergenre -Wl,-rpath,"$root/build/lib" -lpthread
 for n_threads in 0 2; do
     # RSS is not checked here: 32 callers hold more contexts than the pool keeps idle.
     "$work/stress" threads models/covergenre-default.cgm "$work/many" 32 640 "$n_threads" 0
     "$work/stress" threads models/covergenre-default.cgm "$work/many" 8 400 "$n_threads" 0
 done
-echo "-- stress: $stress_total classifications, 8 threads, one model"
+step "stress: $stress_total classifications, 8 threads, one model"
 "$work/stress" threads models/covergenre-default.cgm "$work/many" 8 "$stress_total" 0
 
-echo "-- valgrind: $cycles load/classify/free cycles at 32x32"
+step "valgrind: $cycles load/classify/free cycles at 32x32"
 # valgrind 3.19 cannot read the DWARF 5 debug information Swift's toolchain writes: strip it.
 mkdir -p "$work/vg"
 strip --strip-debug -o "$work/vg/libcovergenre.so" build/lib/libcovergenre.so
@@ -103,7 +123,7 @@ for cover in neon-grid.jpg sunset-fields.png bold-type.webp; do
         "$work/vg/stress" cycles "$work/vg/model.cgm" "$work/covers/$cover" "$n"
 done
 
-echo "-- ThreadSanitizer"
+step "ThreadSanitizer"
 swift build --product CoverGenrePackageTests --scratch-path .build-tsan --sanitize=thread -Xcc -DCGK_NO_MULTIVERSION >/dev/null
 TSAN_OPTIONS=halt_on_error=1 swift test --skip-build --scratch-path .build-tsan --sanitize=thread -Xcc -DCGK_NO_MULTIVERSION \
     --filter "ModelTests|ConcurrencyTests" > "$work/tsan.log" 2>&1 || { tail -40 "$work/tsan.log"; exit 1; }
@@ -112,4 +132,10 @@ grep -E "ThreadSanitizer|Executed|error" "$work/tsan.log" | tail -3
 for class in ModelTests ConcurrencyTests; do
     grep -q "Test Suite '$class' passed" "$work/tsan.log" || { echo "ThreadSanitizer ran no $class" >&2; exit 1; }
 done
-! grep -q "WARNING: ThreadSanitizer" "$work/tsan.log"
+# (`! grep` would not stop a `set -e` script: bash exempts negated commands. Say it outright.)
+if grep -q "WARNING: ThreadSanitizer" "$work/tsan.log"; then
+    grep -A20 "WARNING: ThreadSanitizer" "$work/tsan.log" | head -40
+    echo "ThreadSanitizer reported a race" >&2
+    exit 1
+fi
+echo "ThreadSanitizer: no warnings"
