@@ -44,6 +44,10 @@
  *   n_threads is, and whether the image runs alone, in a batch call or while other calls overlap.
  * - Images: JPEG (baseline, progressive, gray, CMYK, EXIF orientation applied), PNG (every bit
  *   depth and colour type, interlaced; alpha is dropped) and still WebP, recognised by content.
+ *   A file that is audio (MP3, FLAC, MP4/M4A, Ogg Vorbis/Opus, WAV, AIFF; recognised by content)
+ *   stands for its embedded front cover (picture type 3, else its first picture), read with
+ *   TagLib and then decoded under the same limits as an image file (max_image_bytes applies to
+ *   the picture); an audio file without a picture is CG_ERR_NO_COVER.
  */
 #ifndef COVERGENRE_H
 #define COVERGENRE_H
@@ -58,7 +62,7 @@ extern "C" {
 /* ---- Version ------------------------------------------------------------------------------ */
 
 #define CG_API_VERSION_MAJOR 2
-#define CG_API_VERSION_MINOR 2
+#define CG_API_VERSION_MINOR 3
 #define CG_API_VERSION_PATCH 0
 /* MAJOR * 10000 + MINOR * 100 + PATCH. A header and library with the same MAJOR are compatible.
  * These three macros are CoverGenre's one version number: the library (cg_version_string), the
@@ -67,6 +71,10 @@ extern "C" {
  * the project makes; releases before 2.2.0 also carried a separate 0.x product number, now gone.
  *
  * Changes
+ * - 2.3.0: every *_file call (and the batch *_files calls) also takes an audio file (MP3, FLAC,
+ *   MP4/M4A, Ogg Vorbis/Opus, WAV, AIFF) and classifies its embedded front cover;
+ *   CG_ERR_NO_COVER and CG_ERR_AUDIO_DECODE are new; cg_library_* list a music library's albums.
+ *   Built against 2.2: nothing to change.
  * - 2.2.0: cg_kernel_variant is new.
  * - 2.1.0: cg_load_options gains mirror_view (at its end: a 2.0 caller's struct_size leaves it at
  *   its default, -1, which behaves as 2.0 did).
@@ -107,6 +115,8 @@ typedef enum cg_status {
     CG_ERR_OUT_OF_MEMORY = 10,
     CG_ERR_INTERNAL = 11,         /* a bug in CoverGenre; please report it with cg_last_error() */
     CG_ERR_LIMIT_EXCEEDED = 12,   /* a model file beyond the configured size/count limits */
+    CG_ERR_NO_COVER = 13,         /* an audio file (or album folder) with no picture to classify */
+    CG_ERR_AUDIO_DECODE = 14,     /* an audio file whose tags cannot be read: truncated or damaged */
 } cg_status;
 
 /* A short constant name for a status ("CG_ERR_IMAGE_DECODE"). Static string. Any thread. */
@@ -257,6 +267,51 @@ cg_status cg_probabilities_files(const cg_model *model, const char *const *paths
  * no embedding. */
 cg_status cg_embed_files(const cg_model *model, const char *const *paths, size_t count, int32_t n_threads, float *out,
                          size_t out_capacity, cg_item_status *items, size_t items_capacity);
+
+/* ---- Music libraries ---------------------------------------------------------------------- */
+
+/* A folder of albums, read once: an album is the audio files of one folder that share album and
+ * album-artist tags (a folder of singles gives one album per tag pair). Its cover is the folder's
+ * cover file (cover, folder, front or albumart*, any case, .jpg/.jpeg/.png/.webp), else the front
+ * cover embedded in its first track (disc, track, name order) that has one. Classify an album by
+ * passing cover_path to any cg_*_file call: an audio file stands for its embedded cover. Reading
+ * a library reads tags only; it never decodes images or writes anything. (2.3) */
+typedef struct cg_library cg_library;
+
+typedef enum cg_cover_source {
+    CG_COVER_NONE = 0,      /* neither a cover file nor a picture in any track */
+    CG_COVER_FILE = 1,      /* cover_path is an image file in the album's folder */
+    CG_COVER_EMBEDDED = 2,  /* cover_path is the track whose embedded front cover it is */
+} cg_cover_source;
+
+typedef struct cg_album {
+    const char *folder;        /* the folder holding the tracks */
+    const char *album_artist;  /* album artist tag, else artist; NULL when untagged */
+    const char *album;         /* album tag; NULL when untagged */
+    const char *cover_path;    /* NULL for CG_COVER_NONE */
+    cg_cover_source cover_source;
+    size_t genre_count;        /* genre tag values of its tracks, each once (cg_library_album_genre) */
+    size_t track_count;        /* audio files (cg_library_album_track) */
+} cg_album;
+
+/* Reads every album under `folder` (recursively; hidden entries and links to folders skipped),
+ * sorted by folder. On success *out_library owns them; release with cg_library_free. Tracks whose
+ * tags cannot be read still belong to their folder's album. Any thread. */
+cg_status cg_library_open(const char *folder, cg_library **out_library);
+
+/* Number of albums (0 for NULL). */
+size_t cg_library_album_count(const cg_library *library);
+
+/* Album `index` (0 <= index < count). Its strings are owned by the library. */
+cg_status cg_library_album(const cg_library *library, size_t index, cg_album *out_album);
+
+/* The album's genre `index` and track `index` as UTF-8, or NULL when out of range. Owned by the
+ * library. */
+const char *cg_library_album_genre(const cg_library *library, size_t album, size_t index);
+const char *cg_library_album_track(const cg_library *library, size_t album, size_t index);
+
+/* Frees the library and every string it returned. NULL is allowed. */
+void cg_library_free(cg_library *library);
 
 #ifdef __cplusplus
 }

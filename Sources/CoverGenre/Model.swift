@@ -384,7 +384,17 @@ public final class Model: @unchecked Sendable {
         case .stretch: minimumSize = max(inputWidth, inputHeight)
         }
         switch input {
-        case .path(let path): return try ImageDecoder.decode(path: path, limits: imageLimits, minimumSize: minimumSize)
+        case .path(let path):
+            // An audio file stands for its front cover (AudioFile: TagLib), which is then decoded
+            // under the same limits as an image file of its own.
+            guard let cover = try CoverFile.embeddedCover(path, maxBytes: imageLimits.maxFileBytes) else {
+                return try ImageDecoder.decode(path: path, limits: imageLimits, minimumSize: minimumSize)
+            }
+            do {
+                return try ImageDecoder.decode(cover.bytes, limits: imageLimits, minimumSize: minimumSize)
+            } catch let error as CoverGenreError {
+                throw CoverGenreError(error.code, "\(path): the embedded cover: \(error.message)")
+            }
         case .encoded(let bytes): return try ImageDecoder.decode(bytes, limits: imageLimits, minimumSize: minimumSize)
         case .bytes(let bytes): return try ImageDecoder.decode(bytes, limits: imageLimits, minimumSize: minimumSize)
         case .rgb(let image):

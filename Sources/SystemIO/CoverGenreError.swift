@@ -14,6 +14,8 @@ public struct CoverGenreError: Error, CustomStringConvertible, Equatable, Sendab
         case outOfMemory = 10
         case `internal` = 11
         case limitExceeded = 12
+        case noCover = 13
+        case audioDecode = 14
 
         /// The status's one name, lower case: `CG_ERR_IMAGE_DECODE` is "image_decode". The C API
         /// (`cg_status_string`), the HTTP API's error codes and the CLI all use this list.
@@ -31,6 +33,8 @@ public struct CoverGenreError: Error, CustomStringConvertible, Equatable, Sendab
             case .outOfMemory: return "out_of_memory"
             case .internal: return "internal"
             case .limitExceeded: return "limit_exceeded"
+            case .noCover: return "no_cover"
+            case .audioDecode: return "audio_decode"
             }
         }
     }

@@ -5,6 +5,28 @@ import Glibc
 /// File access without Foundation (the core library links no Foundation, to stay small when the
 /// Swift runtime is linked statically).
 public enum Files {
+    /// The first `count` bytes of a file (fewer when it is shorter), for telling formats apart.
+    public static func head(_ path: String, count: Int) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw CoverGenreError(.io, "cannot open \(path): \(errnoText())") }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw CoverGenreError(.io, "cannot stat \(path): \(errnoText())") }
+        if (info.st_mode & S_IFMT) == S_IFDIR { throw CoverGenreError(.io, "\(path) is a directory") }
+        var bytes = [UInt8](repeating: 0, count: max(count, 0))
+        var filled = 0
+        while filled < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { raw in Glibc.read(fd, raw.baseAddress! + filled, raw.count - filled) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw CoverGenreError(.io, "cannot read \(path): \(errnoText())")
+            }
+            if n == 0 { break }
+            filled += n
+        }
+        return Array(bytes[..<filled])
+    }
+
     /// Reads a whole file, refusing more than `maxBytes`.
     public static func read(_ path: String, maxBytes: Int = 1 << 30) throws -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)

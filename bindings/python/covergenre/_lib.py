@@ -51,6 +51,8 @@ CG_ERR_BUFFER_TOO_SMALL = 9
 CG_ERR_OUT_OF_MEMORY = 10
 CG_ERR_INTERNAL = 11
 CG_ERR_LIMIT_EXCEEDED = 12
+CG_ERR_NO_COVER = 13
+CG_ERR_AUDIO_DECODE = 14
 
 
 class cg_load_options(ctypes.Structure):
@@ -88,6 +90,31 @@ class cg_item_status(ctypes.Structure):
         ("message", ctypes.c_char * ITEM_MESSAGE_SIZE),
     ]
 
+
+# A C enum, passed as int like cg_status.
+cg_cover_source = ctypes.c_int
+CG_COVER_NONE = 0
+CG_COVER_FILE = 1
+CG_COVER_EMBEDDED = 2
+
+
+class cg_album(ctypes.Structure):
+    _fields_ = [
+        ("folder", ctypes.c_char_p),
+        ("album_artist", ctypes.c_char_p),
+        ("album", ctypes.c_char_p),
+        ("cover_path", ctypes.c_char_p),
+        ("cover_source", cg_cover_source),
+        ("genre_count", ctypes.c_size_t),
+        ("track_count", ctypes.c_size_t),
+    ]
+
+
+class cg_library(ctypes.Structure):
+    """Opaque; only pointers to it are used."""
+
+
+cg_library_p = ctypes.POINTER(cg_library)
 
 _c_float_p = ctypes.POINTER(ctypes.c_float)
 _c_uint8_p = ctypes.POINTER(ctypes.c_uint8)
@@ -148,6 +175,13 @@ FUNCTIONS = [
      [cg_model_p, _paths_p, ctypes.c_size_t, ctypes.c_int32, _c_float_p, ctypes.c_size_t, _item_p, ctypes.c_size_t]),
     ("cg_embed_files", cg_status,
      [cg_model_p, _paths_p, ctypes.c_size_t, ctypes.c_int32, _c_float_p, ctypes.c_size_t, _item_p, ctypes.c_size_t]),
+    # Music libraries
+    ("cg_library_open", cg_status, [ctypes.c_char_p, ctypes.POINTER(cg_library_p)]),
+    ("cg_library_album_count", ctypes.c_size_t, [cg_library_p]),
+    ("cg_library_album", cg_status, [cg_library_p, ctypes.c_size_t, ctypes.POINTER(cg_album)]),
+    ("cg_library_album_genre", ctypes.c_char_p, [cg_library_p, ctypes.c_size_t, ctypes.c_size_t]),
+    ("cg_library_album_track", ctypes.c_char_p, [cg_library_p, ctypes.c_size_t, ctypes.c_size_t]),
+    ("cg_library_free", None, [cg_library_p]),
 ]
 
 

@@ -74,6 +74,11 @@ def _ctypes_for(c_type):
         "constchar*const*": p(ctypes.c_char_p),
         "float": ctypes.c_float,
         "uint64_t": ctypes.c_uint64,
+        "cg_library**": p(_lib.cg_library_p),
+        "constcg_library*": _lib.cg_library_p,
+        "cg_library*": _lib.cg_library_p,
+        "cg_album*": p(_lib.cg_album),
+        "cg_cover_source": _lib.cg_cover_source,
     }[c_type]
 
 
@@ -90,7 +95,7 @@ def test_every_header_function_is_declared_with_the_headers_types(header_text):
         params = m.group(3).strip()
         args = [] if params in ("", "void") else [_c_type(a) for a in params.split(",")]
         declared[m.group(2)] = (_c_type(m.group(1)), args)
-    assert len(declared) == 31, sorted(declared)
+    assert len(declared) == 37, sorted(declared)
     ours = {name: (restype, argtypes) for name, restype, argtypes in _lib.FUNCTIONS}
     assert sorted(ours) == sorted(declared)
     for name, (c_return, c_args) in declared.items():
@@ -99,7 +104,7 @@ def test_every_header_function_is_declared_with_the_headers_types(header_text):
         assert argtypes == [_ctypes_for(a) for a in c_args], name
 
 
-@pytest.mark.parametrize("struct", ["cg_load_options", "cg_prediction", "cg_item_status"])
+@pytest.mark.parametrize("struct", ["cg_load_options", "cg_prediction", "cg_item_status", "cg_album"])
 def test_structs_match_the_header_field_by_field(header_text, struct):
     body = re.search(r"typedef struct %s \{(.*?)\} %s;" % (struct, struct), header_text, flags=re.S).group(1)
     fields = []
@@ -122,7 +127,7 @@ def test_structs_match_the_header_field_by_field(header_text, struct):
 def test_status_constants_match_the_header(lib, header_text):
     body = re.search(r"typedef enum cg_status \{(.*?)\} cg_status;", header_text, flags=re.S).group(1)
     statuses = dict((name, int(value)) for name, value in re.findall(r"(CG_\w+)\s*=\s*(\d+)", body))
-    assert len(statuses) == 13
+    assert len(statuses) == 15
     for name, value in statuses.items():
         assert getattr(_lib, name) == value
         assert covergenre.status_string(value) == name

@@ -1,0 +1,144 @@
+import CTagLib
+import SystemIO
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Audio files as CoverGenre sees them: a container recognised by its first bytes, a front cover,
+/// and the tags that name and classify an album. Everything goes through TagLib (Sources/CTagLib's
+/// C shim, which bounds what a hostile file can make TagLib allocate and lets no C++ exception or
+/// debug print escape). Nothing here decodes images: the cover's bytes go to ImageIO like any
+/// image file's.
+public enum AudioFile {
+    /// The audio container `head` (a file's first bytes) starts, or nil for anything else.
+    public static func format(head: [UInt8]) -> Format? {
+        let f = head.withUnsafeBufferPointer { cgt_sniff_audio($0.baseAddress, $0.count) }
+        return Format(rawValue: f.rawValue)
+    }
+
+    /// How many leading bytes `format(head:)` wants.
+    public static let sniffBytes = Int(CGT_SNIFF_BYTES)
+
+    /// Containers, by `cgt_audio_format`.
+    public enum Format: UInt32, Sendable {
+        case mpeg = 1, id3v2, flac, oggVorbis, oggOpus, oggFLAC, oggSpeex, oggOther, mp4, wav, aiff
+
+        public var name: String {
+            switch self {
+            case .mpeg, .id3v2: return "MP3"
+            case .flac: return "FLAC"
+            case .oggVorbis: return "Ogg Vorbis"
+            case .oggOpus: return "Opus"
+            case .oggFLAC: return "Ogg FLAC"
+            case .oggSpeex: return "Speex"
+            case .oggOther: return "Ogg"
+            case .mp4: return "MP4"
+            case .wav: return "WAV"
+            case .aiff: return "AIFF"
+            }
+        }
+    }
+
+    /// File extensions of the audio files a library scan looks at (content decides the format).
+    public static let extensions: Set<String> = ["mp3", "mp2", "flac", "m4a", "m4b", "mp4", "aac", "alac", "ogg", "oga", "opus", "spx",
+                                                 "wav", "aif", "aiff", "aifc"]
+
+    /// A picture embedded in an audio file.
+    public struct Picture: Sendable {
+        public let bytes: [UInt8]
+        /// ID3v2/FLAC picture type: 3 is the front cover.
+        public let type: Int
+        public let mimeType: String
+        /// Pictures in the file altogether.
+        public let count: Int
+    }
+
+    /// The file's front cover (picture type 3), else its first picture; refused before copying
+    /// when larger than `maxBytes`. A file without any picture is `.noCover`.
+    public static func frontCover(path: String, maxBytes: Int) throws -> Picture {
+        var picture = cgt_picture()
+        defer { cgt_picture_free(&picture) }
+        let status = cgt_read_cover(path, max(maxBytes, 0), &picture)
+        guard status == CGT_OK else { throw error(status, message(&picture.message), path: path) }
+        let bytes = picture.size == 0 ? [] : Array(UnsafeBufferPointer(start: picture.data, count: picture.size))
+        return Picture(bytes: bytes, type: Int(picture.picture_type), mimeType: message(&picture.mime), count: Int(picture.picture_count))
+    }
+
+    /// What a track's tags say about its album.
+    public struct Tags: Sendable, Equatable {
+        public var album: String?
+        public var albumArtist: String?
+        public var artist: String?
+        public var title: String?
+        public var trackNumber: Int
+        public var discNumber: Int
+        /// Every GENRE value, as stored (multi-valued tags give several).
+        public var genres: [String]
+        /// nil when unknown.
+        public var durationMilliseconds: Int?
+        public var format: Format?
+
+        public init(album: String? = nil, albumArtist: String? = nil, artist: String? = nil, title: String? = nil, trackNumber: Int = 0,
+                    discNumber: Int = 0, genres: [String] = [], durationMilliseconds: Int? = nil, format: Format? = nil) {
+            self.album = album
+            self.albumArtist = albumArtist
+            self.artist = artist
+            self.title = title
+            self.trackNumber = trackNumber
+            self.discNumber = discNumber
+            self.genres = genres
+            self.durationMilliseconds = durationMilliseconds
+            self.format = format
+        }
+    }
+
+    /// The file's tags (read-only). A file without tags has empty ones.
+    public static func tags(path: String) throws -> Tags {
+        var t = cgt_tags()
+        defer { cgt_tags_free(&t) }
+        let status = cgt_read_tags(path, &t)
+        guard status == CGT_OK else { throw error(status, message(&t.message), path: path) }
+        func text(_ p: UnsafeMutablePointer<CChar>?) -> String? { p.map { String(cString: $0) } }
+        let genres = (0..<t.genre_count).compactMap { t.genres?[$0].map { String(cString: $0) } }
+        return Tags(album: text(t.album), albumArtist: text(t.album_artist), artist: text(t.artist), title: text(t.title),
+                    trackNumber: Int(t.track_number), discNumber: Int(t.disc_number), genres: genres,
+                    durationMilliseconds: t.duration_ms >= 0 ? Int(t.duration_ms) : nil, format: Format(rawValue: t.format.rawValue))
+    }
+
+    /// Replaces the file's genres. The original is never changed in place: TagLib writes a copy
+    /// in the same folder, the copy is read back and checked, then renamed over the original, so
+    /// a crash or a full disk leaves the original as it was. Only the tag changes; the audio
+    /// bytes are copied untouched.
+    public static func writeGenres(path: String, _ genres: [String]) throws {
+        var message = [CChar](repeating: 0, count: Int(CGT_MESSAGE_SIZE))
+        let copies = genres.map { strdup($0) }
+        defer { copies.forEach { free($0) } }
+        let status = copies.map { UnsafePointer($0) }.withUnsafeBufferPointer { list in
+            cgt_write_genres(path, list.baseAddress, list.count, &message, message.count)
+        }
+        guard status == CGT_OK else { throw error(status, String(cString: message), path: path) }
+    }
+
+    static func message<T>(_ tuple: inout T) -> String {
+        withUnsafeBytes(of: &tuple) { raw in
+            let chars = raw.bindMemory(to: CChar.self)
+            let end = chars.firstIndex(of: 0) ?? chars.count
+            return String(decoding: chars[..<end].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+    }
+
+    static func error(_ status: cgt_status, _ message: String, path: String) -> CoverGenreError {
+        let text = message.isEmpty ? "\(path): \(String(cString: cgt_status_string(status)))" : message.contains(path) ? message : "\(path): \(message)"
+        switch status {
+        case CGT_ERR_NO_COVER: return CoverGenreError(.noCover, text)
+        case CGT_ERR_TOO_LARGE: return CoverGenreError(.imageTooLarge, text)
+        case CGT_ERR_NO_MEMORY: return CoverGenreError(.outOfMemory, text)
+        case CGT_ERR_INVALID_ARGUMENT: return CoverGenreError(.invalidArgument, text)
+        case CGT_ERR_UNSUPPORTED: return CoverGenreError(.imageUnsupported, text)
+        case CGT_ERR_CORRUPT: return CoverGenreError(.audioDecode, text)
+        case CGT_ERR_INTERNAL: return CoverGenreError(.internal, text)
+        default: return CoverGenreError(.io, text)
+        }
+    }
+}
