@@ -8,8 +8,8 @@ import ToolSupport
 
 struct Classify: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print the most probable genres of each cover image (JPEG, PNG or WebP).",
-        discussion: "Folders are searched recursively for .jpg, .jpeg, .png and .webp files. Exit status: 0 when every cover was classified, 1 when any failed (the others are still printed), 2 on a usage error.")
+        abstract: "Print the most probable genres of each cover: an image (JPEG, PNG or WebP) or an audio file's embedded front cover.",
+        discussion: "Folders are searched recursively for .jpg, .jpeg, .png and .webp files (for a music library's albums, use `covergenre scan`). An audio file named on the command line (MP3, FLAC, MP4/M4A, Ogg Vorbis/Opus, WAV, AIFF) stands for its front cover. Exit status: 0 when every cover was classified, 1 when any failed (the others are still printed), 2 on a usage error.")
 
     @OptionGroup var modelArguments: ModelArguments
 
@@ -25,7 +25,7 @@ struct Classify: ParsableCommand {
     @Flag(help: "Print CSV instead of text: image,rank,label,probability,error (a failed image: its error only).")
     var csv = false
 
-    @Argument(help: "Image files or folders of them.")
+    @Argument(help: "Image or audio files, or folders of images.")
     var inputs: [String]
 
     func validate() throws {

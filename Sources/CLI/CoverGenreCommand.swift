@@ -8,7 +8,7 @@ struct CoverGenreCommand: AsyncParsableCommand {
         commandName: "covergenre",
         abstract: "Predict an album's genre from its cover art.",
         version: CoverGenreVersion.string,
-        subcommands: [Classify.self, Evaluate.self, Calibrate.self, Train.self, Import.self, PrepareCommand.self, DownloadCommand.self,
+        subcommands: [Classify.self, Scan.self, Evaluate.self, Calibrate.self, Train.self, Import.self, PrepareCommand.self, DownloadCommand.self,
                       Inspect.self, Create.self, Convert.self, Similar.self, Serve.self, MakeExamples.self, Benchmark.self]
     )
 }

@@ -14,15 +14,18 @@ reads and writes model files in pure Python (with numpy) and needs no library.
 from . import _lib
 from ._errors import CoverGenreError, status_string
 from ._lib import LibraryNotFoundError
+from ._library import Album, albums
 from ._model import Model, Prediction, default_model_path
 
 from ._version import __version__  # noqa: E402  (CoverGenre's one version: include/covergenre.h)
 
 __all__ = [
+    "Album",
     "CoverGenreError",
     "LibraryNotFoundError",
     "Model",
     "Prediction",
+    "albums",
     "api_version",
     "default_model_path",
     "kernel_variant",
