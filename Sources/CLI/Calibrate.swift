@@ -27,9 +27,21 @@ struct Calibrate: ParsableCommand {
     func run() throws {
         let model = try modelArguments.load()
         let (dataset, chosen) = try dataArguments.load(defaultSplit: "val")
-        let items = dataset.items, data = dataArguments.description
-        guard !items.isEmpty else { throw CLIError("no images to fit on in \(data)") }
-        let truth = try dataset.classes.map { name -> Int in
+        guard !dataset.items.isEmpty else { throw CLIError("no images to fit on in \(dataArguments.description)") }
+        // The data set's name, never a path: a manifest's folder ("discogs5"), or the image folder.
+        let name = dataArguments.data.map { DataSource($0).name }.joined(separator: "+")
+        try Calibrate.calibrate(model: model, path: modelArguments.path, items: dataset.items, classes: dataset.classes,
+                                source: name + (chosen.map { " (\($0) split)" } ?? ""), out: out)
+    }
+
+    /// Fewer covers than this do not pin a temperature down.
+    static let minimumImages = 20
+
+    /// Fits `model`'s temperature on `items` (labels index `classes`), prints the figures and
+    /// writes the model file at `path` with it to `out`. `covergenre train --library` calibrates
+    /// through this too.
+    static func calibrate(model: Model, path: String, items: [LabeledImage], classes: [String], source: String, out: String) throws {
+        let truth = try classes.map { name -> Int in
             guard let i = model.labels.firstIndex(of: name) else { throw CLIError("the model has no genre \"\(name)\"") }
             return i
         }
@@ -46,19 +58,15 @@ struct Calibrate: ParsableCommand {
         }
         bar.finish()
         let fitted = samples.compactMap { $0 }
-        guard fitted.count >= 20 else { throw CLIError("only \(fitted.count) images decoded: too few to fit a temperature") }
+        guard fitted.count >= minimumImages else { throw CLIError("only \(fitted.count) images decoded: too few to fit a temperature") }
         let before = model.temperature, after = Calibration.fitTemperature(fitted)
         let nll = (Calibration.nll(fitted, temperature: before), Calibration.nll(fitted, temperature: after))
         let ece = (Calibration.ece(fitted, temperature: before), Calibration.ece(fitted, temperature: after))
-        // The data set's name, never a path: a manifest's folder ("discogs5"), or the image folder.
-        let name = dataArguments.data.map { DataSource($0).name }.joined(separator: "+")
-        let source = name + (chosen.map { " (\($0) split)" } ?? "")
         print("fitted on \(fitted.count) covers of \(source)")
         print("temperature \(Format.fixed(before, 3)) -> \(Format.fixed(after, 3))")
         print("NLL         \(Format.fixed(nll.0, 4)) -> \(Format.fixed(nll.1, 4))")
         print("ECE (15 bins) \(Format.fixed(ece.0, 4)) -> \(Format.fixed(ece.1, 4))")
-
-        let file = try ModelFile(path: modelArguments.path)
+        let file = try ModelFile(path: path)
         var description = try ModelDescription(json: file.metadata)
         description.temperature = after
         description.calibration = [

@@ -78,8 +78,10 @@ struct ModelArguments: ParsableArguments {
         guard (0...Model.maxThreads).contains(threads) else { throw ValidationError("--threads is 0 (every core) to \(Model.maxThreads).") }
     }
 
-    var path: String {
-        if let model { return model }
+    var path: String { model ?? ModelArguments.defaultModelPath }
+
+    /// $COVERGENRE_MODEL, else the shipped default model (relative to the project folder).
+    static var defaultModelPath: String {
         if let env = getenv("COVERGENRE_MODEL") { return String(cString: env) }
         return "models/covergenre-default.cgm"
     }

@@ -5,6 +5,7 @@ import Graph
 import ImageIO
 import ModelFormat
 import SystemIO
+import MusicLibrary
 import ToolSupport
 import Training
 
@@ -23,7 +24,9 @@ struct Train: ParsableCommand {
     var arch: ArchitectureName = .baselineCNN
 
     @Option(help: "Image folder or manifest CSV; repeat it, with --taxonomy, to train on several sources (PATH or NAME=PATH).")
-    var data: [String]
+    var data: [String] = []
+
+    @OptionGroup(title: "Your own music library (instead of --data)") var library: LibraryOptions
 
     @Option(help: "Genre taxonomy mapping each source's genres to the model's (e.g. models/taxonomy.csv); a source without a split column is training data only.")
     var taxonomy: String?
@@ -49,9 +52,17 @@ struct Train: ParsableCommand {
     @OptionGroup(title: "Training") var training: TrainingOptions
     @OptionGroup(title: "Transfer learning (with --backbone)") var transfer: TransferOptions
 
+    func validate() throws {
+        guard data.isEmpty != (library.library == nil) else { throw ValidationError("Give --data or --library (one of them).") }
+    }
+
     func run() throws {
         var c = training.configuration
         c.architecture = arch.rawValue
+        if let folder = library.library {
+            try library.train(folder: folder, configuration: c, transfer: transfer, out: out, runFolder: runFolder, resume: resume)
+            return
+        }
         let dataset = try TrainingData.load(data, taxonomy: taxonomy, genres: genres, images: images)
         if taxonomy != nil { printError(dataset.summary()) }
         if !dataset.missing.isEmpty {
@@ -145,11 +156,12 @@ struct TransferOptions: ParsableArguments {
     var features: FeatureKind = .stats
     @Option(help: "Cached views per training image for the head (plain, mirror, then random augmentations).")
     var views = 4
-    @Option(help: "Head: hidden layer width (0 = linear).") var headHidden = 0
-    @Option(help: "Head: epochs on cached features.") var headEpochs = 60
-    @Option(help: "Head: dropout.") var headDropout = 0.3
+    // The head's defaults are the shipped default model's recipe (scripts/default-recipe.sh).
+    @Option(help: "Head: hidden layer width (0 = linear).") var headHidden = 512
+    @Option(help: "Head: epochs on cached features.") var headEpochs = 40
+    @Option(help: "Head: dropout.") var headDropout = 0.6
     @Option(help: "Head: learning rate.") var headLearningRate = 1e-3
-    @Option(help: "Head: weight decay.") var headWeightDecay = 1e-3
+    @Option(help: "Head: weight decay.") var headWeightDecay = 0.01
     @Option(help: "Fine-tune this many of the backbone's last convolutions after the head (0 = head only).")
     var trainLast = 0
     @Option(help: "Fine-tuning: backbone learning rate relative to --learning-rate.") var backboneLrScale = 0.1
@@ -168,7 +180,16 @@ struct TransferOptions: ParsableArguments {
     /// The transfer configuration, nil without --backbone. The head's balancing is the run's
     /// (none becomes class weights: a head on few covers needs them).
     func configuration(balance: TrainingConfiguration.Balance, labelSmoothing: Float) -> TransferConfiguration? {
+        TransferOptions.configuration(self, backbone: backbone, balance: balance, labelSmoothing: labelSmoothing)
+    }
+
+    static func configuration(_ o: TransferOptions, backbone: String?, balance: TrainingConfiguration.Balance,
+                              labelSmoothing: Float) -> TransferConfiguration? {
         guard let backbone else { return nil }
+        let (features, views, headHidden, headEpochs, headDropout, headLearningRate, headWeightDecay, trainLast, backboneLrScale,
+             flipAverage, backboneInputSize, resize) = (o.features, o.views, o.headHidden, o.headEpochs, o.headDropout, o.headLearningRate,
+                                                        o.headWeightDecay, o.trainLast, o.backboneLrScale, o.flipAverage,
+                                                        o.backboneInputSize, o.resize)
         var t = TransferConfiguration(backbone: backbone)
         t.features = features
         t.views = views
@@ -189,5 +210,71 @@ struct TransferOptions: ParsableArguments {
         case .centerCrop: t.resize = .centerCrop(shorterSide: Int((Double(backboneInputSize ?? 224) / 0.875).rounded()))
         }
         return t
+    }
+}
+
+/// `covergenre train --library`: a genre head trained on the covers of your own tagged albums.
+struct LibraryOptions: ParsableArguments {
+    @Option(help: "A music library's folder: train on its tagged albums' covers (one per album) instead of --data.")
+    var library: String?
+    @Option(help: "With --library: the model's genres, comma-separated (default: every genre with at least --min-albums albums).")
+    var libraryGenres: String?
+    @Option(help: "With --library: fewest albums a genre needs to be one of the model's.")
+    var minAlbums = 10
+    @Option(help: "With --library: CSV of tag,genre lines mapping your tags before the built-in table.")
+    var genreMap: String?
+
+    func validate() throws {
+        guard minAlbums >= 1 else { throw ValidationError("--min-albums must be at least 1.") }
+        if let libraryGenres {
+            guard libraryGenres.split(separator: ",").count >= 2 else { throw ValidationError("--library-genres needs two or more genres.") }
+        }
+    }
+
+    /// Builds the data set (split by album artist), trains the head on the backbone (default: the
+    /// shipped default model's features), calibrates on val and reports test per genre.
+    func train(folder: String, configuration c: TrainingConfiguration, transfer: TransferOptions, out: String, runFolder: String?,
+               resume: Bool) throws {
+        let albums = try MusicLibrary.albums(under: folder)
+        let names = GenreNames(overrides: try genreMap.map(GenreMapFile.read) ?? [:])
+        let chosen = libraryGenres.map { $0.split(separator: ",").map { $0.split(separator: " ").joined(separator: " ") } }
+        let data = try LibraryData.build(albums: albums, names: names, genres: chosen, minAlbums: minAlbums, seed: c.splitSeed)
+        printError("library: \(albums.count) albums; \(data.dataset.items.count) covers of " + data.dataset.classes.enumerated().map { i, g in
+            "\(g) \(data.dataset.items.filter { $0.label == i }.count)" }.joined(separator: ", ")
+            + "; split by album artist: " + Split.allCases.map { "\($0.rawValue) \(data.dataset.items(in: $0).count)" }.joined(separator: ", "))
+        for line in data.report { printError("library: \(line)") }
+        guard !data.dataset.items(in: .test).isEmpty else { throw CLIError("too few album artists to hold any out for testing") }
+        let backbone = transfer.backbone ?? ModelArguments.defaultModelPath
+        guard let t = TransferOptions.configuration(transfer, backbone: backbone, balance: c.balance, labelSmoothing: c.labelSmoothing) else {
+            throw CLIError("no backbone")
+        }
+        let runDirectory = runFolder ?? (out.hasSuffix(".cgm") ? String(out.dropLast(4)) : out) + ".run"
+        let uncalibrated = Files.join(runDirectory, "uncalibrated.cgm")
+        try Files.makeDirectories(runDirectory)
+        try TransferTrainer(configuration: c, transfer: t, dataset: data.dataset, runDirectory: runDirectory, output: uncalibrated,
+                            log: printError).run(resume: resume)
+        // Calibrated on val, then scored once on test: the figures a user can trust.
+        let trained = try Model(path: uncalibrated)
+        let validation = data.dataset.items(in: .val)
+        if validation.count >= Calibrate.minimumImages {
+            try Calibrate.calibrate(model: trained, path: uncalibrated, items: validation, classes: data.dataset.classes,
+                                    source: "\(Files.baseName(folder)) (val split, by album artist)", out: out)
+        } else {
+            try Files.writeAtomically(out, try Files.read(uncalibrated))
+            printError("library: \(validation.count) validation albums are too few to calibrate on (\(Calibrate.minimumImages) needed): "
+                + "the model's probabilities are uncalibrated")
+        }
+        var options = ModelOptions()
+        options.threads = c.threads
+        let model = try Model(path: out, options: options)
+        let test = try Evaluation.evaluate(model, items: data.dataset.items(in: .test), classes: data.dataset.classes,
+                                           threads: model.threads, label: "test")
+        print("test (\(test.total) albums of artists held out): accuracy \(Format.percent(test.accuracy)), balanced accuracy \(Format.percent(test.balancedAccuracy)), macro-F1 \(Format.percent(test.macroF1))")
+        for (i, genre) in test.classes.enumerated() where test.support(i) > 0 {
+            print("  \(pad(genre, 12)) \(Format.percent(Double(test.counts[i][i]) / Double(test.support(i)))) of \(test.support(i))")
+        }
+        if let ece = test.ece15 { print("  ECE (15 bins) on test: \(Format.fixed(ece, 4))") }
+        print("model: \(out); run folder: \(runDirectory)")
+        print("next: covergenre scan --model \(out) --missing \(folder)")
     }
 }

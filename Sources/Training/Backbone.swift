@@ -43,15 +43,27 @@ public struct Backbone: Sendable {
             throw CoverGenreError(.invalidArgument, "\(path) names no embedding node to use as a backbone")
         }
         let tensors = try TensorStore(file: file)
-        let resolved = try description.graph.resolve(tensorShape: { tensors[$0]?.shape })
-        let taps = kind == .stats ? Backbone.stageOutputs(resolved) : []
-        var graph = description.graph.pruned(keeping: [embedding] + taps)
-        var parts = [embedding]
-        for (i, tap) in taps.enumerated() {
-            graph.nodes.append(Node("stats.\(i)", .channelStats, inputs: [tap]))
-            parts.append("stats.\(i)")
+        var graph: GraphSpec
+        if embedding == Backbone.featureNode, description.graph.node(embedding) != nil {
+            // A genre model made by transfer training (the default model, say): its embedding is
+            // its backbone's feature vector. Its head is cut off and a new one trained on the same
+            // features, so a user's model needs no other backbone file than the shipped model.
+            let trained = description.provenance["transfer"]?["features"]?.string.flatMap(FeatureKind.init(rawValue:))
+            if let trained, trained != kind {
+                throw CoverGenreError(.invalidArgument, "\(path) computes \(trained.rawValue) features; train on it with --features \(trained.rawValue)")
+            }
+            graph = description.graph.pruned(keeping: [embedding])
+        } else {
+            let resolved = try description.graph.resolve(tensorShape: { tensors[$0]?.shape })
+            let taps = kind == .stats ? Backbone.stageOutputs(resolved) : []
+            graph = description.graph.pruned(keeping: [embedding] + taps)
+            var parts = [embedding]
+            for (i, tap) in taps.enumerated() {
+                graph.nodes.append(Node("stats.\(i)", .channelStats, inputs: [tap]))
+                parts.append("stats.\(i)")
+            }
+            graph.nodes.append(Node(Backbone.featureNode, parts.count == 1 ? .flatten : .concat, inputs: parts))
         }
-        graph.nodes.append(Node(Backbone.featureNode, parts.count == 1 ? .flatten : .concat, inputs: parts))
         graph.logits = Backbone.featureNode
         graph.embedding = Backbone.featureNode
         let shapes = try graph.resolve(tensorShape: { tensors[$0]?.shape })

@@ -1,3 +1,4 @@
+import CoverGenre
 import Architectures
 import Dispatch
 import ImageIO
@@ -89,7 +90,7 @@ public final class BatchLoader {
             let item = items[sample]
             if failures.contains(item.path) { continue }
             do {
-                let image = try ImageDecoder.decode(path: item.path)
+                let image = try ImageDecoder.decode(try CoverFile.encodedCover(item.path, maxBytes: ImageLimits().maxFileBytes))
                 var random = ImagePipeline.random(seed: seed, epoch: epoch, sample: position)
                 try pipeline.fill(image, into: target + labels.count * imageSize, random: &random)
                 labels.append(item.label)

@@ -1,3 +1,4 @@
+import CoverGenre
 import Architectures
 import CKernels
 import Graph
@@ -70,7 +71,8 @@ public struct FeatureTable: Sendable {
                     let input = buffers[worker].pointer
                     for i in range {
                         do {
-                            let bytes = try Files.read(items[i].path, maxBytes: 64 << 20)
+                            // An audio file (a library's embedded cover) stands for its picture.
+                            let bytes = try CoverFile.encodedCover(items[i].path, maxBytes: 64 << 20)
                             let hash = bytes.withUnsafeBytes { cgk_xxh64($0.baseAddress, $0.count, 0) }
                             var image: RGBImage?
                             for view in 0..<views {
