@@ -44,9 +44,6 @@ section "swift test"
 swift build --product CoverGenrePackageTests
 swift test --skip-build
 
-section "test dependencies (installed during the build)"
-await test-dependencies
-
 section "kernel variants"
 # Kernels are compiled for AVX-512, AVX2 and the baseline (Sources/CKernels/kernel_internal.h); the
 # run above used the best this CPU executes. The kernel, inference and resampling tests run again
@@ -66,6 +63,11 @@ for variant in $lower_variants; do
     grep -E '^kernel variant:' "$log"
     grep -E 'Executed [0-9]+ tests' "$log" | tail -1
 done
+
+section "test dependencies (installed during the build and the tests above)"
+await test-dependencies
+
+section "AVX-512 kernel under emulation"
 # The AVX-512 GEMM kernel with its intrinsics mapped to SIMDe's portable code (libsimde-dev).
 swift_clang="$(dirname "$(readlink -f "$(command -v swift)")")/clang"
 "$swift_clang" -O1 -Wno-psabi -ISources/CKernels -ISources/CKernels/include Tests/c/avx512_emulated.c \
@@ -74,6 +76,13 @@ swift_clang="$(dirname "$(readlink -f "$(command -v swift)")")/clang"
 
 section "release build"
 scripts/build.sh
+
+section "python tests start (in the background, beside the sections below)"
+# The Python suite on two workers (pytest-xdist) uses about 1.3 cores; the packaging, examples,
+# TagLib and sanitizer sections beside it fill the rest. Its output follows under "python tests".
+# In CI every skip but the documented Spark one fails (bindings/python/tests/conftest.py).
+[ "${CI:-}" = true ] && export COVERGENRE_NO_SKIP=1
+background python-tests .venv/bin/python -m pytest bindings/python/tests -q -n 2 -p no:cacheprovider
 
 section "libcovergenre.so is self-contained"
 if ldd build/lib/libcovergenre.so | grep -i swift; then
@@ -157,21 +166,17 @@ section "a Swift package that depends on CoverGenre"
 swift build --package-path examples/swift 2>&1 | tail -1
 examples/swift/.build/debug/classify-cover models/covergenre-default.cgm "$examples"/*
 
-section "python tests (in the background) beside the C API under sanitizers"
-# The Python suite, two workers (pytest-xdist), uses about 1.3 cores; beside it the sanitizer
-# builds and the single-threaded valgrind run fill the rest. In CI every skip but the documented
-# Spark one fails (bindings/python/tests/conftest.py).
-[ "${CI:-}" = true ] && export COVERGENRE_NO_SKIP=1
-background python-tests .venv/bin/python -m pytest bindings/python/tests -q -n 2 -p no:cacheprovider
-
 section "TagLib shim (covers and tags of audio files): every format and hostile file, also under ASan and UBSan"
 TAGLIB_TEST_PYTHON=.venv/bin/python Tests/c/taglib_run.sh
 
 section "C API: sanitizers, valgrind, stress; fuzz regressions and seeds under ASan"
-Tests/c/run.sh
+Tests/c/run.sh --without-scheduler
 
 section "python tests"
 await python-tests
+
+section "C API: the scheduler's region protocol under stress (alone on the machine)"
+Tests/c/run.sh --scheduler-only
 # Whole models against ONNX Runtime again under every lower kernel variant (see "kernel variants").
 for variant in $lower_variants; do
     echo "ONNX Runtime parity with COVERGENRE_ISA=$variant:"

@@ -7,35 +7,18 @@ import Glibc
 public enum Files {
     /// The first `count` bytes of a file (fewer when it is shorter), for telling formats apart.
     public static func head(_ path: String, count: Int) throws -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw CoverGenreError(.io, "cannot open \(path): \(errnoText())") }
+        let (fd, _) = try openForReading(path)
         defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw CoverGenreError(.io, "cannot stat \(path): \(errnoText())") }
-        if (info.st_mode & S_IFMT) == S_IFDIR { throw CoverGenreError(.io, "\(path) is a directory") }
         var bytes = [UInt8](repeating: 0, count: max(count, 0))
         var filled = 0
-        while filled < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { raw in Glibc.read(fd, raw.baseAddress! + filled, raw.count - filled) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw CoverGenreError(.io, "cannot read \(path): \(errnoText())")
-            }
-            if n == 0 { break }
-            filled += n
-        }
+        while filled < bytes.count, try readSome(fd, path, into: &bytes, at: &filled) {}
         return Array(bytes[..<filled])
     }
 
     /// Reads a whole file, refusing more than `maxBytes`.
     public static func read(_ path: String, maxBytes: Int = 1 << 30) throws -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw CoverGenreError(.io, "cannot open \(path): \(errnoText())") }
+        let (fd, expected) = try openForReading(path)
         defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw CoverGenreError(.io, "cannot stat \(path): \(errnoText())") }
-        if (info.st_mode & S_IFMT) == S_IFDIR { throw CoverGenreError(.io, "\(path) is a directory") }
-        let expected = Int(info.st_size)
         if expected > maxBytes {
             throw CoverGenreError(.limitExceeded, "\(path) is \(expected) bytes; the limit is \(maxBytes)")
         }
@@ -47,13 +30,7 @@ public enum Files {
                 if bytes.count > maxBytes { throw CoverGenreError(.limitExceeded, "\(path) exceeds \(maxBytes) bytes") }
                 bytes.append(contentsOf: repeatElement(0, count: max(4096, bytes.count)))
             }
-            let n = bytes.withUnsafeMutableBytes { raw in Glibc.read(fd, raw.baseAddress! + filled, raw.count - filled) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw CoverGenreError(.io, "cannot read \(path): \(errnoText())")
-            }
-            if n == 0 { break }
-            filled += n
+            guard try readSome(fd, path, into: &bytes, at: &filled) else { break }
         }
         if filled > maxBytes { throw CoverGenreError(.limitExceeded, "\(path) exceeds \(maxBytes) bytes") }
         bytes.removeSubrange(filled...)
@@ -112,6 +89,36 @@ public enum Files {
     public static func baseName(_ path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return path }
         return String(path[path.index(after: slash)...])
+    }
+
+    /// An open descriptor of `path` (not a folder) and the size it reports.
+    static func openForReading(_ path: String) throws -> (fd: Int32, size: Int) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw CoverGenreError(.io, "cannot open \(path): \(errnoText())") }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            close(fd)
+            throw CoverGenreError(.io, "cannot stat \(path): \(errnoText())")
+        }
+        if (info.st_mode & S_IFMT) == S_IFDIR {
+            close(fd)
+            throw CoverGenreError(.io, "\(path) is a directory")
+        }
+        return (fd, Int(info.st_size))
+    }
+
+    /// One read() into `bytes` from `filled` on; false at end of file.
+    static func readSome(_ fd: Int32, _ path: String, into bytes: inout [UInt8], at filled: inout Int) throws -> Bool {
+        while true {
+            let start = filled
+            let n = bytes.withUnsafeMutableBytes { raw in Glibc.read(fd, raw.baseAddress! + start, raw.count - start) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw CoverGenreError(.io, "cannot read \(path): \(errnoText())")
+            }
+            filled += n
+            return n > 0
+        }
     }
 
     public static func errnoText() -> String { String(cString: strerror(errno)) }

@@ -14,14 +14,25 @@
 #   4. valgrind memcheck at 32x32 input: 1,000 load/classify/free cycles, 0 errors, 0 bytes
 #      definitely lost, no suppressions.
 #   5. ThreadSanitizer: the Swift model and concurrency tests (the script fails if they run none).
-# Usage: Tests/c/run.sh [--quick]   (--quick: smaller counts, for a fast local check)
+# Usage: Tests/c/run.sh [--quick] [--scheduler-only | --without-scheduler]
+#   --quick              smaller counts, for a fast local check
+#   --scheduler-only     part 1 alone; --without-scheduler: parts 2 to 5. scripts/test.sh runs the
+#                        scheduler's stress apart, on an otherwise idle machine: its yields make it
+#                        many times slower beside other work, the other parts are not.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-quick=0
-[ "${1:-}" = "--quick" ] && quick=1
+quick=0 scheduler=1 rest=1
+for arg in "$@"; do
+    case "$arg" in
+        --quick) quick=1 ;;
+        --scheduler-only) rest=0 ;;
+        --without-scheduler) scheduler=0 ;;
+        *) echo "usage: $0 [--quick] [--scheduler-only | --without-scheduler]" >&2; exit 2 ;;
+    esac
+done
 # CI (CI=true) runs 3,000 classifications to keep the suite short; docs/security.md reports a full run.
 stress_total=$([ $quick = 1 ] && echo 1000 || { [ "${CI:-}" = true ] && echo 3000 || echo 10000; })
 cycles=$([ $quick = 1 ] && echo 100 || echo 1000)
@@ -30,22 +41,25 @@ clang="$(dirname "$(readlink -f "$(command -v swift)")")/clang"
 command -v "$clang" >/dev/null || clang=clang
 step() { printf -- '-- %s (%d s)\n' "$*" "$SECONDS"; }
 
+if [ $scheduler = 1 ]; then
+    step "scheduler: region protocol under stress"
+    cc -O2 -DCGK_POOL_TEST_YIELD -ISources/CKernels/include Tests/c/pool_stress.c Sources/CKernels/threadpool.c \
+        -o "$work/pool_stress" -lpthread
+    "$work/pool_stress" 8 100000 1
+    "$work/pool_stress" 8 100000 4
+    # gcc's ThreadSanitizer runtime (the Swift toolchain's clang wants libdispatch linked with it).
+    gcc -O1 -g -fsanitize=thread -DCGK_POOL_TEST_YIELD -ISources/CKernels/include Tests/c/pool_stress.c \
+        Sources/CKernels/threadpool.c -o "$work/pool_stress_tsan" -lpthread
+    TSAN_OPTIONS=halt_on_error=1 "$work/pool_stress_tsan" 8 20000 3
+fi
+[ $rest = 1 ] || exit 0
+
 build/bin/covergenre make-examples --size 300 "$work/covers" >/dev/null
 build/bin/covergenre create --arch baseline-cnn --labels a,b,c,d --input-size 32 --width-divisor 16 --out "$work/small.cgm" >/dev/null
 # More covers for the stress test: the examples at several sizes.
 for size in 96 160 224 380 512; do build/bin/covergenre make-examples --size $size "$work/covers-$size" >/dev/null; done
 mkdir -p "$work/many"
 for d in "$work"/covers*; do for f in "$d"/*; do cp "$f" "$work/many/$(basename "$d")-$(basename "$f")"; done; done
-
-step "scheduler: region protocol under stress"
-cc -O2 -DCGK_POOL_TEST_YIELD -ISources/CKernels/include Tests/c/pool_stress.c Sources/CKernels/threadpool.c \
-    -o "$work/pool_stress" -lpthread
-"$work/pool_stress" 8 100000 1
-"$work/pool_stress" 8 100000 4
-# gcc's ThreadSanitizer runtime (the Swift toolchain's clang wants libdispatch linked with it).
-gcc -O1 -g -fsanitize=thread -DCGK_POOL_TEST_YIELD -ISources/CKernels/include Tests/c/pool_stress.c \
-    Sources/CKernels/threadpool.c -o "$work/pool_stress_tsan" -lpthread
-TSAN_OPTIONS=halt_on_error=1 "$work/pool_stress_tsan" 8 20000 3
 
 step "AddressSanitizer"
 # Multiversioned (ifunc) kernels are resolved before the sanitizer runtime starts: build without.
