@@ -44,8 +44,8 @@
  *   n_threads is, and whether the image runs alone, in a batch call or while other calls overlap.
  * - Images: JPEG (baseline, progressive, gray, CMYK, EXIF orientation applied), PNG (every bit
  *   depth and colour type, interlaced; alpha is dropped) and still WebP, recognised by content.
- *   A file that is audio (MP3, FLAC, MP4/M4A, Ogg Vorbis/Opus, WAV, AIFF; recognised by content)
- *   stands for its embedded front cover (picture type 3, else its first picture), read with
+ *   A file, or encoded bytes, that are audio (MP3, FLAC, MP4/M4A, Ogg Vorbis/Opus, WAV, AIFF;
+ *   recognised by content) stand for the embedded front cover (picture type 3, else its first picture), read with
  *   TagLib and then decoded under the same limits as an image file (max_image_bytes applies to
  *   the picture); an audio file without a picture is CG_ERR_NO_COVER.
  */
@@ -71,8 +71,9 @@ extern "C" {
  * the project makes; releases before 2.2.0 also carried a separate 0.x product number, now gone.
  *
  * Changes
- * - 2.3.0: every *_file call (and the batch *_files calls) also takes an audio file (MP3, FLAC,
- *   MP4/M4A, Ogg Vorbis/Opus, WAV, AIFF) and classifies its embedded front cover;
+ * - 2.3.0: every *_file and *_image call (and the batch *_files calls) also takes an audio file
+ *   or its bytes (MP3, FLAC, MP4/M4A, Ogg Vorbis/Opus, WAV, AIFF) and classifies its embedded
+ *   front cover;
  *   CG_ERR_NO_COVER and CG_ERR_AUDIO_DECODE are new; cg_library_* list a music library's albums.
  *   Built against 2.2: nothing to change.
  * - 2.2.0: cg_kernel_variant is new.
@@ -294,9 +295,11 @@ typedef struct cg_album {
     size_t track_count;        /* audio files (cg_library_album_track) */
 } cg_album;
 
-/* Reads every album under `folder` (recursively; hidden entries and links to folders skipped),
- * sorted by folder. On success *out_library owns them; release with cg_library_free. Tracks whose
- * tags cannot be read still belong to their folder's album. Any thread. */
+/* Reads every album under `folder` (recursively; hidden entries, links to folders and folders that
+ * cannot be read skipped), sorted by folder. On success *out_library owns them; release with
+ * cg_library_free. Tracks whose tags cannot be read still belong to their folder's album. Without
+ * an album-artist tag an album is its folder's tracks with one album tag (a compilation), and
+ * album_artist is the artist they share, if any. Any thread. */
 cg_status cg_library_open(const char *folder, cg_library **out_library);
 
 /* Number of albums (0 for NULL). */

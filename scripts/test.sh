@@ -21,16 +21,22 @@ section() { printf '\n== %s == (%s, %d s)\n' "$*" "$(date -u +%T)" "$SECONDS"; }
 # Two cores: work that leaves one idle (package installs, the Python suite) runs beside work that
 # does not need it, its output kept in a log and shown, with its closing lines, when it is waited for.
 logs=$(mktemp -d)
-trap 'rm -rf "$logs"' EXIT
+declare -A pending=()
+# On any exit, background jobs die with the script (and their logs go).
+cleanup() { for pid in "${pending[@]}"; do kill -- "$pid" 2>/dev/null || true; done; rm -rf "$logs" "${package_work:-}"; }
+trap cleanup EXIT
 background() { # NAME COMMAND...: runs COMMAND in the background, output to $logs/NAME.log
     local name=$1
     shift
-    (set +e; "$@" >"$logs/$name.log" 2>&1; echo $? >"$logs/$name.status") &
+    "$@" >"$logs/$name.log" 2>&1 &
+    pending[$name]=$!
 }
-await() { # NAME: waits for it, shows its output, fails if it failed
-    while [ ! -f "$logs/$1.status" ]; do wait -n 2>/dev/null || sleep 1; done
+await() { # NAME: waits for it, shows its output, fails with its status
+    local status=0
+    wait "${pending[$1]}" || status=$?
+    unset "pending[$1]"
     cat "$logs/$1.log"
-    [ "$(cat "$logs/$1.status")" = 0 ] || { echo "$1 failed" >&2; exit 1; }
+    [ "$status" = 0 ] || { echo "$1 failed (exit $status)" >&2; exit 1; }
 }
 
 section "dependencies"
@@ -125,7 +131,6 @@ section "packaging: a self-contained wheel, a prefix install"
 # installed into a prefix, each used from a process that cannot see build/ (no
 # COVERGENRE_LIBRARY, no LD_LIBRARY_PATH, an empty environment, another working directory).
 package_work=$(mktemp -d)
-trap 'rm -rf "$logs" "$package_work"' EXIT
 mkdir -p "$package_work/covers"
 cp "$examples"/* "$package_work/covers/"
 wheel=$(scripts/wheel.sh "$package_work/dist")
@@ -141,7 +146,8 @@ with covergenre.Model() as model:
     assert 'site-packages' in covergenre.library_path(), covergenre.library_path()
     assert model.labels == ('Country', 'Electronic', 'HipHop', 'Pop', 'Rock'), model.labels
 assert len(json.load(open('similar.json'))) == 2
-print('wheel: default model and library from site-packages:', covergenre.library_path())"
+assert covergenre.__version__ == covergenre.library_version() == '$version', (covergenre.__version__, covergenre.library_version())
+print('wheel: default model and library from site-packages:', covergenre.library_path(), 'version', covergenre.__version__)"
 # Every library the bundled .so needs resolves inside the wheel or to the system libraries the
 # manylinux policy lets a wheel assume (glibc, libstdc++, libgcc_s, zlib).
 bundled=$(find "$package_work/venv" -name libcovergenre.so)

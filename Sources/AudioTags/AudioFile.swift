@@ -65,6 +65,36 @@ public enum AudioFile {
         return Picture(bytes: bytes, type: Int(picture.picture_type), mimeType: message(&picture.mime), count: Int(picture.picture_count))
     }
 
+    /// The front cover of an audio file held in memory (an HTTP body, a caller's buffer).
+    public static func frontCover(bytes: UnsafeRawBufferPointer, maxBytes: Int) throws -> Picture {
+        try withFile(holding: bytes) { path in try frontCover(path: path, maxBytes: maxBytes) }
+    }
+
+    /// Runs `body` on a path that holds `bytes`: TagLib reads files, so the bytes go to a
+    /// temporary file, unlinked at once and read through /proc/self/fd, gone when this returns
+    /// whatever happens. Errors name "the audio data", not the temporary path.
+    public static func withFile<T>(holding bytes: UnsafeRawBufferPointer, _ body: (String) throws -> T) throws -> T {
+        let folder = getenv("TMPDIR").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+        var template = Array("\(folder)/covergenre-audio-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { throw CoverGenreError(.io, "cannot make a temporary file for an audio file's bytes: \(Files.errnoText())") }
+        defer { close(fd) }
+        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        var written = 0
+        while written < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + written, bytes.count - written, off_t(written))
+            if n < 0, errno == EINTR { continue }
+            guard n > 0 else { throw CoverGenreError(.io, "cannot write an audio file's bytes to a temporary file: \(Files.errnoText())") }
+            written += n
+        }
+        let path = "/proc/self/fd/\(fd)"
+        do {
+            return try body(path)
+        } catch let error as CoverGenreError {
+            throw CoverGenreError(error.code, error.message.replacing(path, with: "the audio data"))
+        }
+    }
+
     /// What a track's tags say about its album.
     public struct Tags: Sendable, Equatable {
         public var album: String?

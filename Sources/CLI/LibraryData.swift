@@ -16,9 +16,13 @@ struct LibraryData {
         var unmapped: [String: Int] = [:], uncovered = 0, untagged = 0
         // Each album's broad genre: the first tag the table knows.
         var labelled: [(album: Album, genre: String)] = []
+        // One cover file in a folder of several albums stands for each of them: it is trained on
+        // once, so the same picture cannot be on both sides of the split.
+        var covers = Set<String>(), shared = 0
         for album in albums {
             guard !album.genres.isEmpty else { untagged += 1; continue }
-            guard album.cover != nil else { uncovered += 1; continue }
+            guard let cover = album.cover else { uncovered += 1; continue }
+            guard covers.insert(cover.path).inserted else { shared += 1; continue }
             if let genre = album.genres.lazy.compactMap({ names.genre($0) }).first {
                 labelled.append((album, genre))
             } else {
@@ -49,6 +53,7 @@ struct LibraryData {
         }
         if untagged > 0 { report.append("\(untagged) albums have no genre tag (covergenre scan --missing suggests theirs)") }
         if uncovered > 0 { report.append("\(uncovered) tagged albums have no cover") }
+        if shared > 0 { report.append("\(shared) albums share their folder's cover file with another album: used once") }
         if !unmapped.isEmpty {
             report.append("tags no table maps (add them with --genre-map): " + unmapped.sorted { ($1.value, $0.key) < ($0.value, $1.key) }
                 .map { "\"\($0.key)\" \($0.value)" }.joined(separator: ", "))

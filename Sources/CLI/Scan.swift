@@ -22,7 +22,8 @@ struct Scan: ParsableCommand {
         the tag means (Hip-Hop, Rap -> HipHop; Heavy Metal -> Metal, filed under Rock by a model without Metal; --genre-map \
         adds your own). An album that fails is reported on its row and does not stop the scan. Nothing is written unless \
         --write-genre is given: then each track of an album without a genre tag (every album with --force) gets the model's \
-        first genre, when at least --min-confidence, written to a copy that replaces the file (audio bytes unchanged).
+        first genre, when at least --min-confidence, written to a copy that replaces the file (audio bytes unchanged). \
+        Exit status: 0 when the scan ran (albums without an answer are reported on their rows), 1 when a genre write failed, 2 on a usage error.
         """)
 
     @OptionGroup var modelArguments: ModelArguments
@@ -80,9 +81,13 @@ struct Scan: ParsableCommand {
         let model = try modelArguments.load()
         let names = GenreNames(overrides: try genreMap.map(GenreMapFile.read) ?? [:])
         let terminal = isTerminal(2)
-        var albums = try MusicLibrary.albums(under: library) { folders in
+        var skipped = 0
+        var albums = try MusicLibrary.albums(under: library, progress: { folders in
             if terminal, folders % 50 == 0 { fputs("\rreading tags: \(folders) folders\u{1B}[K", stderr) }
-        }
+        }, unreadable: { folder, error in
+            skipped += 1
+            printError("covergenre: skipped a folder that cannot be read: \(error.message)")
+        })
         if terminal { fputs("\r\u{1B}[K", stderr) }
         if missing { albums = albums.filter { $0.genres.isEmpty } }
         var rows = albums.map { album in
@@ -114,7 +119,11 @@ struct Scan: ParsableCommand {
         var summary = "\(rows.count) albums, \(failed) without an answer"
         if compared > 0 { summary += "; the model's first genre agrees with the tag on \(agreeing) of \(compared) (\(Format.percent(Double(agreeing) / Double(compared))))" }
         if writeGenre { summary += "; genre written to \(rows.filter { $0.written != nil }.count) albums" }
+        if skipped > 0 { summary += "; \(skipped) folders could not be read" }
         printError(summary)
+        // Albums without an answer are the library's state, not the scan's failure; a write that
+        // was asked for and failed is.
+        if rows.contains(where: { $0.error?.hasPrefix("write: ") == true }) { throw ExitCode(1) }
     }
 
     /// --write-genre: each track of an album that qualifies gets the first genre, via AudioFile's

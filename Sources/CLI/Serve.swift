@@ -21,11 +21,11 @@ struct Serve: ParsableCommand {
     func run() throws {
         let server = Serve.serverPath()
         guard access(server, X_OK) == 0 else {
-            throw ValidationError("covergenre serve runs \(server), which is not there: build it with scripts/build.sh (or install covergenre-server beside covergenre).")
+            throw CLIError("covergenre serve runs \(server), which is not there: build it with scripts/build.sh (or install covergenre-server beside covergenre)")
         }
         let argv: [UnsafeMutablePointer<CChar>?] = ([server] + arguments).map { strdup($0) } + [nil]
         execv(server, argv)
-        throw ValidationError("could not run \(server): \(String(cString: strerror(errno)))")
+        throw CLIError("could not run \(server): \(String(cString: strerror(errno)))")
     }
 
     /// covergenre-server in the folder of the running executable (symbolic links resolved).

@@ -54,6 +54,11 @@ struct Train: ParsableCommand {
 
     func validate() throws {
         guard data.isEmpty != (library.library == nil) else { throw ValidationError("Give --data or --library (one of them).") }
+        if library.library != nil {
+            guard taxonomy == nil, genres == "default", images == nil, stopAfter == nil, arch == .baselineCNN else {
+                throw ValidationError("--library trains a head on a backbone from your tags: --taxonomy, --genres, --images, --stop-after and --arch are for --data (see --library-genres and --genre-map).")
+            }
+        }
     }
 
     func run() throws {
@@ -235,7 +240,9 @@ struct LibraryOptions: ParsableArguments {
     /// shipped default model's features), calibrates on val and reports test per genre.
     func train(folder: String, configuration c: TrainingConfiguration, transfer: TransferOptions, out: String, runFolder: String?,
                resume: Bool) throws {
-        let albums = try MusicLibrary.albums(under: folder)
+        let albums = try MusicLibrary.albums(under: folder, unreadable: { _, error in
+            printError("library: skipped a folder that cannot be read: \(error.message)")
+        })
         let names = GenreNames(overrides: try genreMap.map(GenreMapFile.read) ?? [:])
         let chosen = libraryGenres.map { $0.split(separator: ",").map { $0.split(separator: " ").joined(separator: " ") } }
         let data = try LibraryData.build(albums: albums, names: names, genres: chosen, minAlbums: minAlbums, seed: c.splitSeed)
@@ -254,7 +261,9 @@ struct LibraryOptions: ParsableArguments {
         try TransferTrainer(configuration: c, transfer: t, dataset: data.dataset, runDirectory: runDirectory, output: uncalibrated,
                             log: printError).run(resume: resume)
         // Calibrated on val, then scored once on test: the figures a user can trust.
-        let trained = try Model(path: uncalibrated)
+        var trainedOptions = ModelOptions()
+        trainedOptions.threads = c.threads
+        let trained = try Model(path: uncalibrated, options: trainedOptions)
         let validation = data.dataset.items(in: .val)
         if validation.count >= Calibrate.minimumImages {
             try Calibrate.calibrate(model: trained, path: uncalibrated, items: validation, classes: data.dataset.classes,

@@ -4,25 +4,47 @@ import SystemIO
 /// Where a cover file's pixels come from: an image file is its own cover; an audio file's is its
 /// embedded front cover. The content decides, never the file name.
 package enum CoverFile {
-    /// The front cover embedded in `path` when it is an audio file; nil when it is not one (the
-    /// caller reads it as an image). An audio file without pictures is `.noCover`.
-    package static func embeddedCover(_ path: String, maxBytes: Int) throws -> AudioFile.Picture? {
-        let head = try Files.head(path, count: AudioFile.sniffBytes)
-        // Content first; a file named like audio that starts with neither an image nor an audio
-        // signature (an MP3 with junk before its first frame) is TagLib's to judge too.
-        guard AudioFile.format(head: head) != nil || (isAudioName(path) && !looksLikeImage(head)) else { return nil }
-        return try AudioFile.frontCover(path: path, maxBytes: maxBytes)
+    /// What a cover file holds: an image's encoded bytes, or an audio file's front cover.
+    package enum Contents {
+        case image([UInt8])
+        case audio(AudioFile.Picture)
+
+        package var encoded: [UInt8] {
+            switch self {
+            case .image(let bytes): return bytes
+            case .audio(let picture): return picture.bytes
+            }
+        }
+    }
+
+    /// Reads `path` once: its first bytes decide. An image file is read whole (at most `maxBytes`,
+    /// else `.imageTooLarge`); an audio file goes to TagLib for its front cover (at most
+    /// `maxBytes`), never read whole. An audio file without pictures is `.noCover`.
+    package static func read(_ path: String, maxBytes: Int) throws -> Contents {
+        let image: [UInt8]?
+        do {
+            // Content first; a file named like audio that starts with neither an image nor an
+            // audio signature (an MP3 with junk before its first frame) is TagLib's to judge too.
+            image = try Files.read(path, maxBytes: maxBytes, unlessHead: AudioFile.sniffBytes) { head in
+                AudioFile.format(head: head) != nil || (isAudioName(path) && !looksLikeImage(head))
+            }
+        } catch let error as CoverGenreError where error.code == .limitExceeded {
+            throw CoverGenreError(.imageTooLarge, error.message)
+        }
+        if let image { return .image(image) }
+        return .audio(try AudioFile.frontCover(path: path, maxBytes: maxBytes))
+    }
+
+    /// The front cover embedded in `bytes` when they are an audio file's; nil when they are not.
+    package static func embeddedCover(bytes: UnsafeRawBufferPointer, maxBytes: Int) throws -> AudioFile.Picture? {
+        guard AudioFile.format(head: Array(bytes.prefix(AudioFile.sniffBytes))) != nil else { return nil }
+        return try AudioFile.frontCover(bytes: bytes, maxBytes: maxBytes)
     }
 
     /// The encoded image a cover file holds: an image file's bytes, or an audio file's embedded
     /// front cover; at most `maxBytes` either way.
     package static func encodedCover(_ path: String, maxBytes: Int) throws -> [UInt8] {
-        if let picture = try embeddedCover(path, maxBytes: maxBytes) { return picture.bytes }
-        do {
-            return try Files.read(path, maxBytes: maxBytes)
-        } catch let error as CoverGenreError where error.code == .limitExceeded {
-            throw CoverGenreError(.imageTooLarge, error.message)
-        }
+        try read(path, maxBytes: maxBytes).encoded
     }
 
     package static func isAudioName(_ path: String) -> Bool {

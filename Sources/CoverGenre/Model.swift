@@ -387,16 +387,15 @@ public final class Model: @unchecked Sendable {
         case .path(let path):
             // An audio file stands for its front cover (AudioFile: TagLib), which is then decoded
             // under the same limits as an image file of its own.
-            guard let cover = try CoverFile.embeddedCover(path, maxBytes: imageLimits.maxFileBytes) else {
-                return try ImageDecoder.decode(path: path, limits: imageLimits, minimumSize: minimumSize)
-            }
+            let contents = try CoverFile.read(path, maxBytes: imageLimits.maxFileBytes)
             do {
-                return try ImageDecoder.decode(cover.bytes, limits: imageLimits, minimumSize: minimumSize)
+                return try ImageDecoder.decode(contents.encoded, limits: imageLimits, minimumSize: minimumSize)
             } catch let error as CoverGenreError {
-                throw CoverGenreError(error.code, "\(path): the embedded cover: \(error.message)")
+                if case .audio = contents { throw CoverGenreError(error.code, "\(path): the embedded cover: \(error.message)") }
+                throw CoverGenreError(error.code, "\(path): \(error.message)")
             }
-        case .encoded(let bytes): return try ImageDecoder.decode(bytes, limits: imageLimits, minimumSize: minimumSize)
-        case .bytes(let bytes): return try ImageDecoder.decode(bytes, limits: imageLimits, minimumSize: minimumSize)
+        case .encoded(let bytes): return try decode(encoded: bytes, minimumSize: minimumSize)
+        case .bytes(let bytes): return try bytes.withUnsafeBytes { try decode(encoded: $0, minimumSize: minimumSize) }
         case .rgb(let image):
             guard image.width > 0, image.height > 0 else { throw CoverGenreError(.invalidArgument, "image has no pixels") }
             guard image.width <= imageLimits.maxWidth, image.height <= imageLimits.maxHeight,
@@ -404,6 +403,19 @@ public final class Model: @unchecked Sendable {
                 throw CoverGenreError(.imageTooLarge, "image is \(image.width)x\(image.height); beyond the configured limits")
             }
             return image
+        }
+    }
+
+    /// Encoded bytes: an image, or an audio file whose embedded front cover stands for it (an
+    /// HTTP body, a caller's buffer), decoded under the same limits.
+    private func decode(encoded bytes: UnsafeRawBufferPointer, minimumSize: Int) throws -> RGBImage {
+        guard let cover = try CoverFile.embeddedCover(bytes: bytes, maxBytes: imageLimits.maxFileBytes) else {
+            return try ImageDecoder.decode(bytes, limits: imageLimits, minimumSize: minimumSize)
+        }
+        do {
+            return try ImageDecoder.decode(cover.bytes, limits: imageLimits, minimumSize: minimumSize)
+        } catch let error as CoverGenreError {
+            throw CoverGenreError(error.code, "the embedded cover: \(error.message)")
         }
     }
 

@@ -64,34 +64,17 @@ enum Harness: String, CaseIterable {
             // Every part's bytes must lie inside the body (a slice of it).
             for part in parts { precondition(part.body.startIndex >= 0 && part.body.endIndex <= body.count) }
         case .audio:
-            // TagLib reads files: the bytes go to an anonymous in-memory file, read by its
-            // /proc path as the library reads a user's file (content sniffing, cover, tags), and
-            // a cover found is decoded as the library would.
-            guard let fd = Harness.scratchFile, ftruncate(fd, 0) == 0 else { return }
-            var written = 0
-            while written < bytes.count {
-                let n = pwrite(fd, bytes.baseAddress! + written, bytes.count - written, off_t(written))
-                if n <= 0 { return }
-                written += n
-            }
-            let path = "/proc/self/fd/\(fd)"
+            // As the library reads audio bytes it is handed (an HTTP body): sniffed, then TagLib
+            // on an unlinked temporary file; a cover found is decoded as the library would.
             _ = AudioFile.format(head: Array(bytes.prefix(AudioFile.sniffBytes)))
-            _ = try? AudioFile.tags(path: path)
-            if let cover = try? AudioFile.frontCover(path: path, maxBytes: 1 << 20) {
-                _ = try? ImageDecoder.decode(cover.bytes, limits: Harness.imageLimits, minimumSize: 64)
+            _ = try? AudioFile.withFile(holding: bytes) { path in
+                _ = try? AudioFile.tags(path: path)
+                if let cover = try? AudioFile.frontCover(path: path, maxBytes: 1 << 20) {
+                    _ = try? ImageDecoder.decode(cover.bytes, limits: Harness.imageLimits, minimumSize: 64)
+                }
             }
         }
     }
-
-    /// One unlinked file per process for the audio harness (TagLib reads paths, not memory):
-    /// rewritten for every input, reached through /proc/self/fd, gone when the process ends.
-    static let scratchFile: Int32? = {
-        var template = Array("/tmp/covergenre-fuzz-audio-XXXXXX".utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0 else { return nil }
-        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
-        return fd
-    }()
 
     func convert(_ checkpoint: StateDict) {
         var options = ImportOptions()

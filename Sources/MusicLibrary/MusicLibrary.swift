@@ -62,15 +62,24 @@ public enum MusicLibrary {
     /// Every album under `root` (recursively; hidden entries skipped, symbolic links to folders
     /// not followed, so a link loop cannot recurse), sorted by folder then album. Reads tags
     /// only: nothing is decoded or written. `progress(foldersDone)` is called as folders finish.
-    public static func albums(under root: String, maxPictureBytes: Int = 64 << 20,
-                              progress: (Int) -> Void = { _ in }) throws -> [Album] {
+    /// A folder that cannot be read (a root-owned lost+found) is reported through `unreadable`
+    /// and skipped; only an unreadable `root` fails.
+    public static func albums(under root: String, maxPictureBytes: Int = 64 << 20, progress: (Int) -> Void = { _ in },
+                              unreadable: (String, CoverGenreError) -> Void = { _, _ in }) throws -> [Album] {
         guard Files.isDirectory(root) else { throw CoverGenreError(.io, "\(root) is not a folder") }
+        _ = try Files.list(root)
         var albums: [Album] = []
         var folders = 0
-        func visit(_ folder: String, depth: Int) throws {
+        func visit(_ folder: String, depth: Int) {
             // Deeper than any real library; a bound all the same.
             guard depth < 64 else { return }
-            let names = try Files.list(folder).filter { !$0.hasPrefix(".") }.sorted()
+            let names: [String]
+            do {
+                names = try Files.list(folder).filter { !$0.hasPrefix(".") }.sorted()
+            } catch {
+                unreadable(folder, error as? CoverGenreError ?? CoverGenreError(.io, "\(folder): \(error)"))
+                return
+            }
             var audio: [String] = [], images: [String] = [], subfolders: [String] = []
             func classify(_ name: String, _ path: String) {
                 let ext = name.split(separator: ".").count > 1 ? name.split(separator: ".").last!.lowercased() : ""
@@ -87,9 +96,9 @@ public enum MusicLibrary {
             if !audio.isEmpty { albums += albumsOf(folder: folder, audio: audio, images: images, maxPictureBytes: maxPictureBytes) }
             folders += 1
             progress(folders)
-            for sub in subfolders { try visit(sub, depth: depth + 1) }
+            for sub in subfolders { visit(sub, depth: depth + 1) }
         }
-        try visit(root, depth: 0)
+        visit(root, depth: 0)
         return albums
     }
 
@@ -101,7 +110,9 @@ public enum MusicLibrary {
                 let stem = base.split(separator: ".").dropLast().joined(separator: ".")
                 return name == "albumart" ? stem.hasPrefix(name) : stem == name
             }
-            if let first = matches.sorted().first { return first }
+            // Several (AlbumArtSmall.jpg and AlbumArt_{...}_Large.jpg, cover.jpg and cover.png):
+            // the largest file, the most detailed picture; ties by name.
+            if let best = matches.sorted().max(by: { fileSize($0) < fileSize($1) }) { return best }
         }
         return nil
     }
@@ -118,15 +129,23 @@ public enum MusicLibrary {
                 return Track(path: path, tags: nil, problem: "\(error)")
             }
         }
-        // Group by (album artist, else artist; album); tracks without tags join the folder's
-        // largest group (they are most likely its untagged tracks), or form their own.
+        // Group by (album artist, album). Without an album-artist tag, by album alone: the
+        // tracks of a compilation have as many artists as tracks. Tracks whose tags name neither
+        // an album nor an artist (or cannot be read) join the folder's largest group: they are
+        // most likely its untagged tracks; alone, they form their own.
         struct Key: Hashable { let artist: String?; let album: String? }
-        func key(_ t: AudioFile.Tags) -> Key { Key(artist: nonEmpty(t.albumArtist) ?? nonEmpty(t.artist), album: nonEmpty(t.album)) }
+        func key(_ t: AudioFile.Tags) -> Key {
+            let album = nonEmpty(t.album)
+            return Key(artist: nonEmpty(t.albumArtist) ?? (album == nil ? nonEmpty(t.artist) : nil), album: album)
+        }
         var order: [Key] = []
         var groups: [Key: [Track]] = [:]
         var untagged: [Track] = []
         for t in tracks {
-            guard let tags = t.tags else { untagged.append(t); continue }
+            guard let tags = t.tags, nonEmpty(tags.album) != nil || nonEmpty(tags.albumArtist) != nil || nonEmpty(tags.artist) != nil else {
+                untagged.append(t)
+                continue
+            }
             let k = key(tags)
             if groups[k] == nil { order.append(k) }
             groups[k, default: []].append(t)
@@ -160,9 +179,17 @@ public enum MusicLibrary {
                     }
                 }
             }
-            return Album(folder: folder, albumArtist: k.artist, title: k.album, tracks: members.map(\.path), genres: genres, cover: cover,
+            // No album-artist tag: the artist its tracks share, if they share one.
+            let artists = Set(members.compactMap { nonEmpty($0.tags?.artist) })
+            let artist = k.artist ?? (artists.count == 1 ? artists.first : nil)
+            return Album(folder: folder, albumArtist: artist, title: k.album, tracks: members.map(\.path), genres: genres, cover: cover,
                          problems: members.compactMap { t in t.problem.map { "\(Files.baseName(t.path)): \($0)" } })
         }
+    }
+
+    static func fileSize(_ path: String) -> Int {
+        var info = stat()
+        return stat(path, &info) == 0 ? Int(info.st_size) : 0
     }
 
     static func nonEmpty(_ s: String?) -> String? {

@@ -122,7 +122,10 @@ public final class CoverService: Sendable {
             } catch {
                 throw ServiceError(.badRequest, "invalid_argument", "malformed multipart body: \(error)")
             }
-            let files = parts.filter { $0.filename != nil || $0.contentType?.lowercased().hasPrefix("image/") == true }
+            let files = parts.filter { part in
+                let type = part.contentType?.lowercased() ?? ""
+                return part.filename != nil || type.hasPrefix("image/") || type.hasPrefix("audio/")
+            }
             guard !files.isEmpty else { throw ServiceError(.badRequest, "invalid_argument", "the multipart body has no file part") }
             guard files.count <= configuration.maxImages else {
                 throw ServiceError(.tooLarge, "limit_exceeded", "\(files.count) images in one request; at most \(configuration.maxImages) (--max-images)")
@@ -130,9 +133,10 @@ public final class CoverService: Sendable {
             return files.enumerated().map { i, part in Image(name: part.filename ?? part.name ?? "image\(i + 1)", bytes: Array(part.body)) }
         }
         let type = contentType.split(separator: ";").first.map { $0.trimmingSpaces.lowercased() } ?? ""
-        guard type.isEmpty || type.hasPrefix("image/") || type == "application/octet-stream" else {
+        // An audio file's body stands for its embedded front cover, as an audio file does.
+        guard type.isEmpty || type.hasPrefix("image/") || type.hasPrefix("audio/") || type == "application/octet-stream" else {
             throw ServiceError(.unsupportedMediaType, "unsupported_media_type",
-                               "content type \"\(type)\": send the image as the body (image/jpeg, image/png, image/webp or application/octet-stream) or as multipart/form-data")
+                               "content type \"\(type)\": send the image (or an audio file with an embedded cover) as the body (image/*, audio/* or application/octet-stream) or as multipart/form-data")
         }
         guard !body.isEmpty else { throw ServiceError(.badRequest, "invalid_argument", "the body is empty: send an image") }
         return [Image(name: "image", bytes: body)]

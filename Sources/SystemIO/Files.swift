@@ -5,26 +5,36 @@ import Glibc
 /// File access without Foundation (the core library links no Foundation, to stay small when the
 /// Swift runtime is linked statically).
 public enum Files {
-    /// The first `count` bytes of a file (fewer when it is shorter), for telling formats apart.
-    public static func head(_ path: String, count: Int) throws -> [UInt8] {
-        let (fd, _) = try openForReading(path)
-        defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: max(count, 0))
-        var filled = 0
-        while filled < bytes.count, try readSome(fd, path, into: &bytes, at: &filled) {}
-        return Array(bytes[..<filled])
-    }
-
     /// Reads a whole file, refusing more than `maxBytes`.
     public static func read(_ path: String, maxBytes: Int = 1 << 30) throws -> [UInt8] {
+        try read(path, maxBytes: maxBytes, unlessHead: 0) { _ in false }!
+    }
+
+    /// Reads a whole file, refusing more than `maxBytes`, unless its first `headBytes` bytes make
+    /// `stop` true: then nil, and the rest is never read. One open and one pass, so a pipe or a
+    /// file being replaced is read once, as it is.
+    public static func read(_ path: String, maxBytes: Int, unlessHead headBytes: Int, _ stop: ([UInt8]) -> Bool) throws -> [UInt8]? {
         let (fd, expected) = try openForReading(path)
         defer { close(fd) }
+        if headBytes > 0 {
+            var head = [UInt8](repeating: 0, count: headBytes)
+            var got = 0
+            while got < head.count, try readSome(fd, path, into: &head, at: &got) {}
+            head.removeSubrange(got...)
+            if stop(head) { return nil }
+            if got < headBytes { return head }
+            return try readRest(fd, path, maxBytes: maxBytes, expected: expected, after: head)
+        }
+        return try readRest(fd, path, maxBytes: maxBytes, expected: expected, after: [])
+    }
+
+    static func readRest(_ fd: Int32, _ path: String, maxBytes: Int, expected: Int, after head: [UInt8]) throws -> [UInt8] {
         if expected > maxBytes {
             throw CoverGenreError(.limitExceeded, "\(path) is \(expected) bytes; the limit is \(maxBytes)")
         }
         // Read until EOF rather than trusting st_size: pipes and growing files report other sizes.
-        var bytes = [UInt8](repeating: 0, count: max(expected, 0) + 1)
-        var filled = 0
+        var bytes = head + [UInt8](repeating: 0, count: max(expected - head.count, 0) + 1)
+        var filled = head.count
         while true {
             if filled == bytes.count {
                 if bytes.count > maxBytes { throw CoverGenreError(.limitExceeded, "\(path) exceeds \(maxBytes) bytes") }

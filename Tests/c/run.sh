@@ -85,17 +85,24 @@ replay() { # KIND DIR...: replays each folder, prints the total
     for dir in "${@:2}"; do
         files=("$dir"*)
         [ -e "${files[0]}" ] || { echo "no inputs in $dir" >&2; exit 1; }
-        said=$(.build-asan/debug/covergenre-fuzz "$(basename "$dir")" "${files[@]}" | sed -n 's/^replayed \([0-9]*\) .*/\1/p')
+        # The driver's exit status counts (a sanitizer report aborts it), and so does what it says.
+        .build-asan/debug/covergenre-fuzz "$(basename "$dir")" "${files[@]}" >"$work/replay.out" ||
+            { echo "$dir: the fuzz driver failed" >&2; exit 1; }
+        said=$(sed -n 's/^replayed \([0-9]*\) .*/\1/p' "$work/replay.out")
         [ "$said" = "${#files[@]}" ] || { echo "$dir: the fuzz driver replayed '${said}' of ${#files[@]} inputs" >&2; exit 1; }
         total=$((total + said))
     done
     echo "$total"
 }
-regressions=$(replay regressions fuzz/regressions/*/)
-seeds=$(replay seeds fuzz/seeds/*/)
+# Not in $(...): there `set -e` is off and an exit would leave only the subshell.
+replay regressions fuzz/regressions/*/ >"$work/regressions.count"
+replay seeds fuzz/seeds/*/ >"$work/seeds.count"
+regressions=$(cat "$work/regressions.count") seeds=$(cat "$work/seeds.count")
 [ "$regressions" -gt 0 ] && [ "$seeds" -gt 0 ] || { echo "no fuzz regression or seed inputs" >&2; exit 1; }
 # Every harness has seeds: a target added without them is not replayed.
-for target in $(.build-asan/debug/covergenre-fuzz 2>&1 | sed -n 's/^.*usage: covergenre-fuzz \([a-z|]*\) .*/\1/p' | tr '|' ' '); do
+targets=$(.build-asan/debug/covergenre-fuzz 2>&1 | sed -n 's/^.*usage: covergenre-fuzz \([A-Za-z0-9_|-]*\) .*/\1/p' | tr '|' ' ' || true)
+[ -n "$targets" ] || { echo "could not read the fuzz driver's targets" >&2; exit 1; }
+for target in $targets; do
     [ -d "fuzz/seeds/$target" ] || { echo "fuzz target $target has no fuzz/seeds/$target" >&2; exit 1; }
 done
 # An unknown target must fail, not pass having replayed nothing.

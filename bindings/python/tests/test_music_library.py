@@ -266,3 +266,45 @@ def test_train_on_the_library_tags_splits_by_artist_and_reports_test(cli, tmp_pa
         artist = Path(row["path"]).parent.parent.name
         artist_splits.setdefault(artist, set()).add(row["split"])
     assert all(len(s) == 1 for s in artist_splits.values()), "an artist is on both sides of the split"
+
+
+# ---- Audio bytes: buffers and HTTP bodies --------------------------------------------------
+
+def test_audio_bytes_in_memory_are_classified_by_their_cover(fixtures, model):
+    expected = values(model.probabilities(str(fixtures / "front.jpg")))
+    for fmt in ("mp3", "flac", "m4a"):
+        assert values(model.probabilities((fixtures / ("cover." + fmt)).read_bytes())) == expected, fmt
+    with pytest.raises(CoverGenreError) as caught:
+        model.probabilities((fixtures / "no_picture.flac").read_bytes())
+    assert caught.value.status_name == "CG_ERR_NO_COVER" and "/proc/" not in caught.value.message, caught.value
+
+
+def test_the_server_classifies_an_audio_body_by_its_cover(cli, fixtures, model):
+    from test_server import Server
+    server = Server(cli, "-m", str(REPO / "models" / "covergenre-default.cgm"))
+    try:
+        status, _, answer = server.request("POST", "/v1/classify?top_k=1", (fixtures / "cover.mp3").read_bytes(),
+                                           "application/octet-stream")
+        assert status == 200, answer
+        expected = model.classify(str(fixtures / "front.jpg"), top_k=1)[0]
+        genre = answer["results"][0]["genres"][0]
+        assert genre["label"] == expected.label and abs(genre["probability"] - expected.probability) < 1e-6
+        status, _, answer = server.request("POST", "/v1/classify", (fixtures / "no_picture.mp3").read_bytes(),
+                                           "application/octet-stream")
+        assert status == 422 and answer["error"]["code"] == "no_cover", answer
+    finally:
+        server.stop()
+
+
+def test_a_cover_from_a_pipe_is_read_once(fixtures, model, tmp_path):
+    """Telling audio from images reads a file's first bytes: a FIFO must still give the whole image."""
+    import threading
+    fifo = tmp_path / "cover.pipe"
+    os.mkfifo(fifo)
+    data = (fixtures / "front.jpg").read_bytes()
+    writer = threading.Thread(target=lambda: fifo.write_bytes(data))
+    writer.start()
+    try:
+        assert values(model.probabilities(str(fifo))) == values(model.probabilities(str(fixtures / "front.jpg")))
+    finally:
+        writer.join(30)
