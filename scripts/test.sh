@@ -83,13 +83,6 @@ swift_clang="$(dirname "$(readlink -f "$(command -v swift)")")/clang"
 section "release build"
 scripts/build.sh
 
-section "python tests start (in the background, beside the sections below)"
-# The Python suite on two workers (pytest-xdist) uses about 1.3 cores; the packaging, examples,
-# TagLib and sanitizer sections beside it fill the rest. Its output follows under "python tests".
-# In CI every skip but the documented Spark one fails (bindings/python/tests/conftest.py).
-[ "${CI:-}" = true ] && export COVERGENRE_NO_SKIP=1
-background python-tests .venv/bin/python -m pytest bindings/python/tests -q -n 2 -p no:cacheprovider
-
 section "libcovergenre.so is self-contained"
 if ldd build/lib/libcovergenre.so | grep -i swift; then
     echo "libcovergenre.so links a Swift runtime library" >&2
@@ -171,6 +164,13 @@ echo "prefix install: pkg-config and CMake builds of examples/c ran"
 section "a Swift package that depends on CoverGenre"
 swift build --package-path examples/swift 2>&1 | tail -1
 examples/swift/.build/debug/classify-cover models/covergenre-default.cgm "$examples"/*
+
+section "python tests start (in the background, beside the sections below)"
+# The Python suite on two workers (pytest-xdist) uses about 1.3 cores; the TagLib and sanitizer
+# sections beside it fill the rest (the Swift example's build, 29 s alone, took 94 s beside it). Its output follows under "python tests".
+# In CI every skip but the documented Spark one fails (bindings/python/tests/conftest.py).
+[ "${CI:-}" = true ] && export COVERGENRE_NO_SKIP=1
+background python-tests .venv/bin/python -m pytest bindings/python/tests -q -n 2 -p no:cacheprovider
 
 section "TagLib shim (covers and tags of audio files): every format and hostile file, also under ASan and UBSan"
 TAGLIB_TEST_PYTHON=.venv/bin/python Tests/c/taglib_run.sh
