@@ -191,7 +191,7 @@ public final class Model: @unchecked Sendable {
         let image = try decode(input)
         out.update(repeating: 0)
         try runViews(image, threads: threads) { addProbabilities($0, into: out.baseAddress!) }
-        Model.clampProbabilities(UnsafeMutableBufferPointer(rebasing: out[0..<classCount]))
+        try Model.clampProbabilities(UnsafeMutableBufferPointer(rebasing: out[0..<classCount]))
     }
 
     /// The `top` most probable classes, most probable first; with `minConfidence` set, only those
@@ -281,7 +281,7 @@ public final class Model: @unchecked Sendable {
                         }
                     }
                 }
-                if output == .probabilities { values.withUnsafeMutableBufferPointer { Model.clampProbabilities($0) } }
+                if output == .probabilities { try values.withUnsafeMutableBufferPointer { try Model.clampProbabilities($0) } }
                 values.withUnsafeBufferPointer { deliver(i, .success($0)) }
             } catch {
                 deliver(i, .failure(Model.wrap(error)))
@@ -295,9 +295,15 @@ public final class Model: @unchecked Sendable {
     }
 
     /// Probabilities are reported inside [0, 1] whatever the CPU's rounding did to the softmax and
-    /// the view average (a caller's schema may say `maximum: 1`).
-    package static func clampProbabilities(_ values: UnsafeMutableBufferPointer<Float>) {
-        for i in values.indices { values[i] = min(max(values[i], 0), 1) }
+    /// the view average (a caller's schema may say `maximum: 1`). NaN has no place in the range:
+    /// it comes only from damaged or hostile weights, and is an error rather than a number.
+    package static func clampProbabilities(_ values: UnsafeMutableBufferPointer<Float>) throws {
+        for i in values.indices {
+            guard !values[i].isNaN else {
+                throw CoverGenreError(.internal, "the model computed a NaN probability: its weights are damaged (or hostile)")
+            }
+            values[i] = min(max(values[i], 0), 1)
+        }
     }
 
     /// Runs `body(i)` for i in 0..<count on the calling thread and up to `threads - 1` of the

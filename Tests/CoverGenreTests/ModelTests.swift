@@ -37,10 +37,14 @@ final class ModelTests: XCTestCase {
         XCTAssertEqual(try Model(path: path, options: options).threads, Model.maxThreads)
     }
 
-    func testProbabilitiesAreClampedToZeroOne() {
+    func testProbabilitiesAreClampedToZeroOne() throws {
         var values: [Float] = [1.0000001, -1e-9, 0.5, 1]
-        values.withUnsafeMutableBufferPointer { Model.clampProbabilities($0) }
+        try values.withUnsafeMutableBufferPointer { try Model.clampProbabilities($0) }
         XCTAssertEqual(values, [1, 0, 0.5, 1])
+        var broken: [Float] = [0.5, .nan]
+        XCTAssertThrowsError(try broken.withUnsafeMutableBufferPointer { try Model.clampProbabilities($0) }) { error in
+            XCTAssertEqual((error as? CoverGenreError)?.code, .internal)
+        }
     }
 
     /// A batch of one is the single-image call (the model's threads on one image), bit for bit.
