@@ -23,50 +23,33 @@ public enum AudioFile {
     /// Containers, by `cgt_audio_format`.
     public enum Format: UInt32, Sendable {
         case mpeg = 1, id3v2, flac, oggVorbis, oggOpus, oggFLAC, oggSpeex, oggOther, mp4, wav, aiff
-
-        public var name: String {
-            switch self {
-            case .mpeg, .id3v2: return "MP3"
-            case .flac: return "FLAC"
-            case .oggVorbis: return "Ogg Vorbis"
-            case .oggOpus: return "Opus"
-            case .oggFLAC: return "Ogg FLAC"
-            case .oggSpeex: return "Speex"
-            case .oggOther: return "Ogg"
-            case .mp4: return "MP4"
-            case .wav: return "WAV"
-            case .aiff: return "AIFF"
-            }
-        }
     }
 
     /// File extensions of the audio files a library scan looks at (content decides the format).
     public static let extensions: Set<String> = ["mp3", "mp2", "flac", "m4a", "m4b", "mp4", "aac", "alac", "ogg", "oga", "opus", "spx",
                                                  "wav", "aif", "aiff", "aifc"]
 
-    /// A picture embedded in an audio file.
-    public struct Picture: Sendable {
-        public let bytes: [UInt8]
-        /// ID3v2/FLAC picture type: 3 is the front cover.
-        public let type: Int
-        public let mimeType: String
-        /// Pictures in the file altogether.
-        public let count: Int
-    }
-
-    /// The file's front cover (picture type 3), else its first picture; refused before copying
-    /// when larger than `maxBytes`. A file without any picture is `.noCover`.
-    public static func frontCover(path: String, maxBytes: Int) throws -> Picture {
+    /// The file's front cover (picture type 3), else its first picture, as stored (encoded image
+    /// bytes); refused before copying when larger than `maxBytes`. No picture is `.noCover`.
+    public static func frontCover(path: String, maxBytes: Int) throws -> [UInt8] {
         var picture = cgt_picture()
         defer { cgt_picture_free(&picture) }
         let status = cgt_read_cover(path, max(maxBytes, 0), &picture)
         guard status == CGT_OK else { throw error(status, message(&picture.message), path: path) }
-        let bytes = picture.size == 0 ? [] : Array(UnsafeBufferPointer(start: picture.data, count: picture.size))
-        return Picture(bytes: bytes, type: Int(picture.picture_type), mimeType: message(&picture.mime), count: Int(picture.picture_count))
+        return picture.size == 0 ? [] : Array(UnsafeBufferPointer(start: picture.data, count: picture.size))
+    }
+
+    /// Whether the file holds a picture, without copying it: the shim refuses a picture larger
+    /// than 0 bytes as too large, after counting the file's pictures.
+    public static func hasPicture(path: String) -> Bool {
+        var picture = cgt_picture()
+        defer { cgt_picture_free(&picture) }
+        let status = cgt_read_cover(path, 0, &picture)
+        return status == CGT_OK || (status == CGT_ERR_TOO_LARGE && picture.picture_count > 0)
     }
 
     /// The front cover of an audio file held in memory (an HTTP body, a caller's buffer).
-    public static func frontCover(bytes: UnsafeRawBufferPointer, maxBytes: Int) throws -> Picture {
+    public static func frontCover(bytes: UnsafeRawBufferPointer, maxBytes: Int) throws -> [UInt8] {
         try withFile(holding: bytes) { path in try frontCover(path: path, maxBytes: maxBytes) }
     }
 
@@ -100,27 +83,10 @@ public enum AudioFile {
         public var album: String?
         public var albumArtist: String?
         public var artist: String?
-        public var title: String?
         public var trackNumber: Int
         public var discNumber: Int
         /// Every GENRE value, as stored (multi-valued tags give several).
         public var genres: [String]
-        /// nil when unknown.
-        public var durationMilliseconds: Int?
-        public var format: Format?
-
-        public init(album: String? = nil, albumArtist: String? = nil, artist: String? = nil, title: String? = nil, trackNumber: Int = 0,
-                    discNumber: Int = 0, genres: [String] = [], durationMilliseconds: Int? = nil, format: Format? = nil) {
-            self.album = album
-            self.albumArtist = albumArtist
-            self.artist = artist
-            self.title = title
-            self.trackNumber = trackNumber
-            self.discNumber = discNumber
-            self.genres = genres
-            self.durationMilliseconds = durationMilliseconds
-            self.format = format
-        }
     }
 
     /// The file's tags (read-only). A file without tags has empty ones.
@@ -131,9 +97,8 @@ public enum AudioFile {
         guard status == CGT_OK else { throw error(status, message(&t.message), path: path) }
         func text(_ p: UnsafeMutablePointer<CChar>?) -> String? { p.map { String(cString: $0) } }
         let genres = (0..<t.genre_count).compactMap { t.genres?[$0].map { String(cString: $0) } }
-        return Tags(album: text(t.album), albumArtist: text(t.album_artist), artist: text(t.artist), title: text(t.title),
-                    trackNumber: Int(t.track_number), discNumber: Int(t.disc_number), genres: genres,
-                    durationMilliseconds: t.duration_ms >= 0 ? Int(t.duration_ms) : nil, format: Format(rawValue: t.format.rawValue))
+        return Tags(album: text(t.album), albumArtist: text(t.album_artist), artist: text(t.artist),
+                    trackNumber: Int(t.track_number), discNumber: Int(t.disc_number), genres: genres)
     }
 
     /// Replaces the file's genres. The original is never changed in place: TagLib writes a copy

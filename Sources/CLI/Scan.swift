@@ -156,6 +156,7 @@ struct Scan: ParsableCommand {
                     "genres": JSON(row.album.genres), "tag_label": row.tagLabel.map(JSON.string) ?? .null,
                     "predictions": .array(row.predictions.map { ["label": .string($0.label), "probability": JSON(Double(format(Double($0.probability), decimals: 4))!)] }),
                     "agrees": row.agrees.map(JSON.bool) ?? .null, "error": row.error.map(JSON.string) ?? .null,
+                    "unreadable_tracks": JSON(row.album.problems),
                 ]
                 if writeGenre { o["written"] = row.written.map(JSON.string) ?? .null }
                 return .object(o)
@@ -184,6 +185,7 @@ struct Scan: ParsableCommand {
                     let verdict = row.agrees.map { $0 ? "  agrees" : "  differs" } ?? ""
                     print("  model:   " + row.predictions.map { "\($0.label) \(format(Double($0.probability), decimals: 3))" }.joined(separator: ", ") + verdict)
                 }
+                for problem in row.album.problems { print("  tags unreadable: \(problem)") }
                 if let written = row.written { print("  written: \(written)") }
             }
         }

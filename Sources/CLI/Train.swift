@@ -182,19 +182,10 @@ struct TransferOptions: ParsableArguments {
         guard (0..<1).contains(headDropout) else { throw ValidationError("--head-dropout is 0-1.") }
     }
 
-    /// The transfer configuration, nil without --backbone. The head's balancing is the run's
-    /// (none becomes class weights: a head on few covers needs them).
-    func configuration(balance: TrainingConfiguration.Balance, labelSmoothing: Float) -> TransferConfiguration? {
-        TransferOptions.configuration(self, backbone: backbone, balance: balance, labelSmoothing: labelSmoothing)
-    }
-
-    static func configuration(_ o: TransferOptions, backbone: String?, balance: TrainingConfiguration.Balance,
-                              labelSmoothing: Float) -> TransferConfiguration? {
-        guard let backbone else { return nil }
-        let (features, views, headHidden, headEpochs, headDropout, headLearningRate, headWeightDecay, trainLast, backboneLrScale,
-             flipAverage, backboneInputSize, resize) = (o.features, o.views, o.headHidden, o.headEpochs, o.headDropout, o.headLearningRate,
-                                                        o.headWeightDecay, o.trainLast, o.backboneLrScale, o.flipAverage,
-                                                        o.backboneInputSize, o.resize)
+    /// The transfer configuration on `backbone` (default: --backbone), nil without one. The head's
+    /// balancing is the run's (none becomes class weights: a head on few covers needs them).
+    func configuration(backbone: String? = nil, balance: TrainingConfiguration.Balance, labelSmoothing: Float) -> TransferConfiguration? {
+        guard let backbone = backbone ?? self.backbone else { return nil }
         var t = TransferConfiguration(backbone: backbone)
         t.features = features
         t.views = views
@@ -252,9 +243,7 @@ struct LibraryOptions: ParsableArguments {
         for line in data.report { printError("library: \(line)") }
         guard !data.dataset.items(in: .test).isEmpty else { throw CLIError("too few album artists to hold any out for testing") }
         let backbone = transfer.backbone ?? ModelArguments.defaultModelPath
-        guard let t = TransferOptions.configuration(transfer, backbone: backbone, balance: c.balance, labelSmoothing: c.labelSmoothing) else {
-            throw CLIError("no backbone")
-        }
+        let t = transfer.configuration(backbone: backbone, balance: c.balance, labelSmoothing: c.labelSmoothing)!
         let runDirectory = runFolder ?? (out.hasSuffix(".cgm") ? String(out.dropLast(4)) : out) + ".run"
         let uncalibrated = Files.join(runDirectory, "uncalibrated.cgm")
         try Files.makeDirectories(runDirectory)

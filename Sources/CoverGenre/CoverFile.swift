@@ -4,15 +4,14 @@ import SystemIO
 /// Where a cover file's pixels come from: an image file is its own cover; an audio file's is its
 /// embedded front cover. The content decides, never the file name.
 package enum CoverFile {
-    /// What a cover file holds: an image's encoded bytes, or an audio file's front cover.
+    /// What a cover file holds, encoded: an image file's bytes, or an audio file's front cover.
     package enum Contents {
         case image([UInt8])
-        case audio(AudioFile.Picture)
+        case audio([UInt8])
 
         package var encoded: [UInt8] {
             switch self {
-            case .image(let bytes): return bytes
-            case .audio(let picture): return picture.bytes
+            case .image(let bytes), .audio(let bytes): return bytes
             }
         }
     }
@@ -36,7 +35,7 @@ package enum CoverFile {
     }
 
     /// The front cover embedded in `bytes` when they are an audio file's; nil when they are not.
-    package static func embeddedCover(bytes: UnsafeRawBufferPointer, maxBytes: Int) throws -> AudioFile.Picture? {
+    package static func embeddedCover(bytes: UnsafeRawBufferPointer, maxBytes: Int) throws -> [UInt8]? {
         guard AudioFile.format(head: Array(bytes.prefix(AudioFile.sniffBytes))) != nil else { return nil }
         return try AudioFile.frontCover(bytes: bytes, maxBytes: maxBytes)
     }

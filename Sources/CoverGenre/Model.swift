@@ -393,12 +393,9 @@ public final class Model: @unchecked Sendable {
         case .path(let path):
             // An audio file stands for its front cover (AudioFile: TagLib), which is then decoded
             // under the same limits as an image file of its own.
-            let contents = try CoverFile.read(path, maxBytes: imageLimits.maxFileBytes)
-            do {
-                return try ImageDecoder.decode(contents.encoded, limits: imageLimits, minimumSize: minimumSize)
-            } catch let error as CoverGenreError {
-                if case .audio = contents { throw CoverGenreError(error.code, "\(path): the embedded cover: \(error.message)") }
-                throw CoverGenreError(error.code, "\(path): \(error.message)")
+            switch try CoverFile.read(path, maxBytes: imageLimits.maxFileBytes) {
+            case .image(let bytes): return try decode(bytes, minimumSize: minimumSize, naming: "\(path): ")
+            case .audio(let cover): return try decode(cover, minimumSize: minimumSize, naming: "\(path): the embedded cover: ")
             }
         case .encoded(let bytes): return try decode(encoded: bytes, minimumSize: minimumSize)
         case .bytes(let bytes): return try bytes.withUnsafeBytes { try decode(encoded: $0, minimumSize: minimumSize) }
@@ -418,10 +415,15 @@ public final class Model: @unchecked Sendable {
         guard let cover = try CoverFile.embeddedCover(bytes: bytes, maxBytes: imageLimits.maxFileBytes) else {
             return try ImageDecoder.decode(bytes, limits: imageLimits, minimumSize: minimumSize)
         }
+        return try decode(cover, minimumSize: minimumSize, naming: "the embedded cover: ")
+    }
+
+    /// Decodes encoded image bytes, the error's message starting with where they came from.
+    private func decode(_ encoded: [UInt8], minimumSize: Int, naming origin: String) throws -> RGBImage {
         do {
-            return try ImageDecoder.decode(cover.bytes, limits: imageLimits, minimumSize: minimumSize)
+            return try ImageDecoder.decode(encoded, limits: imageLimits, minimumSize: minimumSize)
         } catch let error as CoverGenreError {
-            throw CoverGenreError(error.code, "the embedded cover: \(error.message)")
+            throw CoverGenreError(error.code, origin + error.message)
         }
     }
 

@@ -70,7 +70,7 @@ enum Harness: String, CaseIterable {
             _ = try? AudioFile.withFile(holding: bytes) { path in
                 _ = try? AudioFile.tags(path: path)
                 if let cover = try? AudioFile.frontCover(path: path, maxBytes: 1 << 20) {
-                    _ = try? ImageDecoder.decode(cover.bytes, limits: Harness.imageLimits, minimumSize: 64)
+                    _ = try? ImageDecoder.decode(cover, limits: Harness.imageLimits, minimumSize: 64)
                 }
             }
         }

@@ -64,7 +64,7 @@ public enum MusicLibrary {
     /// only: nothing is decoded or written. `progress(foldersDone)` is called as folders finish.
     /// A folder that cannot be read (a root-owned lost+found) is reported through `unreadable`
     /// and skipped; only an unreadable `root` fails.
-    public static func albums(under root: String, maxPictureBytes: Int = 64 << 20, progress: (Int) -> Void = { _ in },
+    public static func albums(under root: String, progress: (Int) -> Void = { _ in },
                               unreadable: (String, CoverGenreError) -> Void = { _, _ in }) throws -> [Album] {
         guard Files.isDirectory(root) else { throw CoverGenreError(.io, "\(root) is not a folder") }
         _ = try Files.list(root)
@@ -93,7 +93,7 @@ public enum MusicLibrary {
                 }
                 if Files.isDirectory(path) { subfolders.append(path) } else if Files.isRegularFile(path) { classify(name, path) }
             }
-            if !audio.isEmpty { albums += albumsOf(folder: folder, audio: audio, images: images, maxPictureBytes: maxPictureBytes) }
+            if !audio.isEmpty { albums += albumsOf(folder: folder, audio: audio, images: images) }
             folders += 1
             progress(folders)
             for sub in subfolders { visit(sub, depth: depth + 1) }
@@ -123,7 +123,7 @@ public enum MusicLibrary {
         let problem: String?
     }
 
-    static func albumsOf(folder: String, audio: [String], images: [String], maxPictureBytes: Int) -> [Album] {
+    static func albumsOf(folder: String, audio: [String], images: [String]) -> [Album] {
         let tracks: [Track] = audio.map { path in
             do { return Track(path: path, tags: try AudioFile.tags(path: path), problem: nil) } catch {
                 return Track(path: path, tags: nil, problem: "\(error)")
@@ -173,7 +173,7 @@ public enum MusicLibrary {
             if cover == nil {
                 // The first track, in order, whose file holds a picture.
                 for t in members where t.tags != nil {
-                    if (try? AudioFile.frontCover(path: t.path, maxBytes: maxPictureBytes)) != nil {
+                    if AudioFile.hasPicture(path: t.path) {
                         cover = .embedded(t.path)
                         break
                     }

@@ -33,7 +33,8 @@ public enum Files {
             throw CoverGenreError(.limitExceeded, "\(path) is \(expected) bytes; the limit is \(maxBytes)")
         }
         // Read until EOF rather than trusting st_size: pipes and growing files report other sizes.
-        var bytes = head + [UInt8](repeating: 0, count: max(expected - head.count, 0) + 1)
+        var bytes = head
+        bytes.append(contentsOf: repeatElement(0, count: max(expected - head.count, 0) + 1))
         var filled = head.count
         while true {
             if filled == bytes.count {

@@ -146,6 +146,8 @@ def small_library(tmp_path_factory, fixtures):
     bare = root / "music" / "Artist E" / "No Cover"
     bare.mkdir(parents=True)
     shutil.copyfile(fixtures / "no_picture.mp3", bare / "01.mp3")
+    # A track whose tags cannot be read: it still belongs to its folder's album, reported.
+    (bare / "02.mp3").write_bytes(b"this is not an MPEG stream" * 40)
     return root / "music"
 
 
@@ -178,6 +180,7 @@ def test_scan_gives_a_row_per_album_and_errors_never_stop_it(cli, small_library,
     assert rows["Metal M4A"]["tag_label"] == "Rock", "Heavy Metal is filed under Rock by a model without Metal"
     assert rows["Unknown Genre"]["tag_label"] is None and rows["Unknown Genre"]["agrees"] is None
     assert rows["Test Album"]["error"].startswith("no_cover") and rows["Test Album"]["predictions"] == []
+    assert rows["Test Album"]["tracks"] == 2 and [p.split(":")[0] for p in rows["Test Album"]["unreadable_tracks"]] == ["02.mp3"]
     missing = json.loads(scan(cli, "--json", "--missing", str(small_library)).stdout)
     assert [r["album"] for r in missing] == ["Untagged Opus"], "no_picture.mp3 (Test Album) is tagged Rock; Shoegaze"
     table = list(csv.DictReader(scan(cli, "--csv", str(small_library)).stdout.splitlines()))
