@@ -39,6 +39,7 @@ fi
 # The Swift runtime linked statically, so libcovergenre.so loads in any C program or Python
 # process, and the tools run, without a Swift toolchain on the machine. One `swift build` for all
 # products: each further invocation costs seconds of planning.
+echo "building ${products[*]} (release; a first build takes minutes)..." >&2
 flags=(-c release -Xswiftc -static-stdlib)
 case $what in
     all) swift build "${flags[@]}" ;;

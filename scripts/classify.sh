@@ -8,10 +8,8 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 scripts/setup.sh --runtime
-if [ ! -x build/bin/covergenre ] || [ -n "$(find Sources include Package.swift -newer build/bin/covergenre -print -quit)" ]; then
-    echo "building covergenre (release; the first build takes a few minutes)..." >&2
-    scripts/build.sh --cli >/dev/null
-fi
+# Builds the tool alone, when any source is newer than it (build.sh says so on standard error).
+scripts/build.sh --cli >/dev/null
 
 images=()
 for arg in "$@"; do

@@ -89,21 +89,17 @@ if ldd build/lib/libcovergenre.so | grep -i swift; then
     exit 1
 fi
 # A clean process (empty environment) loads it and calls into it.
-env -i /usr/bin/python3 -c "
-import ctypes, sys
-lib = ctypes.CDLL('$root/build/lib/libcovergenre.so')
-lib.cg_version_string.restype = ctypes.c_char_p
-print('loaded libcovergenre', lib.cg_version_string().decode(), 'API', lib.cg_api_version())
-"
-
-section "one version number"
-# include/covergenre.h holds it; everything that reports a version must say the same.
-version=$(scripts/version.sh)
 library=$(env -i /usr/bin/python3 -c "
 import ctypes
 lib = ctypes.CDLL('$root/build/lib/libcovergenre.so')
 lib.cg_version_string.restype = ctypes.c_char_p
-print(lib.cg_version_string().decode())")
+print(lib.cg_version_string().decode(), lib.cg_api_version())")
+echo "loaded libcovergenre ${library% *} API ${library##* }"
+library=${library% *}
+
+section "one version number"
+# include/covergenre.h holds it; everything that reports a version must say the same.
+version=$(scripts/version.sh)
 python_package=$(PYTHONPATH=bindings/python python3 -c "import covergenre; print(covergenre.__version__)")
 pkgconfig=$(PKG_CONFIG_PATH=build/lib/pkgconfig pkg-config --modversion covergenre)
 for reported in "library $library" "covergenre $(build/bin/covergenre --version)" \
@@ -167,7 +163,8 @@ examples/swift/.build/debug/classify-cover models/covergenre-default.cgm "$examp
 
 section "python tests start (in the background, beside the sections below)"
 # The Python suite on two workers (pytest-xdist) uses about 1.3 cores; the TagLib and sanitizer
-# sections beside it fill the rest (the Swift example's build, 29 s alone, took 94 s beside it). Its output follows under "python tests".
+# sections beside it fill the rest (the Swift example's build, 29 s alone, took 94 s beside it,
+# so it runs before). Its output follows under "python tests".
 # In CI every skip but the documented Spark one fails (bindings/python/tests/conftest.py).
 [ "${CI:-}" = true ] && export COVERGENRE_NO_SKIP=1
 background python-tests .venv/bin/python -m pytest bindings/python/tests -q -n 2 -p no:cacheprovider

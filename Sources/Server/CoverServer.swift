@@ -79,9 +79,6 @@ struct API: Sendable {
                 guard model.name == service.models[0].name else {
                     throw ServiceError(.badRequest, "invalid_argument", "the index was built with model \"\(service.models[0].name)\"; omit ?model= or name that one")
                 }
-                guard service.indexedCovers != nil else {
-                    throw ServiceError(.notFound, "no_index", "this server has no index of covers: start it with --index FOLDER")
-                }
                 return { try service.similar(images, k: k) }
             }
         }
@@ -165,6 +162,13 @@ extension Health: ResponseEncodable {}
 /// `{"error": {...}}`, the body of every failed request.
 struct ErrorResponse: ResponseEncodable {
     let error: ErrorBody
+
+    /// Encoded by the context's encoder, with the failure's status.
+    func response(status: HTTPResponse.Status, from request: Request, context: some RequestContext) throws -> Response {
+        var response = try response(from: request, context: context)
+        response.status = status
+        return response
+    }
 }
 
 /// A `ServiceError` thrown by a route becomes its JSON error response with the status its kind
@@ -183,8 +187,7 @@ extension ServiceError: HTTPResponseError {
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        var response = try ErrorResponse(error: body).response(from: request, context: context)
-        response.status = status
+        var response = try ErrorResponse(error: body).response(status: status, from: request, context: context)
         if let retryAfter { response.headers[.retryAfter] = String(retryAfter) }
         return response
     }
@@ -196,9 +199,7 @@ struct RoutingError: HTTPResponseError {
     let body: ErrorBody
 
     func response(from request: Request, context: some RequestContext) throws -> Response {
-        var response = try ErrorResponse(error: body).response(from: request, context: context)
-        response.status = status
-        return response
+        try ErrorResponse(error: body).response(status: status, from: request, context: context)
     }
 }
 

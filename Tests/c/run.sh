@@ -80,9 +80,10 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 # its coverage), through the same harness under AddressSanitizer with leak detection (a leak is a
 # finding too). The driver refuses an unknown target and says how many inputs it replayed; that
 # number must be the folder's file count, so a renamed folder or a driver that skips fails here.
-replay() { # KIND DIR...: replays each folder, prints the total
-    local total=0 dir files said
-    for dir in "${@:2}"; do
+replay() { # DIR...: replays each folder; the total goes to $replayed
+    local dir files said
+    replayed=0
+    for dir in "$@"; do
         files=("$dir"*)
         [ -e "${files[0]}" ] || { echo "no inputs in $dir" >&2; exit 1; }
         # The driver's exit status counts (a sanitizer report aborts it), and so does what it says.
@@ -90,14 +91,13 @@ replay() { # KIND DIR...: replays each folder, prints the total
             { echo "$dir: the fuzz driver failed" >&2; exit 1; }
         said=$(sed -n 's/^replayed \([0-9]*\) .*/\1/p' "$work/replay.out")
         [ "$said" = "${#files[@]}" ] || { echo "$dir: the fuzz driver replayed '${said}' of ${#files[@]} inputs" >&2; exit 1; }
-        total=$((total + said))
+        replayed=$((replayed + said))
     done
-    echo "$total"
 }
-# Not in $(...): there `set -e` is off and an exit would leave only the subshell.
-replay regressions fuzz/regressions/*/ >"$work/regressions.count"
-replay seeds fuzz/seeds/*/ >"$work/seeds.count"
-regressions=$(cat "$work/regressions.count") seeds=$(cat "$work/seeds.count")
+replay fuzz/regressions/*/
+regressions=$replayed
+replay fuzz/seeds/*/
+seeds=$replayed
 [ "$regressions" -gt 0 ] && [ "$seeds" -gt 0 ] || { echo "no fuzz regression or seed inputs" >&2; exit 1; }
 # Every harness has seeds: a target added without them is not replayed.
 targets=$(.build-asan/debug/covergenre-fuzz 2>&1 | sed -n 's/^.*usage: covergenre-fuzz \([A-Za-z0-9_|-]*\) .*/\1/p' | tr '|' ' ' || true)

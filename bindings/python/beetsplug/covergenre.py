@@ -33,9 +33,7 @@ The cover sources, tried in the order ``sources`` lists them:
   case) in a folder of the album's tracks. This is what ``auto`` finds on import: the import
   stages run before fetchart assigns the album's art.
 - ``embedded``: the front cover embedded in a track (MP3, FLAC, M4A, Ogg), tracks in disc and
-  track order, first track with a usable cover wins. This needs a libcovergenre that reads
-  embedded covers through its file calls; an older one refuses audio files, and the plugin moves
-  on as it does for a track without a cover.
+  track order, first track with a usable cover wins (libcovergenre's file calls read it).
 
 The genre goes where the installed beets keeps it: the multi-valued ``genres`` field (beets 2.7
 and later), else the single ``genre`` field (several genres joined by ``separator``), as that
