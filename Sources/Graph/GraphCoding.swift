@@ -44,11 +44,13 @@ extension Node {
             o["activation"] = .string(a.activation.rawValue)
             o["weight"] = .string(a.weight)
             if let bias = a.bias { o["bias"] = .string(bias) }
+            if let q = a.inputQuantization { o["input_quantization"] = q.json }
         case .linear(let a):
             o["out_features"] = JSON(a.outFeatures)
             o["activation"] = .string(a.activation.rawValue)
             o["weight"] = .string(a.weight)
             if let bias = a.bias { o["bias"] = .string(bias) }
+            if let q = a.inputQuantization { o["input_quantization"] = q.json }
         case .batchNorm(let a):
             o["epsilon"] = .number(a.epsilon)
             o["activation"] = .string(a.activation.rawValue)
@@ -84,10 +86,12 @@ extension Node {
             op = .conv2d(Conv2DAttributes(
                 kernel: (k[0], k[1]), stride: (s[0], s[1]), padding: try g.padding("padding"),
                 groups: try g.int("groups"), outChannels: try g.int("out_channels"),
-                activation: try g.activation("activation"), weight: try g.string("weight"), bias: try g.optionalString("bias")))
+                activation: try g.activation("activation"), weight: try g.string("weight"), bias: try g.optionalString("bias"),
+                inputQuantization: try g.inputQuantization()))
         case "linear":
             op = .linear(LinearAttributes(outFeatures: try g.int("out_features"), activation: try g.activation("activation"),
-                                          weight: try g.string("weight"), bias: try g.optionalString("bias")))
+                                          weight: try g.string("weight"), bias: try g.optionalString("bias"),
+                                          inputQuantization: try g.inputQuantization()))
         case "batchnorm":
             op = .batchNorm(BatchNormAttributes(
                 epsilon: try g.double("epsilon"), activation: try g.activation("activation"), gamma: try g.string("gamma"),
@@ -109,6 +113,22 @@ extension Node {
         default:
             throw CoverGenreError(.modelUnsupported, "graph node \"\(name)\": unknown op \"\(kind)\" (made by a newer CoverGenre?)")
         }
+    }
+}
+
+extension InputQuantization {
+    var json: JSON { .object(["scale": .number(Double(scale)), "zero_point": JSON(zeroPoint)]) }
+}
+
+extension FieldReader {
+    /// An int8 layer's "input_quantization": a finite positive scale (as a float32) and a zero
+    /// point in [0, 255]; nil when absent.
+    func inputQuantization() throws -> InputQuantization? {
+        guard has("input_quantization") else { return nil }
+        let q = FieldReader(try value("input_quantization"), context: "\(context) input_quantization")
+        let scale = Float(try q.double("scale"))
+        guard scale.isFinite, scale > 0 else { throw q.fail("scale \(scale) is not finite and positive") }
+        return InputQuantization(scale: scale, zeroPoint: try q.int("zero_point", range: 0...255))
     }
 }
 

@@ -61,6 +61,18 @@ public struct Node: Equatable, Sendable {
     }
 }
 
+/// How an int8 layer quantizes the float activations it reads (see `Quantization`): per tensor,
+/// `x ≈ (q - zeroPoint) * scale`, q in [0, 255]. A layer with one has int8 weights.
+public struct InputQuantization: Equatable, Sendable {
+    public var scale: Float
+    public var zeroPoint: Int
+
+    public init(scale: Float, zeroPoint: Int) {
+        self.scale = scale
+        self.zeroPoint = zeroPoint
+    }
+}
+
 public struct Conv2DAttributes: Equatable, Sendable {
     public var kernel: (Int, Int)
     public var stride: (Int, Int)
@@ -72,9 +84,11 @@ public struct Conv2DAttributes: Equatable, Sendable {
     public var weight: String
     /// [Cout], or none
     public var bias: String?
+    /// Set in int8 models (`covergenre quantize`) on layers whose weights are int8.
+    public var inputQuantization: InputQuantization?
 
     public init(kernel: (Int, Int), stride: (Int, Int) = (1, 1), padding: Padding, groups: Int = 1, outChannels: Int,
-                activation: Activation = .none, weight: String, bias: String?) {
+                activation: Activation = .none, weight: String, bias: String?, inputQuantization: InputQuantization? = nil) {
         self.kernel = kernel
         self.stride = stride
         self.padding = padding
@@ -83,11 +97,13 @@ public struct Conv2DAttributes: Equatable, Sendable {
         self.activation = activation
         self.weight = weight
         self.bias = bias
+        self.inputQuantization = inputQuantization
     }
 
     public static func == (a: Self, b: Self) -> Bool {
         a.kernel == b.kernel && a.stride == b.stride && a.padding == b.padding && a.groups == b.groups
             && a.outChannels == b.outChannels && a.activation == b.activation && a.weight == b.weight && a.bias == b.bias
+            && a.inputQuantization == b.inputQuantization
     }
 }
 
@@ -97,12 +113,16 @@ public struct LinearAttributes: Equatable, Sendable {
     /// [inFeatures, outFeatures]
     public var weight: String
     public var bias: String?
+    /// Set in int8 models on layers whose weights are int8.
+    public var inputQuantization: InputQuantization?
 
-    public init(outFeatures: Int, activation: Activation = .none, weight: String, bias: String?) {
+    public init(outFeatures: Int, activation: Activation = .none, weight: String, bias: String?,
+                inputQuantization: InputQuantization? = nil) {
         self.outFeatures = outFeatures
         self.activation = activation
         self.weight = weight
         self.bias = bias
+        self.inputQuantization = inputQuantization
     }
 }
 
@@ -176,6 +196,15 @@ public indirect enum Op: Equatable, Sendable {
         case .flatten: return "flatten"
         case .dropout: return "dropout"
         case .softmax: return "softmax"
+        }
+    }
+
+    /// The activation quantization of an int8 convolution or linear layer.
+    public var inputQuantization: InputQuantization? {
+        switch self {
+        case .conv2d(let a): return a.inputQuantization
+        case .linear(let a): return a.inputQuantization
+        default: return nil
         }
     }
 

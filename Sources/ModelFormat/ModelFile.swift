@@ -6,9 +6,39 @@ import SystemIO
 public enum DType: UInt8, Sendable, CaseIterable {
     case float32 = 0
     case float16 = 1
+    /// Symmetric per-channel int8 (format version 2): one float32 scale per index of the last
+    /// dimension (a convolution's or linear layer's output channel), then the values; the zero
+    /// point is 0 and a value is `q * scale[channel]`. See docs/model-format.md.
+    case int8 = 2
 
-    public var size: Int { self == .float32 ? 4 : 2 }
-    public var name: String { self == .float32 ? "f32" : "f16" }
+    /// Bytes per element (int8's scales come on top: `byteCount(shape:)`).
+    public var size: Int {
+        switch self {
+        case .float32: return 4
+        case .float16: return 2
+        case .int8: return 1
+        }
+    }
+
+    public var name: String {
+        switch self {
+        case .float32: return "f32"
+        case .float16: return "f16"
+        case .int8: return "i8"
+        }
+    }
+
+    /// The first format version that can hold this storage type.
+    public var formatVersion: UInt32 { self == .int8 ? 2 : 1 }
+
+    /// Stored bytes of a tensor of `shape`: its elements, and for int8 one 4-byte scale per
+    /// channel (the last dimension) before them. Nil when int8 has no channel dimension.
+    public func byteCount(shape: [Int]) -> Int? {
+        let elements = shape.reduce(1, *)
+        guard self == .int8 else { return elements * size }
+        guard let channels = shape.last, channels > 0 else { return nil }
+        return 4 * channels + elements
+    }
 }
 
 /// One entry of the tensor table.
@@ -21,6 +51,8 @@ public struct TensorInfo: Equatable, Sendable {
     public let byteCount: Int
 
     public var elementCount: Int { shape.reduce(1, *) }
+    /// Channels of an int8 tensor: one scale each (the last dimension).
+    public var channels: Int { shape.last ?? 1 }
 }
 
 /// Bounds the reader enforces before it trusts anything in a file. All are configurable
@@ -42,7 +74,10 @@ public struct ModelFileLimits: Sendable {
 /// See docs/model-format.md for the byte layout.
 public enum ModelFileLayout {
     public static let magic: [UInt8] = [0x89, 0x43, 0x47, 0x4D, 0x0D, 0x0A, 0x1A, 0x0A] // "\x89CGM\r\n\x1a\n"
-    public static let version: UInt32 = 1
+    /// The newest version this library reads and writes. A file is written as version 1 unless it
+    /// holds int8 tensors, so readers from before int8 still read every float model.
+    public static let version: UInt32 = 2
+    public static let versions: ClosedRange<UInt32> = 1...2
     public static let headerSize = 64
     public static let alignment = 64
     /// The checksum covers every byte after its own field.
@@ -93,8 +128,9 @@ public final class ModelFile: @unchecked Sendable {
         }
         var reader = ByteReader(bytes: bytes, position: 8)
         let version = try reader.u32()
-        guard version == ModelFileLayout.version else {
-            throw CoverGenreError(.modelUnsupported, "\(source): model format version \(version); this library reads version \(ModelFileLayout.version)")
+        guard ModelFileLayout.versions.contains(version) else {
+            throw CoverGenreError(.modelUnsupported, "\(source): model format version \(version); this library reads versions "
+                                  + "\(ModelFileLayout.versions.lowerBound) to \(ModelFileLayout.versions.upperBound)")
         }
         let headerSize = try reader.u32()
         guard headerSize == ModelFileLayout.headerSize else { throw invalid("header size \(headerSize), expected 64") }
@@ -137,6 +173,20 @@ public final class ModelFile: @unchecked Sendable {
         for i in 0..<tensorCount {
             let entry = try ModelFile.readEntry(&table, limits: limits, dataStart: dataStart, fileSize: size) {
                 invalid("tensor #\(i): \($0)")
+            }
+            guard entry.dtype.formatVersion <= version else {
+                throw invalid("tensor \"\(entry.name)\": \(entry.dtype.name) storage needs format version \(entry.dtype.formatVersion), the file says \(version)")
+            }
+            if entry.dtype == .int8 {
+                // The scales come before the values; a scale that is not finite and positive would
+                // make every value of its channel meaningless.
+                let scales = UnsafeRawBufferPointer(rebasing: bytes[entry.offset..<(entry.offset + 4 * entry.channels)])
+                for c in 0..<entry.channels {
+                    let scale = Float(bitPattern: UInt32(littleEndian: scales.loadUnaligned(fromByteOffset: 4 * c, as: UInt32.self)))
+                    guard scale.isFinite, scale > 0 else {
+                        throw invalid("tensor \"\(entry.name)\": int8 scale of channel \(c) is \(scale), not finite and positive")
+                    }
+                }
             }
             guard index[entry.name] == nil else { throw invalid("tensor name \"\(entry.name)\" appears twice") }
             index[entry.name] = i
@@ -186,7 +236,10 @@ public final class ModelFile: @unchecked Sendable {
             shape.append(Int(d))
         }
         let offset = try r.u64(), byteCount = try r.u64()
-        guard byteCount == elements * UInt64(dtype.size) else {
+        guard let expected = dtype.byteCount(shape: shape) else {
+            throw invalid("\(name): \(dtype.name) storage needs a last dimension of at least 1 (its channels), shape is \(shape)")
+        }
+        guard byteCount == UInt64(expected) else {
             throw invalid("\(name): \(byteCount) bytes do not match shape \(shape) of \(dtype.name)")
         }
         guard offset % UInt64(ModelFileLayout.alignment) == 0 else { throw invalid("\(name): offset \(offset) is not 64-byte aligned") }
@@ -203,7 +256,16 @@ public final class ModelFile: @unchecked Sendable {
         UnsafeRawBufferPointer(rebasing: base[tensor.offset..<(tensor.offset + tensor.byteCount)])
     }
 
-    /// A tensor as float32: in place for f32 storage, widened into a new buffer for f16.
+    /// An int8 tensor's per-channel scales and values (valid while this object lives), else nil.
+    public func int8(_ tensor: TensorInfo) -> (scales: UnsafePointer<Float>, values: UnsafePointer<Int8>)? {
+        guard tensor.dtype == .int8 else { return nil }
+        // Offsets are 64-byte aligned, so the scales are aligned floats and the values follow them.
+        let raw = rawBytes(tensor).baseAddress!
+        return (raw.assumingMemoryBound(to: Float.self), (raw + 4 * tensor.channels).assumingMemoryBound(to: Int8.self))
+    }
+
+    /// A tensor as float32: in place for f32 storage, widened into a new buffer for f16,
+    /// dequantized (`q * scale[channel]`) for int8.
     public func floats(_ name: String) throws -> FloatTensor {
         guard let tensor = info(name) else { throw CoverGenreError(.modelFormat, "model has no tensor \"\(name)\"") }
         let raw = rawBytes(tensor)
@@ -218,6 +280,14 @@ public final class ModelFile: @unchecked Sendable {
             if tensor.elementCount > 0 {
                 cgk_half_to_float(raw.baseAddress!.assumingMemoryBound(to: UInt16.self), buffer.pointer, tensor.elementCount)
             }
+            return FloatTensor(shape: tensor.shape, pointer: buffer.pointer, owner: buffer)
+        case .int8:
+            guard let buffer = FloatBuffer(uninitializedCount: tensor.elementCount) else {
+                throw CoverGenreError(.outOfMemory, "cannot allocate tensor \"\(name)\"")
+            }
+            let (scales, values) = int8(tensor)!
+            let channels = tensor.channels
+            for i in 0..<tensor.elementCount { buffer.pointer[i] = Float(values[i]) * scales[i % channels] }
             return FloatTensor(shape: tensor.shape, pointer: buffer.pointer, owner: buffer)
         }
     }

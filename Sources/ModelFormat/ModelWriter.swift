@@ -1,7 +1,8 @@
 import CKernels
+import Kernels
 import SystemIO
 
-/// Builds a `.cgm` file: metadata plus named tensors, each stored as f32 or f16.
+/// Builds a `.cgm` file: metadata plus named tensors, each stored as f32, f16 or int8.
 public struct ModelWriter {
     public var metadata: JSON
     private var entries: [(name: String, shape: [Int], dtype: DType, data: [UInt8])] = []
@@ -20,17 +21,53 @@ public struct ModelWriter {
         guard shape.allSatisfy({ $0 >= 0 }), shape.reduce(1, *) == values.count else {
             throw CoverGenreError(.invalidArgument, "tensor \"\(name)\": shape \(shape) does not hold \(values.count) values")
         }
+        if storage == .int8 {
+            guard let (scales, quantized) = Quantization.symmetric(values, channels: shape.last ?? 0) else {
+                throw CoverGenreError(.invalidArgument, "tensor \"\(name)\": int8 storage needs finite values and a last dimension (channels)")
+            }
+            try addInt8(name, shape: shape, scales: scales, values: quantized)
+            return
+        }
         var data = [UInt8](repeating: 0, count: values.count * storage.size)
         if values.count > 0 {
             data.withUnsafeMutableBytes { raw in
                 switch storage {
                 case .float32: raw.copyMemory(from: UnsafeRawBufferPointer(values))
                 case .float16: cgk_float_to_half(values.baseAddress!, raw.baseAddress!.assumingMemoryBound(to: UInt16.self), values.count)
+                case .int8: preconditionFailure("quantized above")
                 }
             }
         }
         names.insert(name)
         entries.append((name, shape, storage, data))
+    }
+
+    /// Adds an int8 tensor from its per-channel scales (finite, positive; one per index of the last
+    /// dimension) and values.
+    public mutating func addInt8(_ name: String, shape: [Int], scales: [Float], values: [Int8]) throws {
+        guard !name.isEmpty, name.utf8.count <= 1024 else { throw CoverGenreError(.invalidArgument, "tensor name \"\(name)\" is empty or too long") }
+        guard !names.contains(name) else { throw CoverGenreError(.invalidArgument, "tensor \"\(name)\" added twice") }
+        guard let channels = shape.last, channels > 0, scales.count == channels, shape.allSatisfy({ $0 >= 0 }),
+              shape.reduce(1, *) == values.count
+        else {
+            throw CoverGenreError(.invalidArgument, "int8 tensor \"\(name)\": shape \(shape), \(scales.count) scales and \(values.count) values disagree")
+        }
+        guard scales.allSatisfy({ $0.isFinite && $0 > 0 }) else {
+            throw CoverGenreError(.invalidArgument, "int8 tensor \"\(name)\": a scale is not finite and positive")
+        }
+        var data: [UInt8] = []
+        data.reserveCapacity(4 * channels + values.count)
+        for scale in scales { data.appendLE(scale.bitPattern) }
+        data.append(contentsOf: values.map { UInt8(bitPattern: $0) })
+        names.insert(name)
+        entries.append((name, shape, .int8, data))
+    }
+
+    /// Adds a tensor of `file` exactly as stored there (no conversion, no requantization).
+    public mutating func add(copying tensor: TensorInfo, of file: ModelFile) throws {
+        guard !names.contains(tensor.name) else { throw CoverGenreError(.invalidArgument, "tensor \"\(tensor.name)\" added twice") }
+        names.insert(tensor.name)
+        entries.append((tensor.name, tensor.shape, tensor.dtype, Array(file.rawBytes(tensor))))
     }
 
     public mutating func add(_ name: String, shape: [Int], values: [Float], storage: DType = .float32) throws {
@@ -66,7 +103,8 @@ public struct ModelWriter {
         var file = [UInt8](repeating: 0, count: fileSize)
         file.replaceSubrange(0..<8, with: ModelFileLayout.magic)
         var header: [UInt8] = []
-        header.appendLE(ModelFileLayout.version)
+        // Version 1 unless a tensor needs more: older readers keep reading float models.
+        header.appendLE(entries.map(\.dtype.formatVersion).max() ?? 1)
         header.appendLE(UInt32(ModelFileLayout.headerSize))
         header.appendLE(UInt64(fileSize))
         header.appendLE(UInt64(0)) // checksum, filled in below

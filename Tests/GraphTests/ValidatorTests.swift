@@ -118,4 +118,37 @@ final class ValidatorTests: XCTestCase {
             XCTAssertEqual((error as? CoverGenreError)?.code, .limitExceeded)
         }
     }
+
+    // Int8 layers: the quantization of their input is checked where the JSON is decoded.
+
+    func testInputQuantizationRoundTripsAndIsValidated() throws {
+        var conv = Conv2DAttributes(kernel: (3, 3), padding: .same, outChannels: 8, weight: "conv.w", bias: "conv.b")
+        conv.inputQuantization = InputQuantization(scale: 0.0235, zeroPoint: 17)
+        let graph = Self.graph(conv: conv)
+        XCTAssertEqual(try GraphSpec(json: graph.json), graph)
+        func decoding(_ quantization: JSON) -> CoverGenreError? {
+            guard case .object(var root) = graph.json, case .array(var nodes) = root["nodes"]!, case .object(var node) = nodes[0]
+            else { return nil }
+            node["input_quantization"] = quantization
+            nodes[0] = .object(node)
+            root["nodes"] = .array(nodes)
+            do {
+                _ = try GraphSpec(json: .object(root))
+                return nil
+            } catch {
+                return error as? CoverGenreError
+            }
+        }
+        let cases: [(JSON, String)] = [
+            (["scale": 0, "zero_point": 0], "scale"), (["scale": -1, "zero_point": 0], "scale"),
+            (["scale": 1e300, "zero_point": 0], "scale"), (["scale": 0.1, "zero_point": 256], "zero_point"),
+            (["scale": 0.1, "zero_point": -1], "zero_point"), (["scale": 0.1], "zero_point"), ("int8", "object"),
+        ]
+        for (bad, word) in cases {
+            let error = decoding(bad)
+            XCTAssertEqual(error?.code, .modelFormat, "\(bad)")
+            XCTAssertTrue(error?.message.contains(word) ?? false, "\(bad): \(error?.message ?? "accepted")")
+        }
+        XCTAssertNil(decoding(["scale": 0.5, "zero_point": 255]))
+    }
 }

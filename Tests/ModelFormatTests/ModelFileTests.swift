@@ -81,10 +81,65 @@ final class ModelFileTests: XCTestCase {
 
     func testNewerFormatVersionIsReportedAsUnsupported() throws {
         var bytes = try smallModel()
-        bytes[8] = 2
+        bytes[8] = UInt8(ModelFileLayout.version + 1)
         XCTAssertThrowsError(try bytes.withUnsafeBytes { try ModelFile(copying: $0) }) { error in
             XCTAssertEqual((error as? CoverGenreError)?.code, .modelUnsupported)
         }
+    }
+
+    // Int8 storage: per-channel scales before the values, format version 2 only where needed.
+
+    func int8Model() throws -> [UInt8] {
+        var writer = ModelWriter(metadata: ["format": "test"])
+        try writer.add("w", shape: [2, 3], values: [0.5, -1, 3, -0.25, 1, 1.5], storage: .int8)
+        try writer.addInt8("q", shape: [2], scales: [0.5, 2], values: [-63, 7])
+        try writer.add("f", shape: [1], values: [1])
+        return writer.serialize()
+    }
+
+    func testInt8RoundTripAndVersions() throws {
+        let bytes = try int8Model()
+        XCTAssertEqual(bytes[8], 2, "a file with int8 tensors is version 2")
+        XCTAssertEqual(try smallModel()[8], 1, "a float file stays version 1, which older readers read")
+        let file = try bytes.withUnsafeBytes { try ModelFile(copying: $0) }
+        XCTAssertEqual(file.version, 2)
+        XCTAssertEqual(file.info("w")?.dtype, .int8)
+        XCTAssertEqual(file.info("w")?.byteCount, 3 * 4 + 6)
+        // Per channel (last dimension): column maxima 0.5, 1, 3 map to 63.
+        let w = try file.floats("w").array, expected: [Float] = [0.5, -1, 3, -0.25, 1, 1.5]
+        for (a, b) in zip(w, expected) { XCTAssertEqual(a, b, accuracy: 3 / 63 / 2 + 1e-6) }
+        XCTAssertEqual(try file.floats("q").array, [-31.5, 14])
+        let (scales, values) = try XCTUnwrap(file.int8(try XCTUnwrap(file.info("q"))))
+        XCTAssertEqual([scales[0], scales[1]], [0.5, 2])
+        XCTAssertEqual([values[0], values[1]], [-63, 7])
+        // Copying a tensor keeps its bytes: no requantization.
+        var copy = ModelWriter(metadata: ["format": "test"])
+        for info in file.tensors { try copy.add(copying: info, of: file) }
+        XCTAssertEqual(copy.serialize(), bytes)
+    }
+
+    func testInt8ScalesAndVersionAreValidated() throws {
+        let bytes = try int8Model()
+        let file = try bytes.withUnsafeBytes { try ModelFile(copying: $0) }
+        let q = try XCTUnwrap(file.info("q"))
+        func refused(_ damage: (inout [UInt8]) -> Void, _ what: String) {
+            var damaged = bytes
+            damage(&damaged)
+            var limits = ModelFileLimits()
+            limits.verifyChecksum = false
+            XCTAssertThrowsError(try damaged.withUnsafeBytes { try ModelFile(copying: $0, limits: limits) }, what) { error in
+                XCTAssertEqual((error as? CoverGenreError)?.code, .modelFormat, "\(what): \(error)")
+            }
+        }
+        for (bits, name) in [(Float(0).bitPattern, "zero"), (Float(-1).bitPattern, "negative"), (Float.nan.bitPattern, "NaN"),
+                             (Float.infinity.bitPattern, "infinite")] {
+            refused({ b in withUnsafeBytes(of: bits.littleEndian) { b.replaceSubrange(q.offset..<(q.offset + 4), with: $0) } },
+                    "\(name) scale")
+        }
+        refused({ $0[8] = 1 }, "int8 tensors in a version-1 file")
+        XCTAssertThrowsError(try { var w = ModelWriter(metadata: [:]); try w.addInt8("s", shape: [2], scales: [1, 0], values: [1, 1]) }())
+        XCTAssertThrowsError(try { var w = ModelWriter(metadata: [:]); try w.addInt8("s", shape: [], scales: [], values: [1]) }())
+        XCTAssertThrowsError(try { var w = ModelWriter(metadata: [:]); try w.add("s", shape: [1], values: [.nan], storage: .int8) }())
     }
 
     func testWriterRefusesInconsistentTensors() {
