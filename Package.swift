@@ -99,7 +99,7 @@ let package = Package(
         .testTarget(name: "TrainingTests", dependencies: [
             "Architectures", "Graph", "ImageIO", "Kernels", "ModelFormat", "SystemIO", "TestSupport", "ToolSupport", "Training",
         ]),
-        .testTarget(name: "InferenceTests", dependencies: ["Architectures", "CoverGenre", "Graph", "Inference", "Kernels", "TestSupport"]),
+        .testTarget(name: "InferenceTests", dependencies: ["Architectures", "CoverGenre", "Graph", "Inference", "Kernels", "ModelFormat", "SystemIO", "TestSupport"]),
         .testTarget(name: "GraphTests", dependencies: ["Graph", "Kernels", "ModelFormat", "SystemIO"]),
         .testTarget(name: "MusicLibraryTests", dependencies: ["MusicLibrary", "SystemIO"]),
         .testTarget(name: "ServiceTests", dependencies: ["CoverGenre", "ModelFormat", "Service", "SystemIO", "TestSupport"]),

@@ -13,10 +13,13 @@ public protocol WeightSource {
     func shape(_ name: String) -> [Int]?
     /// The stored IEEE half values of a tensor kept in f16, else nil. Valid while the source lives.
     func halfs(_ name: String) -> UnsafePointer<UInt16>?
+    /// The per-channel scales and values of a tensor kept in int8, else nil. Valid while the source lives.
+    func int8(_ name: String) -> (scales: UnsafePointer<Float>, values: UnsafePointer<Int8>)?
 }
 
 extension WeightSource {
     public func halfs(_ name: String) -> UnsafePointer<UInt16>? { nil }
+    public func int8(_ name: String) -> (scales: UnsafePointer<Float>, values: UnsafePointer<Int8>)? { nil }
 }
 
 extension ModelFile: WeightSource {
@@ -25,6 +28,11 @@ extension ModelFile: WeightSource {
     public func halfs(_ name: String) -> UnsafePointer<UInt16>? {
         guard let tensor = info(name), tensor.dtype == .float16, tensor.elementCount > 0 else { return nil }
         return rawBytes(tensor).baseAddress!.assumingMemoryBound(to: UInt16.self)
+    }
+
+    public func int8(_ name: String) -> (scales: UnsafePointer<Float>, values: UnsafePointer<Int8>)? {
+        guard let tensor = info(name), tensor.elementCount > 0 else { return nil }
+        return int8(tensor)
     }
 }
 
@@ -35,10 +43,11 @@ public final class CompiledGraph: @unchecked Sendable {
     /// How a convolution or linear layer holds its weights. Packed and Winograd forms are made
     /// at load and are all the layer needs, so the float32 copy an f16 file was widened into is
     /// not kept (it would double the weights' memory); plain weights serve depthwise and grouped
-    /// convolutions, and CPUs without the packed microkernels.
+    /// convolutions, and CPUs without the packed microkernels. Int8 layers are always `packed`,
+    /// as a `QuantizedMatrix`.
     enum Weights {
         case plain(UnsafePointer<Float>)
-        case packed(PackedMatrix)
+        case packed(any PackedWeights)
         case winograd(WinogradConvolution)
     }
 
@@ -46,7 +55,7 @@ public final class CompiledGraph: @unchecked Sendable {
         case conv(ConvShape, Weights, bias: UnsafePointer<Float>?, Activation)
         /// A 1x1 convolution and the depthwise convolution that alone reads its output, as one
         /// step (`ExpandDepthwise`); the 1x1 convolution's own step becomes an alias.
-        case expandDepthwise(expand: ConvShape, PackedMatrix, expandBias: UnsafePointer<Float>?, expandActivation: Activation,
+        case expandDepthwise(expand: ConvShape, any PackedWeights, expandBias: UnsafePointer<Float>?, expandActivation: Activation,
                              depthwise: ConvShape, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, Activation)
         case linear(inFeatures: Int, outFeatures: Int, Weights, bias: UnsafePointer<Float>?, Activation)
         case scaleShift(scale: UnsafePointer<Float>, shift: UnsafePointer<Float>, Activation)
@@ -125,6 +134,26 @@ public final class CompiledGraph: @unchecked Sendable {
             if let halfs = weights.halfs(name), let packed = fromHalfs(halfs) { return .packed(packed) }
             return try layerWeights(name) { fromFloats($0).map { .packed($0) } }
         }
+        /// An int8 layer's weights (k x n) with the quantization of its input; nil for a float
+        /// layer (whose weights may still be stored in int8, only to make the file smaller: they
+        /// are widened to float32 like f16 ones). A node that asks for int8 inputs without int8
+        /// weights is refused.
+        func quantizedWeights(_ node: Node, _ weight: String, rows: Int, columns: Int, canRun: Bool) throws -> Weights? {
+            let stored = weights.int8(weight)
+            guard let input = node.op.inputQuantization else { return nil }
+            guard let stored else {
+                throw CoverGenreError(.modelFormat, "graph node \"\(node.name)\": input_quantization needs int8 weights; \"\(weight)\" is not int8")
+            }
+            guard canRun else {
+                throw CoverGenreError(.modelUnsupported, "graph node \"\(node.name)\": int8 weights are supported on 1x1, im2col and linear layers, not this one")
+            }
+            guard let matrix = QuantizedMatrix(stored.values, rows: rows, columns: columns, weightScales: stored.scales,
+                                               inputScale: input.scale, zeroPoint: input.zeroPoint, arena: arena)
+            else {
+                throw CoverGenreError(.modelFormat, "graph node \"\(node.name)\": int8 weights \"\(weight)\" lie outside [-63, 63] or their scales overflow")
+            }
+            return .packed(matrix)
+        }
         var steps: [Step] = []
         for (i, r) in resolved.enumerated() {
             let kernel: Kernel
@@ -132,7 +161,10 @@ public final class CompiledGraph: @unchecked Sendable {
             case .conv2d(let a):
                 let shape = r.conv!
                 let layer: Weights
-                if winograd && WinogradConvolution.isEligible(shape) {
+                if let quantized = try quantizedWeights(r.node, a.weight, rows: shape.depth, columns: shape.outChannels,
+                                                        canRun: Conv2D.canPack(shape)) {
+                    layer = quantized
+                } else if winograd && WinogradConvolution.isEligible(shape) {
                     layer = try layerWeights(a.weight) { weight in
                         WinogradConvolution(shape, weight: weight, arena: arena).map { .winograd($0) }
                     }
@@ -145,7 +177,7 @@ public final class CompiledGraph: @unchecked Sendable {
                 kernel = .conv(shape, layer, bias: try a.bias.map(pointer), a.activation)
             case .linear(let a):
                 let inFeatures = r.inputShapes[0].channels
-                let layer = try packedWeights(
+                let layer = try quantizedWeights(r.node, a.weight, rows: inFeatures, columns: a.outFeatures, canRun: true) ?? packedWeights(
                     a.weight, fromHalfs: { PackedMatrix(halfs: $0, rows: inFeatures, columns: a.outFeatures, arena: arena) },
                     fromFloats: { PackedMatrix($0, rows: inFeatures, columns: a.outFeatures, arena: arena) })
                 kernel = .linear(inFeatures: inFeatures, outFeatures: a.outFeatures, layer, bias: try a.bias.map(pointer), a.activation)
@@ -228,8 +260,8 @@ public final class CompiledGraph: @unchecked Sendable {
     /// stem output is 8 MB).
     private static func fusingPools(_ steps: [Step], outputs: Set<Int>) -> [Step] {
         fusingPairs(steps, outputs: outputs) { first, next in
-            guard case .conv(let shape, .packed, _, _) = first.kernel, first.pool == nil, case .maxPool(let pool) = next.kernel,
-                  Conv2D.canFusePool(shape, pool)
+            guard case .conv(let shape, .packed(let packed), _, _) = first.kernel, packed is PackedMatrix, first.pool == nil,
+                  case .maxPool(let pool) = next.kernel, Conv2D.canFusePool(shape, pool)
             else { return nil }
             return Step(kernel: first.kernel, inputs: first.inputs, inputShapes: first.inputShapes, output: next.output,
                         outputShape: next.outputShape, pool: pool)
@@ -243,17 +275,21 @@ public final class CompiledGraph: @unchecked Sendable {
             case .conv(let shape, let weights, _, _):
                 let w = shape.window
                 let method: String
-                if case .winograd = weights { method = "winograd" } else if case .packed = weights, Conv2D.usesStrips(shape) {
+                if case .winograd = weights { method = "winograd" } else if case .packed(let p) = weights, p is PackedMatrix,
+                    Conv2D.usesStrips(shape) {
                     method = "strips"
                 } else { method = "\(shape.method)" }
+                let int8 = if case .packed(let p) = weights, p is QuantizedMatrix { " int8" } else { "" }
                 let pooled = step.pool.map { " + maxpool \($0.kernelH)x\($0.kernelW)/\($0.strideH)" } ?? ""
-                return "conv \(w.kernelH)x\(w.kernelW)/\(w.strideH) \(method) \(w.inHeight)x\(w.inWidth)x\(w.inChannels)->\(shape.outChannels)"
+                return "conv \(w.kernelH)x\(w.kernelW)/\(w.strideH) \(method)\(int8) \(w.inHeight)x\(w.inWidth)x\(w.inChannels)->\(shape.outChannels)"
                     + pooled
-            case .expandDepthwise(let expand, _, _, _, let depthwise, _, _, _):
+            case .expandDepthwise(let expand, let packed, _, _, let depthwise, _, _, _):
                 let w = depthwise.window
-                return "expand+depthwise \(w.kernelH)x\(w.kernelW)/\(w.strideH) \(w.inHeight)x\(w.inWidth)x"
+                return "expand\(packed is QuantizedMatrix ? " int8" : "")+depthwise \(w.kernelH)x\(w.kernelW)/\(w.strideH) \(w.inHeight)x\(w.inWidth)x"
                     + "\(expand.window.inChannels)->\(w.inChannels)"
-            case .linear(let i, let o, _, _, _): return "linear \(i)->\(o)"
+            case .linear(let i, let o, let weights, _, _):
+                let int8 = if case .packed(let p) = weights, p is QuantizedMatrix { " int8" } else { "" }
+                return "linear\(int8) \(i)->\(o)"
             default: return "\(step.kernel)".split(separator: "(").first.map(String.init) ?? "step"
             }
         }
@@ -267,8 +303,9 @@ public final class CompiledGraph: @unchecked Sendable {
             }
             if case .conv(let shape, let weights, _, _) = step.kernel {
                 if case .winograd(let w) = weights { return max(m, w.scratchCount(batch: batch, threads: threads)) }
-                if case .packed = weights {
-                    return max(m, Conv2D.packedScratchCount(shape, batch: batch, threads: threads, pool: step.pool))
+                if case .packed(let packed) = weights {
+                    return max(m, Conv2D.packedScratchCount(shape, batch: batch, threads: threads, pool: step.pool,
+                                                            strips: packed is PackedMatrix))
                 }
                 return max(m, Conv2D.scratchCount(shape, batch: batch, threads: threads))
             }
@@ -278,8 +315,9 @@ public final class CompiledGraph: @unchecked Sendable {
 
     /// Runs every step. `buffers[v]` is the storage of value v for `batch` images.
     func run(buffers: [UnsafeMutablePointer<Float>], scratch: UnsafeMutablePointer<Float>?, batch: Int, threads: Int,
-             profile: ((Int, Double) -> Void)? = nil) {
+             profile: ((Int, Double) -> Void)? = nil, before: ((Int) -> Void)? = nil) {
         for (index, step) in steps.enumerated() {
+            before?(index)
             let start = profile == nil ? 0 : Clock.seconds
             defer { if let profile { profile(index, Clock.seconds - start) } }
             let y = buffers[step.output]

@@ -134,6 +134,20 @@ public final class ExecutionContext: @unchecked Sendable {
         }
     }
 
+    /// Runs once, showing `observe` the input of every step before it runs (a graph node's index
+    /// and its first input, all `batch` images): how `covergenre quantize` measures the ranges of
+    /// the activations int8 layers will read. Meaningful on graphs compiled with `fuse: false`,
+    /// where step i is node i.
+    public func run(observingInputs observe: (_ node: Int, _ input: UnsafeBufferPointer<Float>) -> Void) {
+        let graph = graph, values = values, batch = batch
+        withoutActuallyEscaping(observe) { observe in
+            graph.run(buffers: values, scratch: scratch?.pointer, batch: batch, threads: threads, before: { index in
+                let step = graph.steps[index]
+                observe(step.output - 1, UnsafeBufferPointer(start: values[step.inputs[0]], count: batch * step.inputShapes[0].count))
+            })
+        }
+    }
+
     /// Logits of image n of the last run.
     public func logits(_ n: Int) -> UnsafeBufferPointer<Float> {
         UnsafeBufferPointer(start: values[graph.logitsValue] + n * graph.classCount, count: graph.classCount)

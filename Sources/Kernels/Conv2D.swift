@@ -82,9 +82,10 @@ public enum Conv2D {
     }
 
     /// Floats of scratch `forward(packed:)` needs for this shape, batch and thread count, and
-    /// the pool fused into it, if any.
-    public static func packedScratchCount(_ shape: ConvShape, batch: Int, threads: Int, pool: WindowGeometry? = nil) -> Int {
-        guard usesStrips(shape) else { return scratchCount(shape, batch: batch, threads: threads) }
+    /// the pool fused into it, if any; `strips` false for weights that never run as strips (int8).
+    public static func packedScratchCount(_ shape: ConvShape, batch: Int, threads: Int, pool: WindowGeometry? = nil,
+                                          strips: Bool = true) -> Int {
+        guard strips && usesStrips(shape) else { return scratchCount(shape, batch: batch, threads: threads) }
         return max(threads, 1) * stripWorkerFloats(shape, pool: pool)
     }
 
@@ -119,14 +120,17 @@ public enum Conv2D {
     /// the packed microkernels with bias and activation fused. With `pool` (which `canFusePool`
     /// accepts) the max pool that reads this convolution's output runs on each band of output rows
     /// as it is made, and `y` receives the pooled image: the full-size output is never stored.
+    ///
+    /// `packed` is float32 (`PackedMatrix`, packed by `packWeights`, in strips order for a stem) or
+    /// int8 (`QuantizedMatrix`, in plain im2col order: int8 stems run as im2col tiles).
     public static func forward(
-        _ shape: ConvShape, batch: Int, x: UnsafePointer<Float>, packed: PackedMatrix, bias: UnsafePointer<Float>?,
+        _ shape: ConvShape, batch: Int, x: UnsafePointer<Float>, packed: any PackedWeights, bias: UnsafePointer<Float>?,
         activation: Activation, pool: WindowGeometry? = nil, y: UnsafeMutablePointer<Float>,
         scratch: UnsafeMutablePointer<Float>?, threads: Int
     ) {
         precondition(canPack(shape) && packed.rows == shape.depth && packed.columns == shape.outChannels)
         precondition(pool == nil || canFusePool(shape, pool!))
-        if usesStrips(shape) {
+        if usesStrips(shape), let packed = packed as? PackedMatrix {
             stripPacked(shape, batch: batch, x: x, packed: packed, bias: bias, activation: activation, pool: pool, y: y,
                         scratch: scratch!, threads: threads)
         } else if shape.method == .pointwise {
@@ -140,7 +144,7 @@ public enum Conv2D {
     /// im2col tiles (per thread, cache-sized) multiplied by the packed weights, bias and
     /// activation fused; small images split the output channels instead.
     static func generalPacked(
-        _ shape: ConvShape, batch: Int, x: UnsafePointer<Float>, packed: PackedMatrix, bias: UnsafePointer<Float>?,
+        _ shape: ConvShape, batch: Int, x: UnsafePointer<Float>, packed: any PackedWeights, bias: UnsafePointer<Float>?,
         activation: Activation, y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, threads: Int
     ) {
         var window = shape.window.c

@@ -34,7 +34,7 @@ public enum ExpandDepthwise {
 
     /// y = dwAct(depthwise(expandAct(x * expand + expandBias)) + dwBias) for `batch` images.
     public static func forward(
-        expand: ConvShape, packed: PackedMatrix, expandBias: UnsafePointer<Float>?, expandActivation: Activation,
+        expand: ConvShape, packed: any PackedWeights, expandBias: UnsafePointer<Float>?, expandActivation: Activation,
         depthwise: ConvShape, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, activation: Activation,
         batch: Int, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>,
         threads: Int

@@ -8,11 +8,26 @@ import Glibc
 /// Runs a graph node by node with the naive reference ops: the independent Swift-side check of
 /// the engine (the Python tests add ONNX Runtime as a second, fully independent one).
 public enum ReferenceGraph {
+    /// `x` as an int8 layer reads it: quantized to uint8 exactly as the kernels do, then
+    /// dequantized.
+    public static func fakeQuantized(_ x: [Float], _ q: InputQuantization?) -> [Float] {
+        guard let q else { return x }
+        let inverse = 1 / q.scale, lo = Float(-q.zeroPoint), hi = Float(255 - q.zeroPoint)
+        return x.map { v in
+            var t = v * inverse
+            t = t > lo ? t : lo
+            t = t < hi ? t : hi
+            return t.rounded(.toNearestOrEven) * q.scale
+        }
+    }
+
     public static func run(_ graph: GraphSpec, tensors: TensorStore, input: [Float]) throws -> [String: [Float]] {
         let resolved = try graph.resolve(tensorShape: { tensors[$0]?.shape })
         var values: [String: [Float]] = [graph.input: input]
         for r in resolved {
-            let x = values[r.node.inputs[0]]!
+            // An int8 layer sees its input as the quantized values it reads (`InputQuantization`);
+            // its weights are the dequantized int8 values `TensorStore(file:)` reads.
+            let x = fakeQuantized(values[r.node.inputs[0]]!, r.node.op.inputQuantization)
             let s = r.inputShapes[0]
             var y: [Float]
             switch r.node.op {

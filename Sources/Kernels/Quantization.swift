@@ -1,0 +1,42 @@
+/// The arithmetic of CoverGenre's 8-bit models, shared by the writer, the quantizer and the engine.
+///
+/// Weights are symmetric per output channel: `w ≈ q * scale[c]`, q in [-63, 63]. Seven bits, not
+/// eight: AVX2 has no instruction that multiplies unsigned by signed bytes into 32 bits, and the
+/// one it has (vpmaddubsw) adds two products into a saturating 16-bit sum; 2 x 255 x 63 = 32,130
+/// fits, 2 x 255 x 127 does not. The AVX-512 VNNI, AVX2 and generic kernels then compute the very
+/// same integers, so an int8 model answers alike on every CPU (ONNX Runtime's `reduce_range`
+/// makes the same trade for the same reason).
+///
+/// Activations entering an int8 layer are asymmetric per tensor: `x ≈ (q - zeroPoint) * scale`,
+/// q in [0, 255], with the range measured on calibration covers (`covergenre quantize`).
+public enum Quantization {
+    /// Largest weight magnitude: the 7-bit range above.
+    public static let weightLevels: Float = 63
+
+    /// Symmetric per-channel quantization of `values` (channels = the last dimension, so element i
+    /// belongs to channel i % channels). An all-zero channel gets scale 1. Nil when `channels`
+    /// does not divide the values or a value is not finite.
+    /// `levels`: the largest magnitude, `weightLevels` for layers the int8 kernels run; 127 for
+    /// weights only stored in int8 (a float layer's, widened at load).
+    public static func symmetric(_ values: UnsafeBufferPointer<Float>, channels: Int,
+                                 levels: Float = weightLevels) -> (scales: [Float], values: [Int8])? {
+        guard channels > 0, values.count % channels == 0, values.allSatisfy(\.isFinite) else { return nil }
+        var largest = [Float](repeating: 0, count: channels)
+        for (i, v) in values.enumerated() { largest[i % channels] = max(largest[i % channels], abs(v)) }
+        let scales = largest.map { $0 > 0 ? $0 / levels : 1 }
+        let quantized = values.enumerated().map { i, v -> Int8 in
+            Int8(max(-levels, min(levels, (v / scales[i % channels]).rounded(.toNearestOrEven))))
+        }
+        return (scales, quantized)
+    }
+
+    /// The activation quantization of a measured range: `[low, high]` widened to contain 0 (so
+    /// zero, which padding and ReLU produce, is exact), 255 steps over it.
+    public static func activation(low: Float, high: Float) -> (scale: Float, zeroPoint: Int) {
+        let lo = min(low, 0), hi = max(high, 0)
+        guard hi - lo > 0, (hi - lo).isFinite else { return (1, 0) }
+        let scale = (hi - lo) / 255
+        let zero = Int((-lo / scale).rounded(.toNearestOrEven))
+        return (scale, max(0, min(255, zero)))
+    }
+}

@@ -1,0 +1,97 @@
+import CKernels
+
+/// A weight matrix a GEMM step multiplies by: packed float32 (`PackedMatrix`) or int8
+/// (`QuantizedMatrix`). The layers (1x1 and im2col convolutions, linear layers, the fused
+/// expansion) run either through this one call.
+public protocol PackedWeights: AnyObject, Sendable {
+    /// k: the GEMM depth (input features).
+    var rows: Int { get }
+    /// n: output features.
+    var columns: Int { get }
+    /// c[m x columns] = act(a[m x rows] * self + bias), split across `threads`.
+    func multiply(_ a: UnsafePointer<Float>, rows m: Int, lda: Int, into c: UnsafeMutablePointer<Float>, ldc: Int,
+                  bias: UnsafePointer<Float>?, activation: Activation, threads: Int)
+}
+
+extension PackedMatrix: PackedWeights {}
+
+/// An int8 weight matrix (k x n, row-major, per-column scales) packed once for cgk_gemm_q8, with
+/// the quantization of the activations it reads. Floats go in and come out: the kernel quantizes
+/// each block of rows of `a` to uint8 as it reaches it, multiplies in integers, and applies the
+/// scales, bias and activation to the int32 sums in registers (`Quantization` says why 7 bits).
+public final class QuantizedMatrix: PackedWeights, @unchecked Sendable {
+    public let rows: Int
+    public let columns: Int
+    public let input: (scale: Float, zeroPoint: Int)
+    private let packed: UnsafeMutablePointer<Int8>
+    /// Per column: -zeroPoint * sum_k w[k][c] (the zero point's share of the integer sum), and
+    /// input scale x weight scale.
+    private let offsets: [Int32]
+    private let scales: [Float]
+    private let inverseScale: Float
+    private let owner: AnyObject
+
+    /// The kernel this process runs: "avx512-vnni", "avx2" or "generic" (follows `InstructionSet`).
+    public static var kernel: String { String(cString: cgk_q8_kernel()) }
+
+    /// Nil when a weight lies outside [-63, 63] (the kernels' range) or memory is exhausted.
+    public init?(_ weights: UnsafePointer<Int8>, rows: Int, columns: Int, weightScales: UnsafePointer<Float>,
+                 inputScale: Float, zeroPoint: Int, arena: WeightArena? = nil) {
+        guard rows > 0, columns > 0, inputScale.isFinite, inputScale > 0, (0...255).contains(zeroPoint) else { return nil }
+        var offsets = [Int32](repeating: 0, count: columns), scales = [Float](repeating: 0, count: columns)
+        for c in 0..<columns {
+            var sum = 0
+            for k in 0..<rows {
+                let w = Int(weights[k * columns + c])
+                guard abs(w) <= Int(Quantization.weightLevels) else { return nil }
+                sum += w
+            }
+            offsets[c] = Int32(-zeroPoint * sum)
+            scales[c] = inputScale * weightScales[c]
+            guard scales[c].isFinite, scales[c] > 0 else { return nil }
+        }
+        let bytes = cgk_q8_pack_bytes(Int32(rows), Int32(columns))
+        if let arena {
+            guard let pointer = arena.allocate(floats: (bytes + 3) / 4) else { return nil }
+            packed = UnsafeMutableRawPointer(pointer).bindMemory(to: Int8.self, capacity: bytes)
+            owner = arena
+        } else {
+            guard let buffer = FloatBuffer(uninitializedCount: (bytes + 3) / 4) else { return nil }
+            packed = UnsafeMutableRawPointer(buffer.pointer).bindMemory(to: Int8.self, capacity: bytes)
+            owner = buffer
+        }
+        cgk_q8_pack(weights, columns, Int32(rows), Int32(columns), packed)
+        self.rows = rows
+        self.columns = columns
+        self.input = (inputScale, zeroPoint)
+        self.offsets = offsets
+        self.scales = scales
+        self.inverseScale = 1 / inputScale
+    }
+
+    var panels: Int { (columns + 15) / 16 }
+
+    /// Split as `PackedMatrix.multiply`: rows when there are many, else 16-column panels.
+    public func multiply(_ a: UnsafePointer<Float>, rows m: Int, lda: Int, into c: UnsafeMutablePointer<Float>, ldc: Int,
+                         bias: UnsafePointer<Float>?, activation: Activation, threads: Int) {
+        offsets.withUnsafeBufferPointer { offsets in
+            scales.withUnsafeBufferPointer { scales in
+                let o = offsets.baseAddress!, s = scales.baseAddress!
+                let k = Int32(rows), n = Int32(columns), z = Int32(input.zeroPoint), inv = inverseScale
+                if threads <= 1 {
+                    cgk_gemm_q8(Int32(m), n, k, a, lda, inv, z, packed, o, s, c, ldc, bias, activation.code, 0, Int32(panels))
+                } else if m >= threads * PackedMatrix.rowSplitMinimum {
+                    Parallel.forRanges(m, threads: threads) { _, range in
+                        cgk_gemm_q8(Int32(range.count), n, k, a + range.lowerBound * lda, lda, inv, z, packed, o, s,
+                                    c + range.lowerBound * ldc, ldc, bias, activation.code, 0, Int32(self.panels))
+                    }
+                } else {
+                    Parallel.forRanges(panels, threads: threads) { _, range in
+                        cgk_gemm_q8(Int32(m), n, k, a, lda, inv, z, packed, o, s, c, ldc, bias, activation.code,
+                                    Int32(range.lowerBound), Int32(range.upperBound))
+                    }
+                }
+            }
+        }
+    }
+}

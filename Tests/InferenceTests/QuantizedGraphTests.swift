@@ -1,0 +1,127 @@
+import Graph
+import Inference
+import Kernels
+import ModelFormat
+import SystemIO
+import TestSupport
+import XCTest
+
+/// Int8 layers in whole graphs: the engine against the reference executor simulating the same
+/// quantization, and the refusals of models whose graph and tensors disagree.
+final class QuantizedGraphTests: XCTestCase {
+    /// 1x1 conv (int8) -> 1x1 conv (int8, ReLU6) -> 3x3/2 conv (int8, im2col) -> depthwise (float)
+    /// -> global pool -> linear (int8), on 12x12x6.
+    static func graph(quantize: Bool = true) -> GraphSpec {
+        let q = quantize ? InputQuantization(scale: 0.02, zeroPoint: 128) : nil
+        let relu = quantize ? InputQuantization(scale: 6 / 255, zeroPoint: 0) : nil
+        return GraphSpec(inputShape: ActivationShape(height: 12, width: 12, channels: 6), nodes: [
+            Node("expand", .conv2d(Conv2DAttributes(kernel: (1, 1), padding: .valid, outChannels: 24, activation: .relu6, weight: "expand.w",
+                                                    bias: "expand.b", inputQuantization: q)), inputs: ["image"]),
+            Node("project", .conv2d(Conv2DAttributes(kernel: (1, 1), padding: .valid, outChannels: 20, activation: .relu6,
+                                                     weight: "project.w", bias: "project.b", inputQuantization: relu)), inputs: ["expand"]),
+            Node("down", .conv2d(Conv2DAttributes(kernel: (3, 3), stride: (2, 2), padding: .same, outChannels: 16, activation: .relu6,
+                                                  weight: "down.w", bias: nil, inputQuantization: relu)), inputs: ["project"]),
+            Node("dw", .conv2d(Conv2DAttributes(kernel: (3, 3), padding: .same, groups: 16, outChannels: 16, activation: .relu6,
+                                                weight: "dw.w", bias: "dw.b")), inputs: ["down"]),
+            Node("pool", .globalAveragePool, inputs: ["dw"]),
+            Node("fc", .linear(LinearAttributes(outFeatures: 5, weight: "fc.w", bias: "fc.b", inputQuantization: relu)), inputs: ["pool"]),
+        ], logits: "fc")
+    }
+
+    static let shapes: [(String, [Int])] = [
+        ("expand.w", [1, 1, 6, 24]), ("expand.b", [24]), ("project.w", [1, 1, 24, 20]), ("project.b", [20]),
+        ("down.w", [3, 3, 20, 16]), ("dw.w", [3, 3, 1, 16]), ("dw.b", [16]), ("fc.w", [16, 5]), ("fc.b", [5]),
+    ]
+    static let int8Tensors: Set<String> = ["expand.w", "project.w", "down.w", "fc.w"]
+
+    static func file(graph: GraphSpec, int8: Set<String> = int8Tensors, seed: UInt64 = 5) throws -> ModelFile {
+        var random = TestRandom(seed: seed)
+        var writer = ModelWriter(metadata: ["format": "test"])
+        for (name, shape) in shapes {
+            let values = random.floats(shape.reduce(1, *), scale: 0.4)
+            try writer.add(name, shape: shape, values: values, storage: int8.contains(name) ? .int8 : .float32)
+        }
+        let bytes = writer.serialize()
+        return try bytes.withUnsafeBytes { try ModelFile(copying: $0) }
+    }
+
+    func testInt8LayersMatchTheReferenceSimulatingTheirQuantization() throws {
+        let graph = Self.graph(), file = try Self.file(graph: graph)
+        let compiled = try CompiledGraph(graph: graph, weights: file)
+        XCTAssertEqual(compiled.stepDescriptions.filter { $0.contains("int8") }.count, 4, "\(compiled.stepDescriptions)")
+        print("int8 graph steps (kernel \(QuantizedMatrix.kernel)): \(compiled.stepDescriptions.joined(separator: "; "))")
+        let tensors = try TensorStore(file: file)
+        var random = TestRandom(seed: 9)
+        let batch = 2, size = graph.inputShape.count
+        let input = random.floats(batch * size, scale: 3)
+        for threads in [1, 2] {
+            let context = try ExecutionContext(graph: compiled, batch: batch, threads: threads)
+            context.input.update(from: input, count: input.count)
+            Scheduler(threads: threads).run { context.run() }
+            for n in 0..<batch {
+                let expected = try ReferenceGraph.run(graph, tensors: tensors, input: Array(input[(n * size)..<((n + 1) * size)]))["fc"]!
+                let logits = Array(context.logits(n))
+                XCTAssertLessThan(maxRelativeError(logits, expected), 1e-3, "threads \(threads) image \(n): \(logits) vs \(expected)")
+            }
+        }
+        // And the float model it came from answers close to it (the quantization is not vacuous
+        // and not wild): random weights, so only loosely.
+        let float = try CompiledGraph(graph: Self.graph(quantize: false), weights: try Self.file(graph: graph, int8: []))
+        let context = try ExecutionContext(graph: float, batch: 1, threads: 1)
+        context.input.update(from: input, count: size)
+        context.run()
+        let int8 = try ExecutionContext(graph: compiled, batch: 1, threads: 1)
+        int8.input.update(from: input, count: size)
+        int8.run()
+        XCTAssertNotEqual(Array(context.logits(0)), Array(int8.logits(0)))
+        XCTAssertLessThan(maxRelativeError(Array(int8.logits(0)), Array(context.logits(0))), 0.1)
+    }
+
+    func testGraphAndTensorsMustAgreeOnInt8() throws {
+        func refusal(_ graph: GraphSpec, _ file: ModelFile) -> CoverGenreError? {
+            do {
+                _ = try CompiledGraph(graph: graph, weights: file)
+                return nil
+            } catch {
+                return error as? CoverGenreError
+            }
+        }
+        // int8 weights without input quantization: stored int8, computed in float (widened at load),
+        // exactly as the same graph with the dequantized weights stored in float32
+        let stored = try Self.file(graph: Self.graph())
+        var widened = ModelWriter(metadata: ["format": "test"])
+        for info in stored.tensors { try widened.add(info.name, shape: info.shape, values: try stored.floats(info.name).array) }
+        let widenedBytes = widened.serialize()
+        var random = TestRandom(seed: 4)
+        let input = random.floats(Self.graph().inputShape.count)
+        var logits: [[Float]] = []
+        for file in [stored, try widenedBytes.withUnsafeBytes { try ModelFile(copying: $0) }] {
+            let context = try ExecutionContext(graph: try CompiledGraph(graph: Self.graph(quantize: false), weights: file), batch: 1, threads: 1)
+            context.input.update(from: input, count: input.count)
+            context.run()
+            logits.append(Array(context.logits(0)))
+        }
+        XCTAssertEqual(logits[0], logits[1])
+        // input quantization, float weights
+        var error = refusal(Self.graph(), try Self.file(graph: Self.graph(), int8: []))
+        XCTAssertEqual(error?.code, .modelFormat)
+        XCTAssertTrue(error?.message.contains("int8") ?? false, error?.message ?? "accepted")
+        // an int8 depthwise convolution: not something the engine runs in int8
+        var graph = Self.graph()
+        guard case .conv2d(var dw) = graph.nodes[3].op else { return XCTFail() }
+        dw.inputQuantization = InputQuantization(scale: 0.1, zeroPoint: 0)
+        graph.nodes[3].op = .conv2d(dw)
+        error = refusal(graph, try Self.file(graph: graph, int8: Self.int8Tensors.union(["dw.w"])))
+        XCTAssertEqual(error?.code, .modelUnsupported)
+        // a weight beyond the 7-bit range the kernels need (a hand-made file)
+        var writer = ModelWriter(metadata: ["format": "test"])
+        let source = try Self.file(graph: Self.graph())
+        for info in source.tensors where info.name != "expand.w" { try writer.add(copying: info, of: source) }
+        try writer.addInt8("expand.w", shape: [1, 1, 6, 24], scales: [Float](repeating: 0.01, count: 24),
+                           values: [Int8](repeating: 100, count: 144))
+        let bytes = writer.serialize()
+        error = refusal(Self.graph(), try bytes.withUnsafeBytes { try ModelFile(copying: $0) })
+        XCTAssertEqual(error?.code, .modelFormat)
+        XCTAssertTrue(error?.message.contains("[-63, 63]") ?? false, error?.message ?? "accepted")
+    }
+}
