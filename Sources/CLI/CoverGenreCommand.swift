@@ -9,6 +9,6 @@ struct CoverGenreCommand: AsyncParsableCommand {
         abstract: "Predict an album's genre from its cover art.",
         version: CoverGenreVersion.string,
         subcommands: [Classify.self, Scan.self, Evaluate.self, Calibrate.self, Train.self, Import.self, PrepareCommand.self, DownloadCommand.self,
-                      Inspect.self, Create.self, Convert.self, Similar.self, Serve.self, MakeExamples.self, Benchmark.self]
+                      Inspect.self, Create.self, Convert.self, Quantize.self, Similar.self, Serve.self, MakeExamples.self, Benchmark.self]
     )
 }

@@ -1,0 +1,157 @@
+import ArgumentParser
+import CoverGenre
+import Graph
+import ModelFormat
+import SystemIO
+import ToolSupport
+import Kernels
+import Training
+
+extension RangeMethod: ExpressibleByArgument {}
+
+/// Post-training quantization: a float model in, an int8 model out (docs/quantization.md).
+struct Quantize: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make an int8 model from a float one: int8 weights per output channel, activation ranges measured on calibration covers.",
+        discussion: """
+        Layers made int8: every 1x1 convolution (the bulk of the work) unless --layers says otherwise; \
+        the first convolution, depthwise convolutions and the genre head stay in floating point. \
+        The result answers like the float model on the covers docs/quantization.md lists, at about half the time.
+        """)
+
+    @Argument(help: "The float model to quantize.") var model: String
+
+    @Option(help: ArgumentHelp("Calibration covers: an image folder, or a manifest/labelled folder (its --split).",
+                               discussion: "Never the covers you will report on."))
+    var calibration: String
+
+    @Option(help: "Split of a manifest to calibrate on.") var split = "train"
+
+    @Option(help: "Calibration covers to use (an even sample of them).") var images = 300
+
+    @Option(help: "How an activation's range is chosen from the calibration covers.") var method: RangeMethod = .percentile
+
+    @Option(help: "Which layers become int8: pointwise (1x1 convolutions), convolutions (also larger kernels, not the first), all (also linear layers).")
+    var layers: LayerChoice = .pointwise
+
+    @Option(name: .customLong("keep-float"), parsing: .upToNextOption, help: "Graph nodes to keep in floating point (by name).")
+    var keepFloat: [String] = []
+
+    @Option(help: "Threads (0 = every core).") var threads = 0
+
+    @Option(name: .customLong("float-storage"), help: "How the layers left in floating point store their weights: i8 (8 bits per output channel, widened at load: a smaller file) or as-is.")
+    var floatStorage: FloatStorage = .asIs
+
+    enum FloatStorage: String, ExpressibleByArgument, CaseIterable { case i8, asIs = "as-is" }
+
+    @Flag(help: "Also measure each layer alone: the model with only that layer int8 against the float model on the calibration covers (how --keep-float choices are made).")
+    var sensitivity = false
+
+    @Option(help: "Output model file (written atomically; may not be the input).") var out: String
+
+    enum LayerChoice: String, ExpressibleByArgument, CaseIterable { case pointwise, convolutions, all }
+
+    func validate() throws {
+        guard out != model else { throw ValidationError("--out must differ from the input model.") }
+        guard images > 0 else { throw ValidationError("--images must be positive.") }
+        guard (0...Model.maxThreads).contains(threads) else { throw ValidationError("--threads is 0...\(Model.maxThreads).") }
+    }
+
+    /// The covers to calibrate on: a labelled source's split, or every image under a folder.
+    static func calibrationImages(_ source: String, split: String) throws -> [String] {
+        if let dataset = try? LabeledDataset.load(source) {
+            let wanted = Split(rawValue: split)
+            guard split == "all" || wanted != nil else { throw ValidationError("--split is train, val, test or all.") }
+            let items = dataset.items.filter { split == "all" || $0.split == nil || $0.split == wanted }
+            return items.map(\.path)
+        }
+        return try CoverIndex.imagePaths(under: source)
+    }
+
+    func run() throws {
+        let available = try Quantize.calibrationImages(calibration, split: split).sorted()
+        guard !available.isEmpty else { throw CLIError("no covers to calibrate on in \(calibration)") }
+        // An even sample: every k-th cover of the sorted list, so reruns pick the same ones.
+        let chosen = stride(from: 0, to: available.count, by: max(1, available.count / images)).prefix(images).map { available[$0] }
+        let quantizer = try Quantizer(path: model)
+        let graph = quantizer.graph
+        let unknown = keepFloat.filter { name in !graph.nodes.contains { $0.name == name } }
+        guard unknown.isEmpty else { throw ValidationError("--keep-float: no graph node named \(unknown.joined(separator: ", ")).") }
+        let nodes = quantizer.eligible.filter { i in
+            let node = graph.nodes[i]
+            guard !keepFloat.contains(node.name) else { return false }
+            switch node.op {
+            case .conv2d(let a):
+                if a.kernel == (1, 1) && a.stride == (1, 1) { return true }
+                // The first convolution reads the image itself: kept float (its 3 input channels
+                // make it cheap, and its input is the least forgiving to quantize).
+                return layers != .pointwise && node.inputs != [graph.input]
+            case .linear: return layers == .all
+            default: return false
+            }
+        }
+        guard !nodes.isEmpty else { throw CLIError("\(model) has no layer to make int8 with --layers \(layers.rawValue)") }
+        let threadCount = threads > 0 ? threads : Parallel.availableCores
+        let started = Clock.seconds
+        let histograms = try quantizer.histograms(chosen, nodes: nodes, threads: threadCount)
+        let ranges = histograms.mapValues { $0.range(method) }
+        let floatLayers = graph.nodes.indices.filter { i in
+            switch graph.nodes[i].op {
+            case .conv2d, .linear: return ranges[i] == nil
+            default: return false
+            }
+        }.map { graph.nodes[$0].name }
+        let provenance: JSON = [
+            "method": .string(method.rawValue), "calibration": .string(DataSource(calibration).name),
+            "calibration_images": JSON(chosen.count), "int8_layers": JSON(ranges.count), "float_layers": JSON(floatLayers),
+            "weights": "int8 symmetric per output channel, [-63, 63]", "activations": "uint8 per tensor with a zero point",
+            "float_layer_storage": .string(floatStorage == .i8 ? "int8 per output channel, [-127, 127], widened at load" : "as in the float model"),
+        ]
+        if sensitivity { try measureSensitivity(quantizer, ranges: ranges, images: chosen, threads: threadCount) }
+        let writer = try quantizer.quantized(ranges: ranges, compactFloatLayers: floatStorage == .i8, provenance: provenance)
+        try writer.write(to: out)
+        let quantized = try Model(path: out) // the result must load
+        print("calibrated on \(chosen.count) covers of \(calibration) (\(method.rawValue)) in \(Format.fixed(Clock.seconds - started, 1)) s")
+        print("int8: \(ranges.count) layers; floating point: \(floatLayers.count) (\(floatLayers.joined(separator: ", ")))")
+        let agreement = try Quantize.agreement(quantizer.model, quantized, chosen, threads: threadCount)
+        print("same top genre as the float model on \(agreement.total) calibration covers: \(Format.fixed(100 * agreement.fraction, 1))%")
+        let megabytes = Double(Files.size(out) ?? 0) / Double(1 << 20)
+        print("wrote \(out) (\(Format.fixed(megabytes, 2)) MiB)")
+    }
+
+    /// Prints, per int8 layer, how far the model with that layer alone int8 answers from the float
+    /// model: mean L1 distance of the probabilities and top-genre changes, worst first.
+    func measureSensitivity(_ quantizer: Quantizer, ranges: [Int: (low: Float, high: Float)], images: [String], threads: Int) throws {
+        let inputs = images.map { ImageInput.path($0) }
+        let reference = quantizer.model.probabilities(batch: inputs, threads: threads)
+        var rows: [(name: String, distance: Double, flips: Int)] = []
+        for (i, range) in ranges {
+            let bytes = try quantizer.quantized(ranges: [i: range], provenance: .null).serialize()
+            let single = try Model(bytes: bytes)
+            var distance = 0.0, flips = 0, count = 0
+            for case (.success(let a), .success(let b)) in zip(reference, single.probabilities(batch: inputs, threads: threads)) {
+                distance += zip(a, b).reduce(0) { $0 + Double(abs($1.0 - $1.1)) }
+                if a.indices.max(by: { a[$0] < a[$1] }) != b.indices.max(by: { b[$0] < b[$1] }) { flips += 1 }
+                count += 1
+            }
+            rows.append((quantizer.graph.nodes[i].name, distance / Double(max(count, 1)), flips))
+        }
+        print("layer alone int8, against the float model on \(images.count) calibration covers (worst first):")
+        print("mean L1 of probabilities  top-genre changes  layer")
+        for row in rows.sorted(by: { $0.distance > $1.distance }) {
+            print("\(Format.fixed(row.distance, 5).padding(toLength: 25, withPad: " ", startingAt: 0))\(String(row.flips).padding(toLength: 19, withPad: " ", startingAt: 0))\(row.name)")
+        }
+    }
+
+    /// How often two models give the same top genre on `images`.
+    static func agreement(_ a: Model, _ b: Model, _ images: [String], threads: Int) throws -> (fraction: Double, total: Int) {
+        let pa = a.probabilities(batch: images.map { .path($0) }, threads: threads)
+        let pb = b.probabilities(batch: images.map { .path($0) }, threads: threads)
+        var same = 0, total = 0
+        for case (.success(let x), .success(let y)) in zip(pa, pb) {
+            total += 1
+            if x.indices.max(by: { x[$0] < x[$1] }) == y.indices.max(by: { y[$0] < y[$1] }) { same += 1 }
+        }
+        return (total > 0 ? Double(same) / Double(total) : 0, total)
+    }
+}

@@ -1,0 +1,223 @@
+import CoverGenre
+import Graph
+import Inference
+import Kernels
+import ModelFormat
+import SystemIO
+
+/// How the range of an activation an int8 layer reads is chosen from what calibration covers
+/// produced (`covergenre quantize --method`; docs/results.md says which was measured best).
+public enum RangeMethod: String, CaseIterable, Sendable {
+    /// The smallest and largest value seen: nothing clipped, coarsest steps.
+    case minmax
+    /// The 0.01th and 99.99th percentiles: the rare extremes are clipped.
+    case percentile
+    /// The range, shrunk towards zero by one factor on both sides, that minimizes the expected
+    /// squared error of quantizing the histogram (rounding inside, clipping outside).
+    case mse
+}
+
+/// A histogram of one activation over the calibration covers, over the fixed range a first pass
+/// measured.
+public struct ActivationHistogram: Sendable {
+    public static let bins = 2048
+    public let low: Float
+    public let high: Float
+    public private(set) var counts: [Double]
+
+    public init(low: Float, high: Float) {
+        self.low = min(low, 0)
+        self.high = max(high, 0)
+        counts = [Double](repeating: 0, count: Self.bins)
+    }
+
+    var width: Float { (high - low) / Float(Self.bins) }
+
+    public mutating func add(_ values: UnsafeBufferPointer<Float>) {
+        guard high > low else { counts[0] += Double(values.count); return }
+        let scale = Float(Self.bins) / (high - low), last = Self.bins - 1
+        counts.withUnsafeMutableBufferPointer { counts in
+            for v in values where v.isFinite {
+                counts[max(0, min(last, Int((v - low) * scale)))] += 1
+            }
+        }
+    }
+
+    public mutating func merge(_ other: ActivationHistogram) {
+        for i in counts.indices { counts[i] += other.counts[i] }
+    }
+
+    /// The range `method` chooses, always containing 0.
+    public func range(_ method: RangeMethod) -> (low: Float, high: Float) {
+        let total = counts.reduce(0, +)
+        guard total > 0, high > low else { return (low, high) }
+        switch method {
+        case .minmax:
+            return (low, high)
+        case .percentile:
+            let tail = total * 1e-4
+            var below = 0.0, lo = 0
+            while lo < Self.bins - 1 && below + counts[lo] <= tail { below += counts[lo]; lo += 1 }
+            var above = 0.0, hi = Self.bins - 1
+            while hi > lo && above + counts[hi] <= tail { above += counts[hi]; hi -= 1 }
+            return (min(0, low + Float(lo) * width), max(0, low + Float(hi + 1) * width))
+        case .mse:
+            var best = (error: Double.infinity, factor: Float(1))
+            for step in 0..<100 {
+                let factor = 1 - Float(step) / 125 // 1.0 down to 0.208
+                let error = expectedError(low: low * factor, high: high * factor)
+                if error < best.error { best = (error, factor) }
+            }
+            return (low * best.factor, high * best.factor)
+        }
+    }
+
+    /// Expected squared quantization error of the histogram's values (each at its bin's centre)
+    /// with the activation range [lo, hi]: a uniform rounding error inside, the distance to the
+    /// range outside.
+    func expectedError(low lo: Float, high hi: Float) -> Double {
+        let (scale, zero) = Quantization.activation(low: lo, high: hi)
+        let qlo = Double(-zero) * Double(scale), qhi = Double(255 - zero) * Double(scale)
+        let rounding = Double(scale) * Double(scale) / 12
+        var error = 0.0
+        for (i, count) in counts.enumerated() where count > 0 {
+            let x = Double(low) + (Double(i) + 0.5) * Double(width)
+            if x < qlo { error += count * (qlo - x) * (qlo - x) } else if x > qhi { error += count * (x - qhi) * (x - qhi) } else {
+                error += count * rounding
+            }
+        }
+        return error
+    }
+}
+
+/// Post-training quantization of a float model (`covergenre quantize`): measures the inputs of
+/// the layers to make int8 on calibration covers and writes the model with their weights int8
+/// (symmetric per output channel) and their input ranges in the graph.
+public struct Quantizer {
+    public let model: Model
+    public let path: String
+    /// The model's graph compiled without fusion, so each step is one graph node and its input can
+    /// be observed.
+    private let pool: ContextPool
+
+    public init(path: String) throws {
+        self.path = path
+        model = try Model(path: path)
+        pool = ContextPool(graph: try CompiledGraph(graph: model.description.graph, weights: model.file, winograd: false, fuse: false))
+    }
+
+    public var graph: GraphSpec { model.description.graph }
+
+    /// The nodes the engine can run in int8: convolutions with one group (1x1 and im2col) and
+    /// linear layers, whose weights no other node shares.
+    public var eligible: [Int] {
+        var uses: [String: Int] = [:]
+        for node in graph.nodes { for name in node.op.tensorNames { uses[name, default: 0] += 1 } }
+        return graph.nodes.indices.filter { i in
+            switch graph.nodes[i].op {
+            case .conv2d(let a): return a.groups == 1 && uses[a.weight] == 1
+            case .linear(let a): return uses[a.weight] == 1
+            default: return false
+            }
+        }
+    }
+
+    /// Runs every cover (once, unmirrored) through the float graph and hands `visit` the input of
+    /// each of `nodes`. Returns how many covers decoded.
+    private func observe(_ images: [String], nodes: Set<Int>, threads: Int,
+                         _ visit: (_ node: Int, UnsafeBufferPointer<Float>) -> Void) -> Int {
+        let decoded = Locked(0)
+        return withoutActuallyEscaping(visit) { visit in
+            // One cover's observations at a time: the histograms are shared, the graph runs are not.
+            let visitor = Locked(visit)
+            model.forEachInParallel(images.count, threads: threads) { i in
+                guard let image = try? model.decode(.path(images[i])) else { return }
+                let ran: Void? = try? pool.withContext(batch: 1, threads: 1) { context in
+                    try model.preprocess(image, into: context.input)
+                    context.run(observingInputs: { node, input in
+                        guard nodes.contains(node) else { return }
+                        visitor.withLock { $0(node, input) }
+                    })
+                }
+                if ran != nil { decoded.withLock { $0 += 1 } }
+            }
+            return decoded.withLock { $0 }
+        }
+    }
+
+    /// Histograms of the inputs of `nodes` over `images`: a first pass finds each input's range,
+    /// a second fills a histogram over it.
+    public func histograms(_ images: [String], nodes: [Int], threads: Int) throws -> [Int: ActivationHistogram] {
+        let wanted = Set(nodes)
+        var bounds: [Int: (Float, Float)] = [:]
+        let decoded = observe(images, nodes: wanted, threads: threads) { node, input in
+            var (lo, hi) = bounds[node] ?? (0, 0)
+            for v in input where v.isFinite { lo = min(lo, v); hi = max(hi, v) }
+            bounds[node] = (lo, hi)
+        }
+        guard decoded > 0 else { throw CoverGenreError(.invalidArgument, "none of the \(images.count) calibration covers could be decoded") }
+        var histograms = bounds.mapValues { ActivationHistogram(low: $0.0, high: $0.1) }
+        _ = observe(images, nodes: wanted, threads: threads) { node, input in
+            histograms[node]!.add(input)
+        }
+        return histograms
+    }
+
+    /// The model with `ranges`' nodes made int8, as a writer ready to write. `provenance` is added
+    /// to the model's provenance under "quantization".
+    ///
+    /// `compactFloatLayers`: store the weights of the layers left in floating point as int8 too
+    /// (8 bits per output channel, widened to float32 at load): a file about half the size for a
+    /// small change in the answers (measured in docs/quantization.md).
+    public func quantized(ranges: [Int: (low: Float, high: Float)], compactFloatLayers: Bool = false,
+                          provenance: JSON) throws -> ModelWriter {
+        var description = model.description
+        var int8Tensors = Set<String>()
+        for (i, range) in ranges {
+            let (scale, zero) = Quantization.activation(low: range.low, high: range.high)
+            let quantization = InputQuantization(scale: scale, zeroPoint: zero)
+            switch description.graph.nodes[i].op {
+            case .conv2d(var a):
+                a.inputQuantization = quantization
+                int8Tensors.insert(a.weight)
+                description.graph.nodes[i].op = .conv2d(a)
+            case .linear(var a):
+                a.inputQuantization = quantization
+                int8Tensors.insert(a.weight)
+                description.graph.nodes[i].op = .linear(a)
+            default:
+                throw CoverGenreError(.invalidArgument, "graph node \"\(graph.nodes[i].name)\" has no weights to quantize")
+            }
+        }
+        if case .object(var p) = description.provenance {
+            p["quantization"] = provenance
+            description.provenance = .object(p)
+        } else {
+            description.provenance = .object(["quantization": provenance])
+        }
+        var compact = Set<String>()
+        if compactFloatLayers {
+            for node in description.graph.nodes where node.op.inputQuantization == nil {
+                switch node.op {
+                case .conv2d(let a): compact.insert(a.weight)
+                case .linear(let a): compact.insert(a.weight)
+                default: break
+                }
+            }
+        }
+        var writer = ModelWriter(metadata: description.json)
+        for info in model.file.tensors {
+            if int8Tensors.contains(info.name) {
+                try writer.add(info.name, shape: info.shape, values: try model.file.floats(info.name).array, storage: .int8)
+            } else if compact.contains(info.name), info.dtype != .int8 {
+                let values = try model.file.floats(info.name).array
+                guard let (scales, quantized) = values.withUnsafeBufferPointer({ Quantization.symmetric($0, channels: info.channels, levels: 127) })
+                else { throw CoverGenreError(.modelFormat, "tensor \"\(info.name)\" cannot be stored in int8") }
+                try writer.addInt8(info.name, shape: info.shape, scales: scales, values: quantized)
+            } else {
+                try writer.add(copying: info, of: model.file)
+            }
+        }
+        return writer
+    }
+}
