@@ -23,10 +23,13 @@ extension Files {
         guard let dir = opendir(path) else { throw CoverGenreError(.io, "cannot list \(path): \(errnoText())") }
         defer { closedir(dir) }
         var names: [String] = []
+        // The name is read in place, up to its terminator. `entry.pointee.d_name` would copy all
+        // 256 bytes of the field, but the kernel packs records by their real length (d_reclen):
+        // for the last entry of readdir's buffer that copy read past the buffer's end, and when
+        // the buffer ended at a page boundary the process crashed (seen listing a 900-file folder).
+        let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
         while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(cString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
-            }
+            let name = String(cString: (UnsafeRawPointer(entry) + nameOffset).assumingMemoryBound(to: CChar.self))
             if name != "." && name != ".." { names.append(name) }
         }
         return names.sorted()
