@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
-# int8 against float32, one run, engines interleaved: Lite0 (ImageNet shape, 1000 classes) and the
-# default model, batch 1 and 16, 1 and 2 threads (bench_infer latency: cg_run_tensor, median of
-# RUNS per round, median of 3 rounds taken in turn), then end-to-end covers/s from 500 JPEG files
-# on 2 threads (cg_classify_files). The int8 models are made here by `covergenre quantize` from
-# 300 discogs5 train covers (../shared/data). Writes bench/results/<date>-int8.md.
+# int8 against float32, ours and ONNX Runtime's, one run, engines interleaved: Lite0 (ImageNet
+# shape, 1000 classes) and the default model, batch 1 and 16, 1 and 2 threads. Each round of a
+# cell runs, in turn: ours fp32, ours int8 (bench_infer latency: cg_run_tensor), ONNX Runtime fp32,
+# ONNX Runtime int8 (bench/int8_ort.py: session.run), each the median of RUNS calls after warm-up;
+# a cell is the median of ROUNDS rounds. Then end-to-end covers/s from 500 JPEG files on 2 threads
+# (cg_classify_files, ours only). Our int8 models are made here by `covergenre quantize`, ONNX
+# Runtime's by quantize_static (bench/int8_ort.py), both from the same 300 calibration covers of
+# ../shared/data/covers/discogs5. Writes bench/results/<date>-int8.md (-int8-2.md, ... for later
+# runs that day). The ONNX Runtime side runs in bench/work/venv, made here if missing.
 #
-#   bench/int8.sh [RUNS]      (default 30)
-# ONNX Runtime's rows (fp32 and quantize_static int8) are not part of this script yet.
+#   bench/int8.sh [--no-build] [RUNS [ROUNDS]]    (default 30 and 3; batch-16 cells run RUNS/4 calls)
+# --no-build uses the release products already in build/ instead of running scripts/build.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+command="bench/int8.sh $*"
+build=1
+if [ "${1:-}" = --no-build ]; then build=0; shift; fi
 runs=${1:-30}
+rounds=${2:-3}
 data=../shared/data/covers/discogs5
 work=bench/work/int8
 mkdir -p "$work"
-scripts/build.sh >/dev/null
+[ "$build" = 0 ] || scripts/build.sh >/dev/null
 cc -O2 -o "$work/bench_infer" bench/bench_infer.c $(PKG_CONFIG_PATH=build/lib/pkgconfig pkg-config --cflags --libs covergenre) \
     -Wl,-rpath,"$(pwd)/build/lib"
 cli=build/bin/covergenre
@@ -23,6 +31,13 @@ if [ ! -f "$work/lite0.cgm" ]; then
 fi
 [ -f "$work/lite0-int8.cgm" ] || $cli quantize "$work/lite0.cgm" --calibration "$data" --out "$work/lite0-int8.cgm" >/dev/null
 [ -f "$work/default-int8.cgm" ] || $cli quantize models/covergenre-default.cgm --calibration "$data" --out "$work/default-int8.cgm" >/dev/null
+# ONNX Runtime: the venv as bench/run.sh makes it (without torch), then the float32 and int8 .onnx
+# files (cached in $work; the int8 ones calibrated on the covers `covergenre quantize` picked above).
+venv=bench/work/venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check numpy onnx onnxruntime pillow >&2
+ort_prepared=$("$venv/bin/python" bench/int8_ort.py --model "lite0=$work/lite0.cgm" --model default=models/covergenre-default.cgm \
+    --calibration "$data" --prepare-only)
 # 500 JPEG covers for the end-to-end rows (links, not copies).
 if [ ! -d "$work/covers" ]; then
     mkdir -p "$work/covers"
@@ -31,7 +46,11 @@ fi
 
 field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-out=bench/results/$(date +%F)-int8.md
+ratio() { awk -v x="$1" -v y="$2" 'BEGIN {printf "%.2fx", y / x}'; }  # $2 / $1
+day=$(date +%F)
+out=bench/results/$day-int8.md
+n=2
+while [ -e "$out" ]; do out=bench/results/$day-int8-$n.md; n=$((n + 1)); done
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 family=$(grep -m1 'cpu family' /proc/cpuinfo | cut -d: -f2 | tr -d ' ')
 model=$(grep -m1 '^model\s' /proc/cpuinfo | cut -d: -f2 | tr -d ' ')
@@ -47,10 +66,20 @@ esac
     echo
     echo "Machine: $cpu, family $family model $model, $(nproc) cores; flags: $flags; kernel variant: $variant"
     echo "int8 kernel: $int8_kernel (the AVX-512 variant runs VNNI where the CPU has it, else the AVX2 kernel; QuantizedGEMMTests prints it too)."
-    echo "Command: bench/int8.sh $runs. Median ms of cg_run_tensor per call (batch images), median of 3 interleaved rounds."
+    echo "ONNX Runtime $(field onnxruntime <<<"$ort_prepared") (onnx $(field onnx <<<"$ort_prepared"), numpy $(field numpy <<<"$ort_prepared")), CPUExecutionProvider, ORT_ENABLE_ALL, intra_op_num_threads = threads."
+    echo "ORT int8: quant_pre_process, then quantize_static (QDQ, weights QInt8 per channel, activations QUInt8 per tensor, MinMax) on the same 300 covers as ours;"
+    echo "it makes every convolution int8 (stem and depthwise too) and keeps activations int8 between layers, where ours makes the 1x1 convolutions int8 only."
+    if grep -q '^ort-quantize' <<<"$ort_prepared"; then
+        echo "When made (quantized tensors; top-1 agreement of ORT int8 with ORT fp32 on those 300 calibration covers, a sanity check):"
+        echo
+        grep '^ort-quantize' <<<"$ort_prepared" | sed 's/^\(.*\)$/- `\1`/'
+    fi
     echo
-    echo "| model | batch | threads | fp32 ms | int8 ms | int8 / fp32 |"
-    echo "|---|---|---|---|---|---|"
+    echo "Command: $command. Median ms per call (batch images; ours cg_run_tensor, ORT session.run) of $runs calls ($(( (runs + 3) / 4 )) at batch 16),"
+    echo "median of $rounds rounds; each round runs ours fp32, ours int8, ORT fp32, ORT int8 in turn."
+    echo
+    echo "| model | batch | threads | fp32 ms | int8 ms | int8 / fp32 | ORT fp32 ms | ORT int8 ms | ours int8 / ORT fp32 | ours int8 / ORT int8 | ORT int8 / ORT fp32 |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
 } > "$out"
 for pair in "lite0:$work/lite0.cgm:$work/lite0-int8.cgm" "default:models/covergenre-default.cgm:$work/default-int8.cgm"; do
     IFS=: read -r name fp32 int8 <<<"$pair"
@@ -58,26 +87,30 @@ for pair in "lite0:$work/lite0.cgm:$work/lite0-int8.cgm" "default:models/coverge
         for threads in 1 2; do
             r=$runs
             [ "$batch" = 16 ] && r=$(( (runs + 3) / 4 ))
-            a=() b=()
-            for round in 1 2 3; do
+            a=() b=() c=() d=()
+            for round in $(seq "$rounds"); do
                 a+=("$("$work/bench_infer" latency "$fp32" "$threads" "$batch" "$r" | field median_ms)")
                 b+=("$("$work/bench_infer" latency "$int8" "$threads" "$batch" "$r" | field median_ms)")
+                # Both ORT engines in one process (fp32, then int8): Python starts once per cell and round.
+                o=$("$venv/bin/python" bench/int8_ort.py --model "$name=$fp32" --batch "$batch" --threads "$threads" --runs "$r")
+                c+=("$(grep 'engine=ort-fp32 ' <<<"$o" | field median_ms)")
+                d+=("$(grep 'engine=ort-int8 ' <<<"$o" | field median_ms)")
             done
             fa=$(printf '%s\n' "${a[@]}" | median) fb=$(printf '%s\n' "${b[@]}" | median)
-            ratio=$(awk -v x="$fa" -v y="$fb" 'BEGIN {printf "%.2f", y / x}')
-            echo "| $name | $batch | $threads | $fa | $fb | ${ratio}x |" | tee -a "$out"
+            fc=$(printf '%s\n' "${c[@]}" | median) fd=$(printf '%s\n' "${d[@]}" | median)
+            echo "| $name | $batch | $threads | $fa | $fb | $(ratio "$fa" "$fb") | $fc | $fd | $(ratio "$fc" "$fb") | $(ratio "$fd" "$fb") | $(ratio "$fc" "$fd") |" | tee -a "$out"
         done
     done
 done
 {
     echo
-    echo "End to end, default model, 2 threads, 500 JPEG covers (cg_classify_files, covers/s, median of 3 interleaved rounds):"
+    echo "End to end, default model, 2 threads, 500 JPEG covers (ours only: cg_classify_files, covers/s, median of $rounds interleaved rounds):"
     echo
     echo "| fp32 covers/s | int8 covers/s | int8 / fp32 |"
     echo "|---|---|---|"
 } >> "$out"
 a=() b=()
-for round in 1 2 3; do
+for round in $(seq "$rounds"); do
     a+=("$("$work/bench_infer" throughput models/covergenre-default.cgm 2 "$work/covers" | field covers_per_second)")
     b+=("$("$work/bench_infer" throughput "$work/default-int8.cgm" 2 "$work/covers" | field covers_per_second)")
 done

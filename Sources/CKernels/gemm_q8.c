@@ -85,10 +85,11 @@ static inline int32_t q8_clamp_zero(int32_t zero) { return zero < 0 ? 0 : zero >
 // The portable quantizer, which clang vectorizes. Rounding to nearest even: for |t| <= 2^22,
 // t + 1.5 * 2^23 lies in [2^23, 2^24), where floats are the integers, so the addition rounds t
 // as cvtps2dq does (1.5 * 2^23 is even: ties go to the even integer); subtracting it is exact.
-CGK_INLINE void q8_quantize_c(const float *x, ptrdiff_t n, float inv_scale, int32_t zero, uint8_t *q) {
+CGK_INLINE void q8_quantize_c(const float *x, ptrdiff_t n, float inv_scale, const float *inv_scales, int32_t zero,
+                              uint8_t *q) {
     const float lo = (float)-zero, hi = (float)(255 - zero), magic = 12582912.0f;
     for (ptrdiff_t i = 0; i < n; i++) {
-        float t = x[i] * inv_scale;
+        float t = x[i] * (inv_scales ? inv_scales[i] : inv_scale);
         t = t > lo ? t : lo; // NaN becomes lo
         t = t < hi ? t : hi;
         float r = t + magic;
@@ -97,8 +98,9 @@ CGK_INLINE void q8_quantize_c(const float *x, ptrdiff_t n, float inv_scale, int3
     }
 }
 
-static void q8_quantize_generic(const float *x, ptrdiff_t n, float inv_scale, int32_t zero, uint8_t *q) {
-    q8_quantize_c(x, n, inv_scale, zero, q);
+static void q8_quantize_generic(const float *x, ptrdiff_t n, float inv_scale, const float *inv_scales, int32_t zero,
+                                uint8_t *q) {
+    q8_quantize_c(x, n, inv_scale, inv_scales, zero, q);
 }
 
 #if CGK_X86
@@ -116,26 +118,32 @@ CGK_TARGET_AVX2 CGK_INLINE __m128i q8_bytes8_avx2(__m256i v) {
     return _mm_packus_epi16(w, w);
 }
 
-CGK_TARGET_AVX2 static void q8_quantize_avx2(const float *x, ptrdiff_t n, float inv_scale, int32_t zero, uint8_t *q) {
+// inv_scales (one per value, or NULL: inv_scale for all): S(i) is the multiplier vector at i.
+#define Q8_S8(i) (inv_scales ? _mm256_loadu_ps(inv_scales + (i)) : s)
+#define Q8_S16(i) (inv_scales ? _mm512_loadu_ps(inv_scales + (i)) : s)
+
+CGK_TARGET_AVX2 static void q8_quantize_avx2(const float *x, ptrdiff_t n, float inv_scale, const float *inv_scales,
+                                             int32_t zero, uint8_t *q) {
     const __m256 s = _mm256_set1_ps(inv_scale), lo = _mm256_set1_ps((float)-zero), hi = _mm256_set1_ps((float)(255 - zero));
     const __m256i z = _mm256_set1_epi32(zero);
     ptrdiff_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        const __m256i v0 = q8_quantize8_avx2(_mm256_loadu_ps(x + i), s, lo, hi, z);
-        const __m256i v1 = q8_quantize8_avx2(_mm256_loadu_ps(x + i + 8), s, lo, hi, z);
-        const __m256i v2 = q8_quantize8_avx2(_mm256_loadu_ps(x + i + 16), s, lo, hi, z);
-        const __m256i v3 = q8_quantize8_avx2(_mm256_loadu_ps(x + i + 24), s, lo, hi, z);
+        const __m256i v0 = q8_quantize8_avx2(_mm256_loadu_ps(x + i), Q8_S8(i), lo, hi, z);
+        const __m256i v1 = q8_quantize8_avx2(_mm256_loadu_ps(x + i + 8), Q8_S8(i + 8), lo, hi, z);
+        const __m256i v2 = q8_quantize8_avx2(_mm256_loadu_ps(x + i + 16), Q8_S8(i + 16), lo, hi, z);
+        const __m256i v3 = q8_quantize8_avx2(_mm256_loadu_ps(x + i + 24), Q8_S8(i + 24), lo, hi, z);
         // Packing works within 128-bit lanes: dwords come out as v0 0-3, v1 0-3, v2 0-3, v3 0-3,
         // v0 4-7, v1 4-7, ...; the permutation puts them back in order.
         const __m256i b = _mm256_packus_epi16(_mm256_packus_epi32(v0, v1), _mm256_packus_epi32(v2, v3));
         _mm256_storeu_si256((__m256i *)(q + i), _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
     }
     for (; i + 8 <= n; i += 8)
-        _mm_storel_epi64((__m128i *)(q + i), q8_bytes8_avx2(q8_quantize8_avx2(_mm256_loadu_ps(x + i), s, lo, hi, z)));
+        _mm_storel_epi64((__m128i *)(q + i), q8_bytes8_avx2(q8_quantize8_avx2(_mm256_loadu_ps(x + i), Q8_S8(i), lo, hi, z)));
     if (i < n) {
         const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - i)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
         uint8_t tail[16];
-        _mm_storeu_si128((__m128i *)tail, q8_bytes8_avx2(q8_quantize8_avx2(_mm256_maskload_ps(x + i, mask), s, lo, hi, z)));
+        const __m256 st = inv_scales ? _mm256_maskload_ps(inv_scales + i, mask) : s;
+        _mm_storeu_si128((__m128i *)tail, q8_bytes8_avx2(q8_quantize8_avx2(_mm256_maskload_ps(x + i, mask), st, lo, hi, z)));
         memcpy(q + i, tail, (size_t)(n - i));
     }
 }
@@ -150,23 +158,25 @@ CGK_TARGET_VNNI CGK_INLINE __m512i q8_quantize16_avx512(__m512 x, __m512 s, __m5
 // vpmovdb would narrow 16 int32 to bytes in one instruction, but on Zen 4 its store form (which
 // clang folds it into) took two thirds of the quantizer's time: the packs and a permutation
 // instead, as in the AVX2 quantizer, 64 values at a time.
-CGK_TARGET_VNNI static void q8_quantize_avx512(const float *x, ptrdiff_t n, float inv_scale, int32_t zero, uint8_t *q) {
+CGK_TARGET_VNNI static void q8_quantize_avx512(const float *x, ptrdiff_t n, float inv_scale, const float *inv_scales,
+                                               int32_t zero, uint8_t *q) {
     const __m512 s = _mm512_set1_ps(inv_scale), lo = _mm512_set1_ps((float)-zero), hi = _mm512_set1_ps((float)(255 - zero));
     const __m512i z = _mm512_set1_epi32(zero);
     // After the packs, dword 4i + j holds values 4i .. 4i + 3 of vector j (i: 128-bit lane).
     const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     ptrdiff_t i = 0;
     for (; i + 64 <= n; i += 64) {
-        const __m512i v0 = q8_quantize16_avx512(_mm512_loadu_ps(x + i), s, lo, hi, z);
-        const __m512i v1 = q8_quantize16_avx512(_mm512_loadu_ps(x + i + 16), s, lo, hi, z);
-        const __m512i v2 = q8_quantize16_avx512(_mm512_loadu_ps(x + i + 32), s, lo, hi, z);
-        const __m512i v3 = q8_quantize16_avx512(_mm512_loadu_ps(x + i + 48), s, lo, hi, z);
+        const __m512i v0 = q8_quantize16_avx512(_mm512_loadu_ps(x + i), Q8_S16(i), lo, hi, z);
+        const __m512i v1 = q8_quantize16_avx512(_mm512_loadu_ps(x + i + 16), Q8_S16(i + 16), lo, hi, z);
+        const __m512i v2 = q8_quantize16_avx512(_mm512_loadu_ps(x + i + 32), Q8_S16(i + 32), lo, hi, z);
+        const __m512i v3 = q8_quantize16_avx512(_mm512_loadu_ps(x + i + 48), Q8_S16(i + 48), lo, hi, z);
         const __m512i b = _mm512_packus_epi16(_mm512_packus_epi32(v0, v1), _mm512_packus_epi32(v2, v3));
         _mm512_storeu_si512(q + i, _mm512_permutexvar_epi32(order, b));
     }
     for (; i < n; i += 16) {
         const __mmask16 mask = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-        const __m512i v = q8_quantize16_avx512(_mm512_maskz_loadu_ps(mask, x + i), s, lo, hi, z);
+        const __m512 st = inv_scales ? _mm512_maskz_loadu_ps(mask, inv_scales + i) : s;
+        const __m512i v = q8_quantize16_avx512(_mm512_maskz_loadu_ps(mask, x + i), st, lo, hi, z);
         const __m512i w = _mm512_packus_epi32(v, v);
         const __m512i b = _mm512_permutexvar_epi32(order, _mm512_packus_epi16(w, w)); // bytes 0-15: the 16 values
         // A masked store costs far more than a plain one on Zen 4: only for the last few bytes.
@@ -203,14 +213,14 @@ const char *cgk_q8_kernel(void) {
     return names[q8_variant()];
 }
 
-void cgk_q8_quantize(const float *x, ptrdiff_t n, float inv_scale, int32_t zero, uint8_t *q) {
+void cgk_q8_quantize(const float *x, ptrdiff_t n, float inv_scale, const float *inv_scales, int32_t zero, uint8_t *q) {
     zero = q8_clamp_zero(zero);
     switch (q8_variant()) {
 #if CGK_X86
-    case Q8_VNNI: q8_quantize_avx512(x, n, inv_scale, zero, q); break;
-    case Q8_AVX2: q8_quantize_avx2(x, n, inv_scale, zero, q); break;
+    case Q8_VNNI: q8_quantize_avx512(x, n, inv_scale, inv_scales, zero, q); break;
+    case Q8_AVX2: q8_quantize_avx2(x, n, inv_scale, inv_scales, zero, q); break;
 #endif
-    default: q8_quantize_generic(x, n, inv_scale, zero, q); break;
+    default: q8_quantize_generic(x, n, inv_scale, inv_scales, zero, q); break;
     }
 }
 
@@ -247,14 +257,14 @@ CGK_INLINE void q8_finish(float *c, const int32_t *acc, int32_t width, int first
 typedef void (*q8_kernel)(int32_t rows, int32_t groups, const uint8_t *qa, ptrdiff_t qs, const int8_t *wp,
                           ptrdiff_t panel_stride, int32_t width, float *c, ptrdiff_t ldc, int first, int last,
                           const int32_t *offset, const float *scale, const float *bias, int activation);
-typedef void (*q8_quantizer)(const float *x, ptrdiff_t n, float inv_scale, int32_t zero, uint8_t *q);
+typedef void (*q8_quantizer)(const float *x, ptrdiff_t n, float inv_scale, const float *inv_scales, int32_t zero, uint8_t *q);
 
 // Blocks of mr rows: their k values quantized (Q8_KC at a time) into qa (mr x Q8_KC bytes), then
 // multiplied by every panel in [panel_begin, panel_end), `step` panels per kernel call. Inlined
 // with constant mr, step, quantizer and kernel, so the calls are direct.
 CGK_INLINE void q8_gemm_blocked(const int32_t mr, const int32_t step, q8_quantizer quantize, q8_kernel kernel, uint8_t *qa,
                                 int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale,
-                                int32_t zero, const int8_t *packed, const int32_t *offset, const float *scale, float *c,
+                                const float *inv_scales, int32_t zero, const int8_t *packed, const int32_t *offset, const float *scale, float *c,
                                 ptrdiff_t ldc, const float *bias, int activation, int32_t panel_begin, int32_t panel_end) {
     const ptrdiff_t panel_stride = (ptrdiff_t)q8_kq(k) * Q8_NR;
     for (int32_t i0 = 0; i0 < m; i0 += mr) {
@@ -264,7 +274,7 @@ CGK_INLINE void q8_gemm_blocked(const int32_t mr, const int32_t step, q8_quantiz
             const int first = k0 == 0, last = k - k0 <= Q8_KC;
             for (int32_t r = 0; r < rows; r++) {
                 uint8_t *qr = qa + (ptrdiff_t)r * kcq;
-                quantize(a + (ptrdiff_t)(i0 + r) * lda + k0, kc, inv_scale, zero, qr);
+                quantize(a + (ptrdiff_t)(i0 + r) * lda + k0, kc, inv_scale, inv_scales ? inv_scales + k0 : NULL, zero, qr);
                 // Past k the packed weights are zero; the padding is zeroed all the same.
                 for (int32_t kk = kc; kk < kcq; kk++) qr[kk] = 0;
             }
@@ -306,12 +316,12 @@ static void q8_kernel_generic(int32_t rows, int32_t groups, const uint8_t *qa, p
 
 // Not inlined into cgk_gemm_q8, whose frame would then hold this buffer under the other variants'.
 __attribute__((noinline)) static void q8_gemm_generic(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda,
-                                                      float inv_scale, int32_t zero, const int8_t *packed,
+                                                      float inv_scale, const float *inv_scales, int32_t zero, const int8_t *packed,
                                                       const int32_t *offset, const float *scale, float *c, ptrdiff_t ldc,
                                                       const float *bias, int activation, int32_t panel_begin,
                                                       int32_t panel_end) {
     _Alignas(64) uint8_t qa[Q8_MR_GENERIC * Q8_KC];
-    q8_gemm_blocked(Q8_MR_GENERIC, 1, q8_quantize_generic, q8_kernel_generic, qa, m, n, k, a, lda, inv_scale, zero, packed,
+    q8_gemm_blocked(Q8_MR_GENERIC, 1, q8_quantize_generic, q8_kernel_generic, qa, m, n, k, a, lda, inv_scale, inv_scales, zero, packed,
                     offset, scale, c, ldc, bias, activation, panel_begin, panel_end);
 }
 
@@ -431,12 +441,12 @@ CGK_TARGET_AVX2 static void q8_kernel_avx2(Q8_KERNEL_PARAMS) {
 #undef Q8_AVX2_CALL
 }
 
-CGK_TARGET_AVX2 static void q8_gemm_avx2(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale,
+CGK_TARGET_AVX2 static void q8_gemm_avx2(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale, const float *inv_scales,
                                          int32_t zero, const int8_t *packed, const int32_t *offset, const float *scale,
                                          float *c, ptrdiff_t ldc, const float *bias, int activation, int32_t panel_begin,
                                          int32_t panel_end) {
     _Alignas(64) uint8_t qa[Q8_MR_AVX2 * Q8_KC];
-    q8_gemm_blocked(Q8_MR_AVX2, 1, q8_quantize_avx2, q8_kernel_avx2, qa, m, n, k, a, lda, inv_scale, zero, packed, offset,
+    q8_gemm_blocked(Q8_MR_AVX2, 1, q8_quantize_avx2, q8_kernel_avx2, qa, m, n, k, a, lda, inv_scale, inv_scales, zero, packed, offset,
                     scale, c, ldc, bias, activation, panel_begin, panel_end);
 }
 
@@ -579,17 +589,18 @@ CGK_TARGET_VNNI static void q8_kernel_vnni(Q8_KERNEL_PARAMS) {
 #undef Q8_VNNI_CALL
 }
 
-CGK_TARGET_VNNI static void q8_gemm_vnni(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale,
+CGK_TARGET_VNNI static void q8_gemm_vnni(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale, const float *inv_scales,
                                          int32_t zero, const int8_t *packed, const int32_t *offset, const float *scale,
                                          float *c, ptrdiff_t ldc, const float *bias, int activation, int32_t panel_begin,
                                          int32_t panel_end) {
     _Alignas(64) uint8_t qa[Q8_MR_VNNI * Q8_KC];
-    q8_gemm_blocked(Q8_MR_VNNI, 2, q8_quantize_avx512, q8_kernel_vnni, qa, m, n, k, a, lda, inv_scale, zero, packed, offset,
+    q8_gemm_blocked(Q8_MR_VNNI, 2, q8_quantize_avx512, q8_kernel_vnni, qa, m, n, k, a, lda, inv_scale, inv_scales, zero, packed, offset,
                     scale, c, ldc, bias, activation, panel_begin, panel_end);
 }
 #endif
 
-void cgk_gemm_q8(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale, int32_t zero,
+void cgk_gemm_q8(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale, const float *inv_scales,
+                 int32_t zero,
                  const int8_t *packed, const int32_t *offset, const float *scale, float *c, ptrdiff_t ldc,
                  const float *bias, int activation, int32_t panel_begin, int32_t panel_end) {
     if (m <= 0 || n <= 0 || panel_begin >= panel_end) return;
@@ -598,16 +609,16 @@ void cgk_gemm_q8(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda,
     switch (q8_variant()) {
 #if CGK_X86
     case Q8_VNNI:
-        q8_gemm_vnni(m, n, k, a, lda, inv_scale, zero, packed, offset, scale, c, ldc, bias, activation, panel_begin,
+        q8_gemm_vnni(m, n, k, a, lda, inv_scale, inv_scales, zero, packed, offset, scale, c, ldc, bias, activation, panel_begin,
                      panel_end);
         break;
     case Q8_AVX2:
-        q8_gemm_avx2(m, n, k, a, lda, inv_scale, zero, packed, offset, scale, c, ldc, bias, activation, panel_begin,
+        q8_gemm_avx2(m, n, k, a, lda, inv_scale, inv_scales, zero, packed, offset, scale, c, ldc, bias, activation, panel_begin,
                      panel_end);
         break;
 #endif
     default:
-        q8_gemm_generic(m, n, k, a, lda, inv_scale, zero, packed, offset, scale, c, ldc, bias, activation, panel_begin,
+        q8_gemm_generic(m, n, k, a, lda, inv_scale, inv_scales, zero, packed, offset, scale, c, ldc, bias, activation, panel_begin,
                         panel_end);
         break;
     }

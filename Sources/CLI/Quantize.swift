@@ -44,6 +44,11 @@ struct Quantize: ParsableCommand {
 
     enum FloatStorage: String, ExpressibleByArgument, CaseIterable { case i8, asIs = "as-is" }
 
+    @Option(help: "Balance each int8 layer's input channels against its weights before quantizing (docs/quantization.md).")
+    var balance: Switch = .off
+
+    enum Switch: String, ExpressibleByArgument, CaseIterable { case on, off }
+
     @Flag(help: "Also measure each layer alone: the model with only that layer int8 against the float model on the calibration covers (how --keep-float choices are made).")
     var sensitivity = false
 
@@ -57,8 +62,11 @@ struct Quantize: ParsableCommand {
         guard (0...Model.maxThreads).contains(threads) else { throw ValidationError("--threads is 0...\(Model.maxThreads).") }
     }
 
-    /// The covers to calibrate on: a labelled source's split, or every image under a folder.
+    /// The covers to calibrate on: a manifest's split (a folder holding split.csv counts as its
+    /// manifest, so `--split train` keeps val and test covers out), or every image under a folder.
     static func calibrationImages(_ source: String, split: String) throws -> [String] {
+        let manifest = Files.join(source, "split.csv")
+        let source = Files.isDirectory(source) && Files.isRegularFile(manifest) ? manifest : source
         if let dataset = try? LabeledDataset.load(source) {
             let wanted = Split(rawValue: split)
             guard split == "all" || wanted != nil else { throw ValidationError("--split is train, val, test or all.") }
@@ -93,8 +101,9 @@ struct Quantize: ParsableCommand {
         guard !nodes.isEmpty else { throw CLIError("\(model) has no layer to make int8 with --layers \(layers.rawValue)") }
         let threadCount = threads > 0 ? threads : Parallel.availableCores
         let started = Clock.seconds
-        let histograms = try quantizer.histograms(chosen, nodes: nodes, threads: threadCount)
-        let ranges = histograms.mapValues { $0.range(method) }
+        let measured = try quantizer.measure(chosen, nodes: nodes, threads: threadCount, balance: balance == .on)
+        let ranges = measured.mapValues { $0.histogram.range(method) }
+        let channelScales = measured.compactMapValues(\.channelScales)
         let floatLayers = graph.nodes.indices.filter { i in
             switch graph.nodes[i].op {
             case .conv2d, .linear: return ranges[i] == nil
@@ -102,13 +111,16 @@ struct Quantize: ParsableCommand {
             }
         }.map { graph.nodes[$0].name }
         let provenance: JSON = [
-            "method": .string(method.rawValue), "calibration": .string(DataSource(calibration).name),
+            "method": .string(method.rawValue), "balanced_channels": .bool(balance == .on), "calibration": .string(DataSource(calibration).name),
             "calibration_images": JSON(chosen.count), "int8_layers": JSON(ranges.count), "float_layers": JSON(floatLayers),
             "weights": "int8 symmetric per output channel, [-63, 63]", "activations": "uint8 per tensor with a zero point",
             "float_layer_storage": .string(floatStorage == .i8 ? "int8 per output channel, [-127, 127], widened at load" : "as in the float model"),
         ]
-        if sensitivity { try measureSensitivity(quantizer, ranges: ranges, images: chosen, threads: threadCount) }
-        let writer = try quantizer.quantized(ranges: ranges, compactFloatLayers: floatStorage == .i8, provenance: provenance)
+        if sensitivity {
+            try measureSensitivity(quantizer, ranges: ranges, channelScales: channelScales, images: chosen, threads: threadCount)
+        }
+        let writer = try quantizer.quantized(ranges: ranges, channelScales: channelScales, compactFloatLayers: floatStorage == .i8,
+                                             provenance: provenance)
         try writer.write(to: out)
         let quantized = try Model(path: out) // the result must load
         print("calibrated on \(chosen.count) covers of \(calibration) (\(method.rawValue)) in \(Format.fixed(Clock.seconds - started, 1)) s")
@@ -121,12 +133,14 @@ struct Quantize: ParsableCommand {
 
     /// Prints, per int8 layer, how far the model with that layer alone int8 answers from the float
     /// model: mean L1 distance of the probabilities and top-genre changes, worst first.
-    func measureSensitivity(_ quantizer: Quantizer, ranges: [Int: (low: Float, high: Float)], images: [String], threads: Int) throws {
+    func measureSensitivity(_ quantizer: Quantizer, ranges: [Int: (low: Float, high: Float)], channelScales: [Int: [Float]],
+                            images: [String], threads: Int) throws {
         let inputs = images.map { ImageInput.path($0) }
         let reference = quantizer.model.probabilities(batch: inputs, threads: threads)
         var rows: [(name: String, distance: Double, flips: Int)] = []
         for (i, range) in ranges {
-            let bytes = try quantizer.quantized(ranges: [i: range], provenance: .null).serialize()
+            let bytes = try quantizer.quantized(ranges: [i: range], channelScales: channelScales.filter { $0.key == i },
+                                                provenance: .null).serialize()
             let single = try Model(bytes: bytes)
             var distance = 0.0, flips = 0, count = 0
             for case (.success(let a), .success(let b)) in zip(reference, single.probabilities(batch: inputs, threads: threads)) {

@@ -117,7 +117,11 @@ extension Node {
 }
 
 extension InputQuantization {
-    var json: JSON { .object(["scale": .number(Double(scale)), "zero_point": JSON(zeroPoint)]) }
+    var json: JSON {
+        var o: [String: JSON] = ["scale": .number(Double(scale)), "zero_point": JSON(zeroPoint)]
+        if let channelScales { o["channel_scales"] = .string(channelScales) }
+        return .object(o)
+    }
 }
 
 extension FieldReader {
@@ -128,7 +132,8 @@ extension FieldReader {
         let q = FieldReader(try value("input_quantization"), context: "\(context) input_quantization")
         let scale = Float(try q.double("scale"))
         guard scale.isFinite, scale > 0 else { throw q.fail("scale \(scale) is not finite and positive") }
-        return InputQuantization(scale: scale, zeroPoint: try q.int("zero_point", range: 0...255))
+        return InputQuantization(scale: scale, zeroPoint: try q.int("zero_point", range: 0...255),
+                                 channelScales: try q.optionalString("channel_scales"))
     }
 }
 

@@ -63,13 +63,20 @@ public struct Node: Equatable, Sendable {
 
 /// How an int8 layer quantizes the float activations it reads (see `Quantization`): per tensor,
 /// `x ≈ (q - zeroPoint) * scale`, q in [0, 255]. A layer with one has int8 weights.
+///
+/// With `channelScales` (a float32 tensor, one positive value m[c] per input channel) the layer
+/// reads `x[c] / m[c]` instead, and its stored weights are the float weights with row c multiplied
+/// by m[c]: the same function, with channels of very different ranges evened out before one scale
+/// covers them all (docs/quantization.md, "balanced channels").
 public struct InputQuantization: Equatable, Sendable {
     public var scale: Float
     public var zeroPoint: Int
+    public var channelScales: String?
 
-    public init(scale: Float, zeroPoint: Int) {
+    public init(scale: Float, zeroPoint: Int, channelScales: String? = nil) {
         self.scale = scale
         self.zeroPoint = zeroPoint
+        self.channelScales = channelScales
     }
 }
 
@@ -210,8 +217,8 @@ public indirect enum Op: Equatable, Sendable {
 
     public var tensorNames: [String] {
         switch self {
-        case .conv2d(let a): return [a.weight] + (a.bias.map { [$0] } ?? [])
-        case .linear(let a): return [a.weight] + (a.bias.map { [$0] } ?? [])
+        case .conv2d(let a): return [a.weight] + (a.bias.map { [$0] } ?? []) + (a.inputQuantization?.channelScales.map { [$0] } ?? [])
+        case .linear(let a): return [a.weight] + (a.bias.map { [$0] } ?? []) + (a.inputQuantization?.channelScales.map { [$0] } ?? [])
         case .batchNorm(let a): return [a.gamma, a.beta, a.mean, a.variance]
         default: return []
         }

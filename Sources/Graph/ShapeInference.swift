@@ -133,6 +133,7 @@ extension GraphSpec {
                 if let problem = shape.problem { throw fail(name, problem) }
                 try expectTensor(name, a.weight, [a.kernel.0, a.kernel.1, x.channels / a.groups, a.outChannels])
                 if let bias = a.bias { try expectTensor(name, bias, [a.outChannels]) }
+                if let scales = a.inputQuantization?.channelScales { try expectTensor(name, scales, [x.channels]) }
                 output = ActivationShape(height: w.outHeight, width: w.outWidth, channels: a.outChannels)
                 try count(name, w.outPixels, a.outChannels, a.kernel.0 * a.kernel.1, x.channels / a.groups)
                 conv = shape
@@ -144,6 +145,7 @@ extension GraphSpec {
                 try count(name, x.channels, a.outFeatures)
                 try expectTensor(name, a.weight, [x.channels, a.outFeatures])
                 if let bias = a.bias { try expectTensor(name, bias, [a.outFeatures]) }
+                if let scales = a.inputQuantization?.channelScales { try expectTensor(name, scales, [x.channels]) }
                 output = .vector(a.outFeatures)
             case .batchNorm(let a):
                 guard a.epsilon >= 0, a.epsilon.isFinite else { throw fail(name, "epsilon must be finite and non-negative") }

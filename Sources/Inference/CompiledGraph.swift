@@ -147,8 +147,13 @@ public final class CompiledGraph: @unchecked Sendable {
             guard canRun else {
                 throw CoverGenreError(.modelUnsupported, "graph node \"\(node.name)\": int8 weights are supported on 1x1, im2col and linear layers, not this one")
             }
+            let channelScales = try input.channelScales.map { try weights.floats($0).array }
+            if let channelScales, !channelScales.allSatisfy({ $0.isFinite && $0 > 0 }) {
+                throw CoverGenreError(.modelFormat, "graph node \"\(node.name)\": channel scales \"\(input.channelScales!)\" are not all finite and positive")
+            }
             guard let matrix = QuantizedMatrix(stored.values, rows: rows, columns: columns, weightScales: stored.scales,
-                                               inputScale: input.scale, zeroPoint: input.zeroPoint, arena: arena)
+                                               inputScale: input.scale, zeroPoint: input.zeroPoint, channelScales: channelScales,
+                                               arena: arena)
             else {
                 throw CoverGenreError(.modelFormat, "graph node \"\(node.name)\": int8 weights \"\(weight)\" lie outside [-63, 63] or their scales overflow")
             }

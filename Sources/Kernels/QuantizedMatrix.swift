@@ -29,15 +29,28 @@ public final class QuantizedMatrix: PackedWeights, @unchecked Sendable {
     private let offsets: [Int32]
     private let scales: [Float]
     private let inverseScale: Float
+    /// Per k, 1 / (input scale x channel scale), for balanced channels; else nil.
+    private let inverseScales: [Float]?
     private let owner: AnyObject
 
     /// The kernel this process runs: "avx512-vnni", "avx2" or "generic" (follows `InstructionSet`).
     public static var kernel: String { String(cString: cgk_q8_kernel()) }
 
-    /// Nil when a weight lies outside [-63, 63] (the kernels' range) or memory is exhausted.
+    /// Nil when a weight lies outside [-63, 63] (the kernels' range), a scale is not finite and
+    /// positive, or memory is exhausted. `channelScales`: the balanced channels' m[c] (see
+    /// `InputQuantization`), row k reading channel k % channelScales.count (im2col rows run over
+    /// the kernel's taps, then channels).
     public init?(_ weights: UnsafePointer<Int8>, rows: Int, columns: Int, weightScales: UnsafePointer<Float>,
-                 inputScale: Float, zeroPoint: Int, arena: WeightArena? = nil) {
+                 inputScale: Float, zeroPoint: Int, channelScales: [Float]? = nil, arena: WeightArena? = nil) {
         guard rows > 0, columns > 0, inputScale.isFinite, inputScale > 0, (0...255).contains(zeroPoint) else { return nil }
+        if let channelScales {
+            guard !channelScales.isEmpty, rows % channelScales.count == 0 else { return nil }
+            let inverses = (0..<rows).map { 1 / (inputScale * channelScales[$0 % channelScales.count]) }
+            guard inverses.allSatisfy({ $0.isFinite && $0 > 0 }) else { return nil }
+            inverseScales = inverses
+        } else {
+            inverseScales = nil
+        }
         var offsets = [Int32](repeating: 0, count: columns), scales = [Float](repeating: 0, count: columns)
         for c in 0..<columns {
             var sum = 0
@@ -74,24 +87,32 @@ public final class QuantizedMatrix: PackedWeights, @unchecked Sendable {
     /// Split as `PackedMatrix.multiply`: rows when there are many, else 16-column panels.
     public func multiply(_ a: UnsafePointer<Float>, rows m: Int, lda: Int, into c: UnsafeMutablePointer<Float>, ldc: Int,
                          bias: UnsafePointer<Float>?, activation: Activation, threads: Int) {
-        offsets.withUnsafeBufferPointer { offsets in
-            scales.withUnsafeBufferPointer { scales in
-                let o = offsets.baseAddress!, s = scales.baseAddress!
-                let k = Int32(rows), n = Int32(columns), z = Int32(input.zeroPoint), inv = inverseScale
-                if threads <= 1 {
-                    cgk_gemm_q8(Int32(m), n, k, a, lda, inv, z, packed, o, s, c, ldc, bias, activation.code, 0, Int32(panels))
-                } else if m >= threads * PackedMatrix.rowSplitMinimum {
-                    Parallel.forRanges(m, threads: threads) { _, range in
-                        cgk_gemm_q8(Int32(range.count), n, k, a + range.lowerBound * lda, lda, inv, z, packed, o, s,
-                                    c + range.lowerBound * ldc, ldc, bias, activation.code, 0, Int32(self.panels))
-                    }
-                } else {
-                    Parallel.forRanges(panels, threads: threads) { _, range in
-                        cgk_gemm_q8(Int32(m), n, k, a, lda, inv, z, packed, o, s, c, ldc, bias, activation.code,
-                                    Int32(range.lowerBound), Int32(range.upperBound))
+        withInverseScales { perChannel in
+            offsets.withUnsafeBufferPointer { offsets in
+                scales.withUnsafeBufferPointer { scales in
+                    let o = offsets.baseAddress!, s = scales.baseAddress!
+                    let k = Int32(rows), n = Int32(columns), z = Int32(input.zeroPoint), inv = inverseScale
+                    if threads <= 1 {
+                        cgk_gemm_q8(Int32(m), n, k, a, lda, inv, perChannel, z, packed, o, s, c, ldc, bias, activation.code, 0,
+                                    Int32(panels))
+                    } else if m >= threads * PackedMatrix.rowSplitMinimum {
+                        Parallel.forRanges(m, threads: threads) { _, range in
+                            cgk_gemm_q8(Int32(range.count), n, k, a + range.lowerBound * lda, lda, inv, perChannel, z, packed, o, s,
+                                        c + range.lowerBound * ldc, ldc, bias, activation.code, 0, Int32(self.panels))
+                        }
+                    } else {
+                        Parallel.forRanges(panels, threads: threads) { _, range in
+                            cgk_gemm_q8(Int32(m), n, k, a, lda, inv, perChannel, z, packed, o, s, c, ldc, bias, activation.code,
+                                        Int32(range.lowerBound), Int32(range.upperBound))
+                        }
                     }
                 }
             }
         }
+    }
+
+    private func withInverseScales(_ body: (UnsafePointer<Float>?) -> Void) {
+        guard let inverseScales else { return body(nil) }
+        inverseScales.withUnsafeBufferPointer { body($0.baseAddress!) }
     }
 }

@@ -145,22 +145,87 @@ public struct Quantizer {
         }
     }
 
-    /// Histograms of the inputs of `nodes` over `images`: a first pass finds each input's range,
-    /// a second fills a histogram over it.
-    public func histograms(_ images: [String], nodes: [Int], threads: Int) throws -> [Int: ActivationHistogram] {
+    /// What calibration measured of one int8 layer's input: its histogram (of x[c] / m[c] for
+    /// balanced channels) and the channel scales m, if balanced.
+    public struct Measured {
+        public var histogram: ActivationHistogram
+        public var channelScales: [Float]?
+    }
+
+    /// Input channels of node `i` (the last dimension of what it reads).
+    func inputChannels(_ i: Int) -> Int {
+        switch graph.nodes[i].op {
+        case .conv2d(let a): return model.file.info(a.weight)!.shape[2] * a.groups
+        case .linear(let a): return model.file.info(a.weight)!.shape[0]
+        default: return 1
+        }
+    }
+
+    /// Per input channel, the largest |weight| of node `i` (every output and kernel tap).
+    func weightMaxima(_ i: Int) throws -> [Float] {
+        let channels = inputChannels(i)
+        let name: String
+        switch graph.nodes[i].op {
+        case .conv2d(let a): name = a.weight
+        case .linear(let a): name = a.weight
+        default: return [Float](repeating: 1, count: channels)
+        }
+        let info = model.file.info(name)!, values = try model.file.floats(name).array
+        let columns = info.shape.last!
+        var maxima = [Float](repeating: 0, count: channels)
+        for (index, v) in values.enumerated() {
+            let c = (index / columns) % channels
+            maxima[c] = max(maxima[c], abs(v))
+        }
+        return maxima
+    }
+
+    /// Measures the inputs of `nodes` over `images`: a first pass finds each input's range per
+    /// channel, a second fills a histogram over the whole range. With `balance`, each channel c
+    /// is first divided by m[c] = sqrt(max |x[c]| / max |w[c]|), which moves range from the
+    /// activations' widest channels into the weights (whose scale is per output channel anyway);
+    /// the layer's weights are multiplied by m when written (`quantized`).
+    public func measure(_ images: [String], nodes: [Int], threads: Int, balance: Bool) throws -> [Int: Measured] {
         let wanted = Set(nodes)
-        var bounds: [Int: (Float, Float)] = [:]
+        var lows: [Int: [Float]] = [:], highs: [Int: [Float]] = [:]
         let decoded = observe(images, nodes: wanted, threads: threads) { node, input in
-            var (lo, hi) = bounds[node] ?? (0, 0)
-            for v in input where v.isFinite { lo = min(lo, v); hi = max(hi, v) }
-            bounds[node] = (lo, hi)
+            let channels = inputChannels(node)
+            var lo = lows[node] ?? [Float](repeating: 0, count: channels), hi = highs[node] ?? lo
+            for (i, v) in input.enumerated() where v.isFinite {
+                let c = i % channels
+                if v < lo[c] { lo[c] = v }
+                if v > hi[c] { hi[c] = v }
+            }
+            lows[node] = lo
+            highs[node] = hi
         }
         guard decoded > 0 else { throw CoverGenreError(.invalidArgument, "none of the \(images.count) calibration covers could be decoded") }
-        var histograms = bounds.mapValues { ActivationHistogram(low: $0.0, high: $0.1) }
-        _ = observe(images, nodes: wanted, threads: threads) { node, input in
-            histograms[node]!.add(input)
+        var divisors: [Int: [Float]] = [:]
+        var measured: [Int: Measured] = [:]
+        for node in nodes {
+            guard let lo = lows[node], let hi = highs[node] else { continue }
+            var m = [Float](repeating: 1, count: lo.count)
+            if balance {
+                let w = try weightMaxima(node)
+                for c in m.indices {
+                    let x = max(abs(lo[c]), abs(hi[c]))
+                    if x > 0 && w[c] > 0 { m[c] = min(1e4, max(1e-4, (x / w[c]).squareRoot())) }
+                }
+                divisors[node] = m
+            }
+            let low = zip(lo, m).map { $0 / $1 }.min() ?? 0, high = zip(hi, m).map { $0 / $1 }.max() ?? 0
+            measured[node] = Measured(histogram: ActivationHistogram(low: low, high: high), channelScales: balance ? m : nil)
         }
-        return histograms
+        _ = observe(images, nodes: wanted, threads: threads) { node, input in
+            guard measured[node] != nil else { return }
+            if let m = divisors[node] {
+                let scaled = input.enumerated().map { $1 / m[$0 % m.count] }
+                scaled.withUnsafeBufferPointer { measured[node]!.histogram.add($0) }
+            } else {
+                measured[node]!.histogram.add(input)
+            }
+        }
+        return measured
     }
 
     /// The model with `ranges`' nodes made int8, as a writer ready to write. `provenance` is added
@@ -169,19 +234,29 @@ public struct Quantizer {
     /// `compactFloatLayers`: store the weights of the layers left in floating point as int8 too
     /// (8 bits per output channel, widened to float32 at load): a file about half the size for a
     /// small change in the answers (measured in docs/quantization.md).
-    public func quantized(ranges: [Int: (low: Float, high: Float)], compactFloatLayers: Bool = false,
-                          provenance: JSON) throws -> ModelWriter {
+    public func quantized(ranges: [Int: (low: Float, high: Float)], channelScales: [Int: [Float]] = [:],
+                          compactFloatLayers: Bool = false, provenance: JSON) throws -> ModelWriter {
         var description = model.description
         var int8Tensors = Set<String>()
+        /// Balanced layers: weight name -> (m, name of the tensor holding m).
+        var balanced: [String: (m: [Float], name: String)] = [:]
         for (i, range) in ranges {
             let (scale, zero) = Quantization.activation(low: range.low, high: range.high)
-            let quantization = InputQuantization(scale: scale, zeroPoint: zero)
+            var quantization = InputQuantization(scale: scale, zeroPoint: zero)
             switch description.graph.nodes[i].op {
             case .conv2d(var a):
+                if let m = channelScales[i] {
+                    quantization.channelScales = a.weight + ".channel_scales"
+                    balanced[a.weight] = (m, quantization.channelScales!)
+                }
                 a.inputQuantization = quantization
                 int8Tensors.insert(a.weight)
                 description.graph.nodes[i].op = .conv2d(a)
             case .linear(var a):
+                if let m = channelScales[i] {
+                    quantization.channelScales = a.weight + ".channel_scales"
+                    balanced[a.weight] = (m, quantization.channelScales!)
+                }
                 a.inputQuantization = quantization
                 int8Tensors.insert(a.weight)
                 description.graph.nodes[i].op = .linear(a)
@@ -208,7 +283,14 @@ public struct Quantizer {
         var writer = ModelWriter(metadata: description.json)
         for info in model.file.tensors {
             if int8Tensors.contains(info.name) {
-                try writer.add(info.name, shape: info.shape, values: try model.file.floats(info.name).array, storage: .int8)
+                var values = try model.file.floats(info.name).array
+                if let (m, name) = balanced[info.name] {
+                    // Row r of the weight matrix reads input channel r % m.count: it carries m.
+                    let columns = info.shape.last!
+                    for i in values.indices { values[i] *= m[(i / columns) % m.count] }
+                    try writer.add(name, shape: [m.count], values: m)
+                }
+                try writer.add(info.name, shape: info.shape, values: values, storage: .int8)
             } else if compact.contains(info.name), info.dtype != .int8 {
                 let values = try model.file.floats(info.name).array
                 guard let (scales, quantized) = values.withUnsafeBufferPointer({ Quantization.symmetric($0, channels: info.channels, levels: 127) })

@@ -77,6 +77,47 @@ final class QuantizedGraphTests: XCTestCase {
         XCTAssertLessThan(maxRelativeError(Array(int8.logits(0)), Array(context.logits(0))), 0.1)
     }
 
+    /// Balanced channels (`InputQuantization.channelScales`) on the 1x1 and the im2col layer: the
+    /// engine against the reference dividing each channel by its m before quantizing.
+    func testBalancedChannelsMatchTheReference() throws {
+        var graph = Self.graph()
+        var random = TestRandom(seed: 21)
+        var writer = ModelWriter(metadata: ["format": "test"])
+        for (name, shape) in Self.shapes {
+            try writer.add(name, shape: shape, values: random.floats(shape.reduce(1, *), scale: 0.4),
+                           storage: Self.int8Tensors.contains(name) ? .int8 : .float32)
+        }
+        for (index, channels) in [(1, 24), (2, 20)] {
+            switch graph.nodes[index].op {
+            case .conv2d(var a):
+                a.inputQuantization!.channelScales = a.weight + ".m"
+                try writer.add(a.weight + ".m", shape: [channels], values: (0..<channels).map { _ in Float(random.generator.unit() * 4 + 0.1) })
+                graph.nodes[index].op = .conv2d(a)
+            default: XCTFail()
+            }
+        }
+        let bytes = writer.serialize()
+        let file = try bytes.withUnsafeBytes { try ModelFile(copying: $0) }
+        let compiled = try CompiledGraph(graph: graph, weights: file)
+        let tensors = try TensorStore(file: file)
+        let input = random.floats(graph.inputShape.count, scale: 3)
+        for threads in [1, 2] {
+            let context = try ExecutionContext(graph: compiled, batch: 1, threads: threads)
+            context.input.update(from: input, count: input.count)
+            Scheduler(threads: threads).run { context.run() }
+            let expected = try ReferenceGraph.run(graph, tensors: tensors, input: input)["fc"]!
+            XCTAssertLessThan(maxRelativeError(Array(context.logits(0)), expected), 1e-3)
+        }
+        // A channel scale that is not positive is refused.
+        var damaged = ModelWriter(metadata: ["format": "test"])
+        for info in file.tensors where info.name != "project.w.m" { try damaged.add(copying: info, of: file) }
+        try damaged.add("project.w.m", shape: [24], values: [Float](repeating: 0, count: 24))
+        let damagedBytes = damaged.serialize()
+        XCTAssertThrowsError(try CompiledGraph(graph: graph, weights: try damagedBytes.withUnsafeBytes { try ModelFile(copying: $0) })) {
+            XCTAssertEqual(($0 as? CoverGenreError)?.code, .modelFormat)
+        }
+    }
+
     func testGraphAndTensorsMustAgreeOnInt8() throws {
         func refusal(_ graph: GraphSpec, _ file: ModelFile) -> CoverGenreError? {
             do {

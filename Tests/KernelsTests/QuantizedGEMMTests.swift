@@ -24,10 +24,12 @@ final class QuantizedGEMMTests: XCTestCase {
     /// The reference: quantize each value (multiply, clamp, round half to even), sum in integers,
     /// then (acc + offset) * scale + bias and the activation, each step one float operation.
     static func reference(m: Int, n: Int, k: Int, a: [Float], weights: [Int8], weightScales: [Float], inputScale: Float,
-                          zero: Int, bias: [Float]?, activation: Activation) -> [Float] {
-        let inverse = 1 / inputScale, lo = Float(-zero), hi = Float(255 - zero)
-        let q = a.map { x -> Int in
-            var t = x * inverse
+                          zero: Int, channelScales: [Float]? = nil, bias: [Float]?, activation: Activation) -> [Float] {
+        let lo = Float(-zero), hi = Float(255 - zero)
+        // Per column of A: 1 / scale, or 1 / (scale * m[channel]) with balanced channels.
+        let inverses = (0..<k).map { kk in channelScales.map { 1 / (inputScale * $0[kk % $0.count]) } ?? 1 / inputScale }
+        let q = a.enumerated().map { i, x -> Int in
+            var t = x * inverses[i % k]
             t = t > lo ? t : lo
             t = t < hi ? t : hi
             return Int(t.rounded(.toNearestOrEven)) + zero
@@ -50,7 +52,7 @@ final class QuantizedGEMMTests: XCTestCase {
     }
 
     func check(m: Int, n: Int, k: Int, zero: Int, bias: Bool, activation: Activation, threads: Int, seed: UInt64,
-               file: StaticString = #filePath, line: UInt = #line) throws {
+               channels: Int? = nil, file: StaticString = #filePath, line: UInt = #line) throws {
         var random = TestRandom(seed: seed)
         let weights = (0..<(k * n)).map { _ in Int8(random.int(-63...63)) }
         let weightScales = (0..<n).map { _ in Float(random.generator.unit() * 0.02 + 0.001) }
@@ -60,13 +62,15 @@ final class QuantizedGEMMTests: XCTestCase {
         for i in stride(from: 0, to: a.count, by: 7) { a[i] = (Float(random.int(-300...300)) + 0.5) * inputScale }
         if a.count > 3 { a[3] = .nan }
         let biases = bias ? random.floats(n) : nil
+        let channelScales = channels.map { c in (0..<c).map { _ in Float(random.generator.unit() * 20 + 0.05) } }
         let matrix = try XCTUnwrap(weights.withUnsafeBufferPointer { w in
             weightScales.withUnsafeBufferPointer { s in
-                QuantizedMatrix(w.baseAddress!, rows: k, columns: n, weightScales: s.baseAddress!, inputScale: inputScale, zeroPoint: zero)
+                QuantizedMatrix(w.baseAddress!, rows: k, columns: n, weightScales: s.baseAddress!, inputScale: inputScale, zeroPoint: zero,
+                                channelScales: channelScales)
             }
         })
         let expected = Self.reference(m: m, n: n, k: k, a: a, weights: weights, weightScales: weightScales, inputScale: inputScale,
-                                      zero: zero, bias: biases, activation: activation)
+                                      zero: zero, channelScales: channelScales, bias: biases, activation: activation)
         var c = [Float](repeating: .nan, count: m * n)
         let run = { (threads: Int) in
             a.withUnsafeBufferPointer { a in
@@ -111,6 +115,18 @@ final class QuantizedGEMMTests: XCTestCase {
         for (m, n, k) in [(400, 24, 144), (49, 1152, 192), (3, 40, 1152), (196, 80, 480)] {
             for threads in [1, 2, 3] {
                 try check(m: m, n: n, k: k, zero: 37, bias: true, activation: .relu6, threads: threads, seed: UInt64(m * n + threads))
+            }
+        }
+    }
+
+    /// Balanced channels: a multiplier per column of A (per input channel, repeated over an im2col
+    /// row's taps), in the vector quantizers' full blocks and masked tails alike.
+    func testPerChannelInputScalesAreBitExact() throws {
+        var seed: UInt64 = 500
+        for (m, n, k, channels) in [(3, 17, 5, 5), (13, 33, 100, 100), (25, 24, 144, 144), (9, 16, 72, 8), (40, 40, 2100, 2100)] {
+            for threads in [1, 2] {
+                try check(m: m, n: n, k: k, zero: 9, bias: true, activation: .relu6, threads: threads, seed: seed, channels: channels)
+                seed += 1
             }
         }
     }

@@ -9,11 +9,12 @@ import Glibc
 /// the engine (the Python tests add ONNX Runtime as a second, fully independent one).
 public enum ReferenceGraph {
     /// `x` as an int8 layer reads it: quantized to uint8 exactly as the kernels do, then
-    /// dequantized.
-    public static func fakeQuantized(_ x: [Float], _ q: InputQuantization?) -> [Float] {
+    /// dequantized (x[c] / m[c] with balanced channels: the stored weights carry m[c]).
+    public static func fakeQuantized(_ x: [Float], _ q: InputQuantization?, channelScales: [Float]? = nil) -> [Float] {
         guard let q else { return x }
-        let inverse = 1 / q.scale, lo = Float(-q.zeroPoint), hi = Float(255 - q.zeroPoint)
-        return x.map { v in
+        let lo = Float(-q.zeroPoint), hi = Float(255 - q.zeroPoint)
+        return x.enumerated().map { i, v in
+            let inverse = channelScales.map { 1 / (q.scale * $0[i % $0.count]) } ?? 1 / q.scale
             var t = v * inverse
             t = t > lo ? t : lo
             t = t < hi ? t : hi
@@ -27,7 +28,8 @@ public enum ReferenceGraph {
         for r in resolved {
             // An int8 layer sees its input as the quantized values it reads (`InputQuantization`);
             // its weights are the dequantized int8 values `TensorStore(file:)` reads.
-            let x = fakeQuantized(values[r.node.inputs[0]]!, r.node.op.inputQuantization)
+            let x = fakeQuantized(values[r.node.inputs[0]]!, r.node.op.inputQuantization,
+                                  channelScales: r.node.op.inputQuantization?.channelScales.map { tensors[$0]!.values })
             let s = r.inputShapes[0]
             var y: [Float]
             switch r.node.op {

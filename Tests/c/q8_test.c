@@ -157,7 +157,7 @@ static int compare_calls(const q8_case *t, const float *a, const int8_t *packed,
     memcpy(&sentinel, &sentinel_bits, sizeof sentinel);
     for (size_t i = 0; i < c_floats; i++) c[i] = sentinel;
     for (int call = 0; call < calls; call++)
-        cgk_gemm_q8(t->m, t->n, t->k, a, t->lda, t->inv_scale, t->zero, packed, offset, scale, c, t->ldc, bias,
+        cgk_gemm_q8(t->m, t->n, t->k, a, t->lda, t->inv_scale, NULL, t->zero, packed, offset, scale, c, t->ldc, bias,
                     t->activation, ranges[2 * call], ranges[2 * call + 1]);
     int bad = 0;
     for (int32_t i = 0; i < t->m; i++)
@@ -256,7 +256,7 @@ static int check_quantize(void) {
         const int32_t zero = round % 5 == 4 ? (int32_t)next_below(256) : zeros[round % 4];
         for (int32_t i = 0; i < n + start; i++) x[i] = next_activation(inv_scale);
         memset(q, 0xA5, max_n + 64 + 3);
-        cgk_q8_quantize(x + start, n, inv_scale, zero, q + start);
+        cgk_q8_quantize(x + start, n, inv_scale, NULL, zero, q + start);
         for (int32_t i = 0; i < n + start + 64; i++) {
             const int inside = i >= start && i < n + start;
             const uint8_t want = inside ? ref_quantize(x[i], inv_scale, zero) : 0xA5;
@@ -275,7 +275,7 @@ static int check_quantize(void) {
         for (int32_t i = 0; i < 1201; i++) x[i] = (float)(i - 600) * 0.5f;
         x[1201] = NAN;
         x[1202] = -0.0f;
-        cgk_q8_quantize(x, 1203, 1.0f, zero, q);
+        cgk_q8_quantize(x, 1203, 1.0f, NULL, zero, q);
         for (int32_t i = 0; i < 1203; i++) {
             checked++;
             if (q[i] != ref_quantize(x[i], 1.0f, zero)) {
@@ -332,7 +332,7 @@ static int check_extremes(void) {
         }
         cgk_q8_pack(b, n, k, n, packed);
         ref_gemm(m, n, k, a, k, 1.0f, zero, b, n, offset, scale, NULL, CGK_ACT_NONE, expected, n);
-        cgk_gemm_q8(m, n, k, a, k, 1.0f, zero, packed, offset, scale, c, n, NULL, CGK_ACT_NONE, 0, panels);
+        cgk_gemm_q8(m, n, k, a, k, 1.0f, NULL, zero, packed, offset, scale, c, n, NULL, CGK_ACT_NONE, 0, panels);
         for (int32_t i = 0; i < m * n; i++) {
             checked++;
             if (!same_bits(c[i], expected[i])) {
@@ -368,7 +368,7 @@ static void time_shape(int32_t m, int32_t k, int32_t n) {
     for (int trial = 0; trial < 6; trial++) {
         const double t0 = now();
         for (int r = 0; r < reps; r++)
-            cgk_gemm_q8(m, n, k, a, k, 63.0f, 64, packed, offset, scale, c, n, bias, CGK_ACT_RELU6, 0, panels);
+            cgk_gemm_q8(m, n, k, a, k, 63.0f, NULL, 64, packed, offset, scale, c, n, bias, CGK_ACT_RELU6, 0, panels);
         const double dt = (now() - t0) / reps;
         if (trial > 0 && dt < best) best = dt;
         if (trial == 0) reps = (int)(0.05 / dt) + 1; // the first run warms up and sizes the others

@@ -106,14 +106,16 @@ void cgk_gemm_packed(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t 
 // products per instruction lane (vpdpbusd with AVX-512 VNNI; vpmaddubsw + vpmaddwd with AVX2).
 // The integer part is exact and the float part specified step by step, so every variant (see
 // cgk_q8_kernel) returns the same bits:
-//   quantize:  t = a * inv_scale; t = t > lo ? t : lo; t = t < hi ? t : hi (lo = -zero,
+//   quantize:  t = a * inv; t = t > lo ? t : lo; t = t < hi ? t : hi (lo = -zero,
 //              hi = 255 - zero; NaN becomes lo); q = rint(t) + zero, ties to even
 //   multiply:  acc[r][c] = sum over k of q[r][k] * W[k][c], in int32
 //   epilogue:  v = (float)(acc + offset[c]); v = v * scale[c]; v = v + bias[c] (when bias is not
 //              NULL); then the activation, as cgk_activate: a multiply and an add, never fused
 // offset[c] = -zero * (sum over k of W[k][c]) takes out the zero point; scale[c] is the activations'
 // scale times column c's weight scale, inv_scale 1 / the activations' scale, zero their zero point
-// (0 .. 255; clamped to it). Weights are in [-63, 63] (7 bits: vpmaddubsw adds two u8 x s8
+// (0 .. 255; clamped to it). inv is inv_scale, or inv_scales[k] for the value in column k when
+// inv_scales is not NULL: per input channel, for models whose channels were balanced against the
+// weights (docs/quantization.md). Weights are in [-63, 63] (7 bits: vpmaddubsw adds two u8 x s8
 // products into int16 with saturation, and 2 * 255 * 63 = 32130 never saturates). k from 1 to
 // 65536 (the int32 sums cannot overflow).
 
@@ -127,14 +129,15 @@ size_t cgk_q8_pack_bytes(int32_t k, int32_t n);
 void cgk_q8_pack(const int8_t *b, ptrdiff_t ldb, int32_t k, int32_t n, int8_t *packed);
 // Quantizes n floats as above: what the GEMM does to A, exposed for tests and for callers that
 // quantize at a float boundary.
-void cgk_q8_quantize(const float *x, ptrdiff_t n, float inv_scale, int32_t zero, uint8_t *q);
+// inv_scales: NULL, or one multiplier per value.
+void cgk_q8_quantize(const float *x, ptrdiff_t n, float inv_scale, const float *inv_scales, int32_t zero, uint8_t *q);
 // c[m x n] (row stride ldc) for A = a[m x k] (row stride lda) and W packed by cgk_q8_pack, for
 // the panels (16-column groups) [panel_begin, panel_end): threads split the panels or the rows,
 // as cgk_gemm_packed. offset and scale have n entries, bias n or is NULL; activation is a
 // cgk_activation. No allocation; about 27 KB of stack (66 KB in an unoptimized build). For k over
 // 2048, C holds int32 partial sums between passes over k (C is output only either way).
-void cgk_gemm_q8(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale, int32_t zero,
-                 const int8_t *packed, const int32_t *offset, const float *scale, float *c, ptrdiff_t ldc,
+void cgk_gemm_q8(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale, const float *inv_scales,
+                 int32_t zero, const int8_t *packed, const int32_t *offset, const float *scale, float *c, ptrdiff_t ldc,
                  const float *bias, int activation, int32_t panel_begin, int32_t panel_end);
 // Which int8 kernel cgk_gemm_q8 runs in this process: "avx512-vnni" (cgk_isa() is AVX-512 and the
 // CPU has AVX-512 VNNI), "avx2" (AVX2, or AVX-512 without VNNI) or "generic" (static strings).

@@ -126,7 +126,7 @@ def corruptions():
         "header only half": (good[:40], "CG_ERR_MODEL_FORMAT"),
         "bad magic": (b"\x89PNG" + good[4:], "CG_ERR_MODEL_FORMAT"),
         # The version precedes the checksum field, so no reseal is needed to reach it.
-        "newer version": (patch(good, 8, "<I", 2, seal=False), "CG_ERR_MODEL_UNSUPPORTED"),
+        "newer version": (patch(good, 8, "<I", 3, seal=False), "CG_ERR_MODEL_UNSUPPORTED"),
         "header size": (patch(good, 12, "<I", 128), "CG_ERR_MODEL_FORMAT"),
         "truncated": (good[:-8], "CG_ERR_MODEL_FORMAT"),
         "trailing bytes": (good + b"\0" * 8, "CG_ERR_MODEL_FORMAT"),
