@@ -1,6 +1,6 @@
 // The int8 GEMM of quantized inference: C = act(scale * (quantize(A) * W + offset) + bias).
 //
-// W (the weights, int8 in [-63, 63]) is packed once at load; A (the activations, float) is
+// W (the weights, int8 in [-127, 127]) is packed once at load; A (the activations, float) is
 // quantized to uint8 on the fly, a block of rows at a time into a stack buffer, and multiplied
 // exactly in int32; only the epilogue is floating point, one conversion, one multiply, one add
 // and the activation, in that order and never fused. So every variant, and the naive loops of
@@ -9,8 +9,10 @@
 // Variants (cgk_q8_kernel): with AVX-512 VNNI, vpdpbusd adds four u8 x s8 products into each
 // int32 lane, a 12 x 32 block of C in 24 zmm registers; with AVX2, vpmaddubsw (pairs of products
 // into int16) and vpmaddwd against ones (pairs of int16 into int32), a 4 x 16 block in 8 ymm
-// registers; the portable C otherwise. vpmaddubsw saturates its int16 sums: the 7-bit weights keep
-// 2 * 255 * 63 = 32130 below the limit, so the AVX2 sums are exact too.
+// registers; the portable C otherwise. vpmaddubsw saturates its int16 sums: with weights in
+// [-63, 63] 2 * 255 * 63 = 32130 stays below the limit; a "wide" matrix (cgk_q8_pack says so)
+// splits each activation byte in two to stay below it (q8_avx2_rxc), at twice the multiplies. So
+// the AVX2 sums are exact too.
 //
 // Packed layout (cgk_q8_pack): panels of 16 columns, panel p at p * kq * 16 bytes (kq = k rounded
 // up to 4); within a panel, group g (k values 4g .. 4g + 3) at g * 64 bytes, column j's four
@@ -59,10 +61,12 @@ size_t cgk_q8_pack_bytes(int32_t k, int32_t n) {
     return (size_t)q8_kq(k) * (size_t)((n + Q8_NR - 1) / Q8_NR) * Q8_NR;
 }
 
-// Values outside [-63, 63] are clamped: the kernels then stay exact (no int16 saturation in the
-// AVX2 one) and agree with each other; the caller's offsets must come from the same, in-range values.
-void cgk_q8_pack(const int8_t *b, ptrdiff_t ldb, int32_t k, int32_t n, int8_t *packed) {
-    if (k <= 0 || n <= 0) return;
+// -128 is clamped to -127 (so |w| fits 7 bits of magnitude, which the AVX2 kernel's split relies
+// on); the caller's offsets must come from the same values. Returns 1 when a weight lies outside
+// [-63, 63] (the matrix is "wide": see cgk_gemm_q8), else 0.
+int cgk_q8_pack(const int8_t *b, ptrdiff_t ldb, int32_t k, int32_t n, int8_t *packed) {
+    int wide = 0;
+    if (k <= 0 || n <= 0) return 0;
     const int32_t panels = (n + Q8_NR - 1) / Q8_NR, groups = q8_kq(k) / 4;
     for (int32_t p = 0; p < panels; p++) {
         const int32_t c0 = p * Q8_NR, width = n - c0 < Q8_NR ? n - c0 : Q8_NR;
@@ -71,11 +75,15 @@ void cgk_q8_pack(const int8_t *b, ptrdiff_t ldb, int32_t k, int32_t n, int8_t *p
             memset(dst, 0, Q8_GROUP);
             for (int32_t t = 0; t < 4 && 4 * g + t < k; t++) {
                 const int8_t *src = b + (ptrdiff_t)(4 * g + t) * ldb + c0;
-                for (int32_t j = 0; j < width; j++)
-                    dst[4 * j + t] = (int8_t)(src[j] < -63 ? -63 : src[j] > 63 ? 63 : src[j]);
+                for (int32_t j = 0; j < width; j++) {
+                    const int8_t w = src[j] < -127 ? -127 : src[j];
+                    wide |= w < -63 || w > 63;
+                    dst[4 * j + t] = w;
+                }
             }
         }
     }
+    return wide;
 }
 
 // ---- quantization ---------------------------------------------------------------------------
@@ -377,20 +385,35 @@ CGK_TARGET_AVX2 CGK_INLINE __m256 q8_finish8(__m256i acc, __m256i offset, __m256
 // or 16; both constants where this is inlined. Per group of 4 k values and row: a broadcast of
 // the row's 4 bytes, vpmaddubsw (u8 x s8, adjacent pairs summed into int16: column j's k 0+1 and
 // 2+3) and vpmaddwd against ones (the two int16 into int32) per 8 columns.
-CGK_TARGET_AVX2 CGK_INLINE void q8_avx2_rxc(const int rows, const int cols, int32_t groups, const uint8_t *qa, ptrdiff_t qs,
+//
+// `wide` weights (up to +-127) could saturate vpmaddubsw's int16 (2 x 255 x 127 > 32767), so each
+// activation byte a is split into a >> 1 (at most 127: 2 x 127 x 127 = 32258 fits) and a & 1,
+// multiplied apart, and joined in int32 as 2 x high + low: exact, at twice the multiplies.
+CGK_TARGET_AVX2 CGK_INLINE void q8_avx2_rxc(const int wide, const int rows, const int cols, int32_t groups, const uint8_t *qa,
+                                            ptrdiff_t qs,
                                             const int8_t *restrict wp, int32_t width, float *c, ptrdiff_t ldc, int first,
                                             int last, const int32_t *offset, const float *scale, const float *bias,
                                             int activation) {
     __m256i acc0[Q8_MR_AVX2], acc1[Q8_MR_AVX2];
 #pragma clang loop unroll(full)
     for (int r = 0; r < rows; r++) acc0[r] = acc1[r] = _mm256_setzero_si256();
-    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i ones = _mm256_set1_epi16(1), twos = _mm256_set1_epi16(2), low7 = _mm256_set1_epi8(0x7F),
+                  bit0 = _mm256_set1_epi8(1);
     for (int32_t g = 0; g < groups; g++, wp += Q8_GROUP, qa += 4) {
         const __m256i x0 = _mm256_loadu_si256((const __m256i *)wp);
         const __m256i x1 = cols == 16 ? _mm256_loadu_si256((const __m256i *)(wp + 32)) : x0;
 #pragma clang loop unroll(full)
         for (int r = 0; r < rows; r++) {
             const __m256i x = _mm256_set1_epi32((int)q8_load4(qa + r * qs));
+            if (wide) {
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 1), low7), lo = _mm256_and_si256(x, bit0);
+                acc0[r] = _mm256_add_epi32(acc0[r], _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(hi, x0), twos),
+                                                                     _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), ones)));
+                if (cols == 16)
+                    acc1[r] = _mm256_add_epi32(acc1[r], _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), twos),
+                                                                         _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x1), ones)));
+                continue;
+            }
             acc0[r] = _mm256_add_epi32(acc0[r], _mm256_madd_epi16(_mm256_maddubs_epi16(x, x0), ones));
             if (cols == 16) acc1[r] = _mm256_add_epi32(acc1[r], _mm256_madd_epi16(_mm256_maddubs_epi16(x, x1), ones));
         }
@@ -418,35 +441,46 @@ CGK_TARGET_AVX2 CGK_INLINE void q8_avx2_rxc(const int rows, const int cols, int3
     q8_finish_rows(tmp, rows, width, c, ldc, first, last, offset, scale, bias, activation);
 }
 
-#define Q8_AVX2_FN(r, cols)                                                                                           \
-    CGK_TARGET_AVX2 Q8_INSTANCE void q8_avx2_##r##x##cols(Q8_KERNEL_PARAMS) {                                      \
+#define Q8_AVX2_FN(name, wide, r, cols)                                                                               \
+    CGK_TARGET_AVX2 Q8_INSTANCE void name##_##r##x##cols(Q8_KERNEL_PARAMS) {                                       \
         (void)rows;                                                                                                   \
         (void)panel_stride;                                                                                           \
-        q8_avx2_rxc(r, cols, groups, qa, qs, wp, width, c, ldc, first, last, offset, scale, bias, activation);         \
+        q8_avx2_rxc(wide, r, cols, groups, qa, qs, wp, width, c, ldc, first, last, offset, scale, bias, activation);   \
     }
-Q8_AVX2_FN(1, 16) Q8_AVX2_FN(1, 8) Q8_AVX2_FN(2, 16) Q8_AVX2_FN(2, 8)
-Q8_AVX2_FN(3, 16) Q8_AVX2_FN(3, 8) Q8_AVX2_FN(4, 16) Q8_AVX2_FN(4, 8)
+#define Q8_AVX2_FNS(name, wide)                                                                                       \
+    Q8_AVX2_FN(name, wide, 1, 16) Q8_AVX2_FN(name, wide, 1, 8) Q8_AVX2_FN(name, wide, 2, 16) Q8_AVX2_FN(name, wide, 2, 8) \
+    Q8_AVX2_FN(name, wide, 3, 16) Q8_AVX2_FN(name, wide, 3, 8) Q8_AVX2_FN(name, wide, 4, 16) Q8_AVX2_FN(name, wide, 4, 8)
+Q8_AVX2_FNS(q8_avx2, 0)
+Q8_AVX2_FNS(q8_avx2w, 1)
+#undef Q8_AVX2_FNS
 #undef Q8_AVX2_FN
 
-CGK_TARGET_AVX2 static void q8_kernel_avx2(Q8_KERNEL_PARAMS) {
-#define Q8_AVX2_CALL(r, cols)                                                                                         \
-    q8_avx2_##r##x##cols(rows, groups, qa, qs, wp, panel_stride, width, c, ldc, first, last, offset, scale, bias, activation)
-#define Q8_AVX2_ROWS(r)                                                                                               \
+#define Q8_AVX2_CALL(name, r, cols)                                                                                   \
+    name##_##r##x##cols(rows, groups, qa, qs, wp, panel_stride, width, c, ldc, first, last, offset, scale, bias, activation)
+#define Q8_AVX2_ROWS(name, r)                                                                                         \
     case r:                                                                                                           \
-        if (width > 8) Q8_AVX2_CALL(r, 16);                                                                           \
-        else Q8_AVX2_CALL(r, 8);                                                                                      \
+        if (width > 8) Q8_AVX2_CALL(name, r, 16);                                                                     \
+        else Q8_AVX2_CALL(name, r, 8);                                                                                \
         break;
-    switch (rows) { Q8_AVX2_ROWS(4) Q8_AVX2_ROWS(3) Q8_AVX2_ROWS(2) Q8_AVX2_ROWS(1) }
+CGK_TARGET_AVX2 static void q8_kernel_avx2(Q8_KERNEL_PARAMS) {
+    switch (rows) { Q8_AVX2_ROWS(q8_avx2, 4) Q8_AVX2_ROWS(q8_avx2, 3) Q8_AVX2_ROWS(q8_avx2, 2) Q8_AVX2_ROWS(q8_avx2, 1) }
+}
+CGK_TARGET_AVX2 static void q8_kernel_avx2_wide(Q8_KERNEL_PARAMS) {
+    switch (rows) { Q8_AVX2_ROWS(q8_avx2w, 4) Q8_AVX2_ROWS(q8_avx2w, 3) Q8_AVX2_ROWS(q8_avx2w, 2) Q8_AVX2_ROWS(q8_avx2w, 1) }
+}
 #undef Q8_AVX2_ROWS
 #undef Q8_AVX2_CALL
-}
 
 CGK_TARGET_AVX2 static void q8_gemm_avx2(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale, const float *inv_scales,
-                                         int32_t zero, const int8_t *packed, const int32_t *offset, const float *scale,
+                                         int32_t zero, const int8_t *packed, int wide, const int32_t *offset, const float *scale,
                                          float *c, ptrdiff_t ldc, const float *bias, int activation, int32_t panel_begin,
                                          int32_t panel_end) {
     _Alignas(64) uint8_t qa[Q8_MR_AVX2 * Q8_KC];
-    q8_gemm_blocked(Q8_MR_AVX2, 1, q8_quantize_avx2, q8_kernel_avx2, qa, m, n, k, a, lda, inv_scale, inv_scales, zero, packed, offset,
+    if (wide)
+        q8_gemm_blocked(Q8_MR_AVX2, 1, q8_quantize_avx2, q8_kernel_avx2_wide, qa, m, n, k, a, lda, inv_scale, inv_scales, zero,
+                        packed, offset, scale, c, ldc, bias, activation, panel_begin, panel_end);
+    else
+        q8_gemm_blocked(Q8_MR_AVX2, 1, q8_quantize_avx2, q8_kernel_avx2, qa, m, n, k, a, lda, inv_scale, inv_scales, zero, packed, offset,
                     scale, c, ldc, bias, activation, panel_begin, panel_end);
 }
 
@@ -600,8 +634,7 @@ CGK_TARGET_VNNI static void q8_gemm_vnni(int32_t m, int32_t n, int32_t k, const 
 #endif
 
 void cgk_gemm_q8(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale, const float *inv_scales,
-                 int32_t zero,
-                 const int8_t *packed, const int32_t *offset, const float *scale, float *c, ptrdiff_t ldc,
+                 int32_t zero, const int8_t *packed, int wide, const int32_t *offset, const float *scale, float *c, ptrdiff_t ldc,
                  const float *bias, int activation, int32_t panel_begin, int32_t panel_end) {
     if (m <= 0 || n <= 0 || panel_begin >= panel_end) return;
     if (k < 0) k = 0;
@@ -613,11 +646,12 @@ void cgk_gemm_q8(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda,
                      panel_end);
         break;
     case Q8_AVX2:
-        q8_gemm_avx2(m, n, k, a, lda, inv_scale, inv_scales, zero, packed, offset, scale, c, ldc, bias, activation, panel_begin,
+        q8_gemm_avx2(m, n, k, a, lda, inv_scale, inv_scales, zero, packed, wide, offset, scale, c, ldc, bias, activation, panel_begin,
                      panel_end);
         break;
 #endif
     default:
+        (void)wide; // the portable and VNNI kernels never saturate
         q8_gemm_generic(m, n, k, a, lda, inv_scale, inv_scales, zero, packed, offset, scale, c, ldc, bias, activation, panel_begin,
                         panel_end);
         break;

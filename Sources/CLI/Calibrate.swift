@@ -75,9 +75,8 @@ struct Calibrate: ParsableCommand {
             "ece15_before": .number(ece.0), "ece15_after": .number(ece.1),
         ]
         var writer = ModelWriter(metadata: description.json)
-        for info in file.tensors {
-            try writer.add(info.name, shape: info.shape, values: try file.floats(info.name).array, storage: info.dtype)
-        }
+        // The tensors exactly as stored (an int8 model's are not requantized).
+        for info in file.tensors { try writer.add(copying: info, of: file) }
         try writer.write(to: out)
         _ = try Model(path: out) // the result must load
         print("wrote \(out)")

@@ -8,6 +8,7 @@ import Kernels
 import Training
 
 extension RangeMethod: ExpressibleByArgument {}
+extension CompactLayers: ExpressibleByArgument {}
 
 /// Post-training quantization: a float model in, an int8 model out (docs/quantization.md).
 struct Quantize: ParsableCommand {
@@ -16,7 +17,8 @@ struct Quantize: ParsableCommand {
         discussion: """
         Layers made int8: every 1x1 convolution (the bulk of the work) unless --layers says otherwise; \
         the first convolution, depthwise convolutions and the genre head stay in floating point. \
-        The result answers like the float model on the covers docs/quantization.md lists, at about half the time.
+        The defaults are the recipe measured best (docs/quantization.md); scripts/quantize-models.sh \
+        makes int8 versions of the shipped models with it.
         """)
 
     @Argument(help: "The float model to quantize.") var model: String
@@ -29,7 +31,7 @@ struct Quantize: ParsableCommand {
 
     @Option(help: "Calibration covers to use (an even sample of them).") var images = 300
 
-    @Option(help: "How an activation's range is chosen from the calibration covers.") var method: RangeMethod = .percentile
+    @Option(help: "How an activation's range is chosen from the calibration covers.") var method: RangeMethod = .minmax
 
     @Option(help: "Which layers become int8: pointwise (1x1 convolutions), convolutions (also larger kernels, not the first), all (also linear layers).")
     var layers: LayerChoice = .pointwise
@@ -39,13 +41,21 @@ struct Quantize: ParsableCommand {
 
     @Option(help: "Threads (0 = every core).") var threads = 0
 
-    @Option(name: .customLong("float-storage"), help: "How the layers left in floating point store their weights: i8 (8 bits per output channel, widened at load: a smaller file) or as-is.")
-    var floatStorage: FloatStorage = .asIs
+    @Option(name: .customLong("float-storage"), help: "Which layers left in floating point store their weights in int8 (8 bits per output channel, widened at load: a smaller file): none, linear (the head) or all.")
+    var floatStorage: CompactLayers = .none
 
-    enum FloatStorage: String, ExpressibleByArgument, CaseIterable { case i8, asIs = "as-is" }
+    @Option(name: .customLong("weight-bits"), help: ArgumentHelp(
+        "Bits of the int8 weights: 8 (closest to the float model) or 7 (AVX2 without VNNI multiplies them twice as fast).",
+        discussion: "Results are identical on every CPU either way."))
+    var weightBits: WeightBits = .eight
+
+    enum WeightBits: String, ExpressibleByArgument, CaseIterable {
+        case eight = "8", seven = "7"
+        var levels: Float { self == .eight ? Quantization.weightLevels : Quantization.narrowWeightLevels }
+    }
 
     @Option(help: "Balance each int8 layer's input channels against its weights before quantizing (docs/quantization.md).")
-    var balance: Switch = .off
+    var balance: Switch = .on
 
     enum Switch: String, ExpressibleByArgument, CaseIterable { case on, off }
 
@@ -113,14 +123,14 @@ struct Quantize: ParsableCommand {
         let provenance: JSON = [
             "method": .string(method.rawValue), "balanced_channels": .bool(balance == .on), "calibration": .string(DataSource(calibration).name),
             "calibration_images": JSON(chosen.count), "int8_layers": JSON(ranges.count), "float_layers": JSON(floatLayers),
-            "weights": "int8 symmetric per output channel, [-63, 63]", "activations": "uint8 per tensor with a zero point",
-            "float_layer_storage": .string(floatStorage == .i8 ? "int8 per output channel, [-127, 127], widened at load" : "as in the float model"),
+            "weights": .string("int8 symmetric per output channel, [-\(Int(weightBits.levels)), \(Int(weightBits.levels))]"), "activations": "uint8 per tensor with a zero point",
+            "float_layers_in_int8_storage": .string(floatStorage.rawValue),
         ]
         if sensitivity {
             try measureSensitivity(quantizer, ranges: ranges, channelScales: channelScales, images: chosen, threads: threadCount)
         }
-        let writer = try quantizer.quantized(ranges: ranges, channelScales: channelScales, compactFloatLayers: floatStorage == .i8,
-                                             provenance: provenance)
+        let writer = try quantizer.quantized(ranges: ranges, channelScales: channelScales, weightLevels: weightBits.levels,
+                                             compactFloatLayers: floatStorage, provenance: provenance)
         try writer.write(to: out)
         let quantized = try Model(path: out) // the result must load
         print("calibrated on \(chosen.count) covers of \(calibration) (\(method.rawValue)) in \(Format.fixed(Clock.seconds - started, 1)) s")
@@ -140,7 +150,7 @@ struct Quantize: ParsableCommand {
         var rows: [(name: String, distance: Double, flips: Int)] = []
         for (i, range) in ranges {
             let bytes = try quantizer.quantized(ranges: [i: range], channelScales: channelScales.filter { $0.key == i },
-                                                provenance: .null).serialize()
+                                                weightLevels: weightBits.levels, provenance: .null).serialize()
             let single = try Model(bytes: bytes)
             var distance = 0.0, flips = 0, count = 0
             for case (.success(let a), .success(let b)) in zip(reference, single.probabilities(batch: inputs, threads: threads)) {

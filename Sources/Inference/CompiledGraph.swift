@@ -155,7 +155,7 @@ public final class CompiledGraph: @unchecked Sendable {
                                                inputScale: input.scale, zeroPoint: input.zeroPoint, channelScales: channelScales,
                                                arena: arena)
             else {
-                throw CoverGenreError(.modelFormat, "graph node \"\(node.name)\": int8 weights \"\(weight)\" lie outside [-63, 63] or their scales overflow")
+                throw CoverGenreError(.modelFormat, "graph node \"\(node.name)\": int8 weights \"\(weight)\" hold -128 (outside [-127, 127]) or their scales overflow")
             }
             return .packed(matrix)
         }

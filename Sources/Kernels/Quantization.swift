@@ -1,23 +1,26 @@
 /// The arithmetic of CoverGenre's 8-bit models, shared by the writer, the quantizer and the engine.
 ///
-/// Weights are symmetric per output channel: `w ≈ q * scale[c]`, q in [-63, 63]. Seven bits, not
-/// eight: AVX2 has no instruction that multiplies unsigned by signed bytes into 32 bits, and the
-/// one it has (vpmaddubsw) adds two products into a saturating 16-bit sum; 2 x 255 x 63 = 32,130
-/// fits, 2 x 255 x 127 does not. The AVX-512 VNNI, AVX2 and generic kernels then compute the very
-/// same integers, so an int8 model answers alike on every CPU (ONNX Runtime's `reduce_range`
-/// makes the same trade for the same reason).
+/// Weights are symmetric per output channel: `w ≈ q * scale[c]`, q in [-127, 127] (8 bits), or
+/// in [-63, 63] (7 bits) when asked. AVX2 has no instruction that multiplies unsigned by signed
+/// bytes into 32 bits; the one it has (vpmaddubsw) adds two products into a saturating 16-bit sum:
+/// 2 x 255 x 63 = 32,130 fits, 2 x 255 x 127 does not. So the AVX2 kernel runs 8-bit weights with
+/// each activation byte split in two (exact, at half its 7-bit speed) and 7-bit ones directly (ONNX
+/// Runtime's `reduce_range` is the same trade). Either way the AVX-512 VNNI, AVX2 and generic
+/// kernels compute the very same integers, so an int8 model answers alike on every CPU; 8 bits
+/// answer closer to the float model (docs/quantization.md).
 ///
 /// Activations entering an int8 layer are asymmetric per tensor: `x ≈ (q - zeroPoint) * scale`,
 /// q in [0, 255], with the range measured on calibration covers (`covergenre quantize`).
 public enum Quantization {
-    /// Largest weight magnitude: the 7-bit range above.
-    public static let weightLevels: Float = 63
+    /// Largest weight magnitude: 8 bits.
+    public static let weightLevels: Float = 127
+    /// Largest weight magnitude of 7-bit weights, which AVX2 multiplies at full speed.
+    public static let narrowWeightLevels: Float = 63
 
     /// Symmetric per-channel quantization of `values` (channels = the last dimension, so element i
     /// belongs to channel i % channels). An all-zero channel gets scale 1. Nil when `channels`
     /// does not divide the values or a value is not finite.
-    /// `levels`: the largest magnitude, `weightLevels` for layers the int8 kernels run; 127 for
-    /// weights only stored in int8 (a float layer's, widened at load).
+    /// `levels`: the largest magnitude (`weightLevels` or `narrowWeightLevels`).
     public static func symmetric(_ values: UnsafeBufferPointer<Float>, channels: Int,
                                  levels: Float = weightLevels) -> (scales: [Float], values: [Int8])? {
         guard channels > 0, values.count % channels == 0, values.allSatisfy(\.isFinite) else { return nil }

@@ -18,12 +18,15 @@ extension PackedMatrix: PackedWeights {}
 /// An int8 weight matrix (k x n, row-major, per-column scales) packed once for cgk_gemm_q8, with
 /// the quantization of the activations it reads. Floats go in and come out: the kernel quantizes
 /// each block of rows of `a` to uint8 as it reaches it, multiplies in integers, and applies the
-/// scales, bias and activation to the int32 sums in registers (`Quantization` says why 7 bits).
+/// scales, bias and activation to the int32 sums in registers (`Quantization` says how the AVX2
+/// kernel keeps 8-bit weights exact).
 public final class QuantizedMatrix: PackedWeights, @unchecked Sendable {
     public let rows: Int
     public let columns: Int
     public let input: (scale: Float, zeroPoint: Int)
     private let packed: UnsafeMutablePointer<Int8>
+    /// A weight outside [-63, 63]: the AVX2 kernel splits the activations (cgk_q8_pack).
+    public let isWide: Bool
     /// Per column: -zeroPoint * sum_k w[k][c] (the zero point's share of the integer sum), and
     /// input scale x weight scale.
     private let offsets: [Int32]
@@ -36,7 +39,7 @@ public final class QuantizedMatrix: PackedWeights, @unchecked Sendable {
     /// The kernel this process runs: "avx512-vnni", "avx2" or "generic" (follows `InstructionSet`).
     public static var kernel: String { String(cString: cgk_q8_kernel()) }
 
-    /// Nil when a weight lies outside [-63, 63] (the kernels' range), a scale is not finite and
+    /// Nil when a weight is -128 (outside the kernels' [-127, 127]), a scale is not finite and
     /// positive, or memory is exhausted. `channelScales`: the balanced channels' m[c] (see
     /// `InputQuantization`), row k reading channel k % channelScales.count (im2col rows run over
     /// the kernel's taps, then channels).
@@ -56,7 +59,7 @@ public final class QuantizedMatrix: PackedWeights, @unchecked Sendable {
             var sum = 0
             for k in 0..<rows {
                 let w = Int(weights[k * columns + c])
-                guard abs(w) <= Int(Quantization.weightLevels) else { return nil }
+                guard w >= -127 else { return nil }
                 sum += w
             }
             offsets[c] = Int32(-zeroPoint * sum)
@@ -73,7 +76,7 @@ public final class QuantizedMatrix: PackedWeights, @unchecked Sendable {
             packed = UnsafeMutableRawPointer(buffer.pointer).bindMemory(to: Int8.self, capacity: bytes)
             owner = buffer
         }
-        cgk_q8_pack(weights, columns, Int32(rows), Int32(columns), packed)
+        isWide = cgk_q8_pack(weights, columns, Int32(rows), Int32(columns), packed) != 0
         self.rows = rows
         self.columns = columns
         self.input = (inputScale, zeroPoint)
@@ -91,18 +94,18 @@ public final class QuantizedMatrix: PackedWeights, @unchecked Sendable {
             offsets.withUnsafeBufferPointer { offsets in
                 scales.withUnsafeBufferPointer { scales in
                     let o = offsets.baseAddress!, s = scales.baseAddress!
-                    let k = Int32(rows), n = Int32(columns), z = Int32(input.zeroPoint), inv = inverseScale
+                    let k = Int32(rows), n = Int32(columns), z = Int32(input.zeroPoint), inv = inverseScale, w: Int32 = isWide ? 1 : 0
                     if threads <= 1 {
-                        cgk_gemm_q8(Int32(m), n, k, a, lda, inv, perChannel, z, packed, o, s, c, ldc, bias, activation.code, 0,
+                        cgk_gemm_q8(Int32(m), n, k, a, lda, inv, perChannel, z, packed, w, o, s, c, ldc, bias, activation.code, 0,
                                     Int32(panels))
                     } else if m >= threads * PackedMatrix.rowSplitMinimum {
                         Parallel.forRanges(m, threads: threads) { _, range in
-                            cgk_gemm_q8(Int32(range.count), n, k, a + range.lowerBound * lda, lda, inv, perChannel, z, packed, o, s,
+                            cgk_gemm_q8(Int32(range.count), n, k, a + range.lowerBound * lda, lda, inv, perChannel, z, packed, w, o, s,
                                         c + range.lowerBound * ldc, ldc, bias, activation.code, 0, Int32(self.panels))
                         }
                     } else {
                         Parallel.forRanges(panels, threads: threads) { _, range in
-                            cgk_gemm_q8(Int32(m), n, k, a, lda, inv, perChannel, z, packed, o, s, c, ldc, bias, activation.code,
+                            cgk_gemm_q8(Int32(m), n, k, a, lda, inv, perChannel, z, packed, w, o, s, c, ldc, bias, activation.code,
                                         Int32(range.lowerBound), Int32(range.upperBound))
                         }
                     }

@@ -93,6 +93,9 @@ public struct ActivationHistogram: Sendable {
 /// Post-training quantization of a float model (`covergenre quantize`): measures the inputs of
 /// the layers to make int8 on calibration covers and writes the model with their weights int8
 /// (symmetric per output channel) and their input ranges in the graph.
+/// Which float layers' weights `Quantizer.quantized` stores in int8 (widened at load).
+public enum CompactLayers: String, CaseIterable, Sendable { case none, linear, all }
+
 public struct Quantizer {
     public let model: Model
     public let path: String
@@ -231,11 +234,13 @@ public struct Quantizer {
     /// The model with `ranges`' nodes made int8, as a writer ready to write. `provenance` is added
     /// to the model's provenance under "quantization".
     ///
-    /// `compactFloatLayers`: store the weights of the layers left in floating point as int8 too
-    /// (8 bits per output channel, widened to float32 at load): a file about half the size for a
-    /// small change in the answers (measured in docs/quantization.md).
+    /// `compactFloatLayers`: store the weights of the layers left in floating point (all, or the
+    /// linear ones) as int8 too (8 bits per output channel, widened to float32 at load): a smaller
+    /// file for a change in the answers (measured in docs/quantization.md).
+    /// `weightLevels`: the int8 weights' largest magnitude (127, or 63 for AVX2's full speed).
     public func quantized(ranges: [Int: (low: Float, high: Float)], channelScales: [Int: [Float]] = [:],
-                          compactFloatLayers: Bool = false, provenance: JSON) throws -> ModelWriter {
+                          weightLevels: Float = Quantization.weightLevels, compactFloatLayers: CompactLayers = .none,
+                          provenance: JSON) throws -> ModelWriter {
         var description = model.description
         var int8Tensors = Set<String>()
         /// Balanced layers: weight name -> (m, name of the tensor holding m).
@@ -271,13 +276,11 @@ public struct Quantizer {
             description.provenance = .object(["quantization": provenance])
         }
         var compact = Set<String>()
-        if compactFloatLayers {
-            for node in description.graph.nodes where node.op.inputQuantization == nil {
-                switch node.op {
-                case .conv2d(let a): compact.insert(a.weight)
-                case .linear(let a): compact.insert(a.weight)
-                default: break
-                }
+        for node in description.graph.nodes where node.op.inputQuantization == nil {
+            switch node.op {
+            case .conv2d(let a) where compactFloatLayers == .all: compact.insert(a.weight)
+            case .linear(let a) where compactFloatLayers != .none: compact.insert(a.weight)
+            default: break
             }
         }
         var writer = ModelWriter(metadata: description.json)
@@ -290,7 +293,10 @@ public struct Quantizer {
                     for i in values.indices { values[i] *= m[(i / columns) % m.count] }
                     try writer.add(name, shape: [m.count], values: m)
                 }
-                try writer.add(info.name, shape: info.shape, values: values, storage: .int8)
+                guard let (scales, quantized) = values.withUnsafeBufferPointer({
+                    Quantization.symmetric($0, channels: info.channels, levels: weightLevels)
+                }) else { throw CoverGenreError(.modelFormat, "tensor \"\(info.name)\" cannot be quantized") }
+                try writer.addInt8(info.name, shape: info.shape, scales: scales, values: quantized)
             } else if compact.contains(info.name), info.dtype != .int8 {
                 let values = try model.file.floats(info.name).array
                 guard let (scales, quantized) = values.withUnsafeBufferPointer({ Quantization.symmetric($0, channels: info.channels, levels: 127) })

@@ -154,15 +154,15 @@ final class QuantizedGraphTests: XCTestCase {
         graph.nodes[3].op = .conv2d(dw)
         error = refusal(graph, try Self.file(graph: graph, int8: Self.int8Tensors.union(["dw.w"])))
         XCTAssertEqual(error?.code, .modelUnsupported)
-        // a weight beyond the 7-bit range the kernels need (a hand-made file)
+        // a weight beyond the [-127, 127] the kernels take (a hand-made file)
         var writer = ModelWriter(metadata: ["format": "test"])
         let source = try Self.file(graph: Self.graph())
         for info in source.tensors where info.name != "expand.w" { try writer.add(copying: info, of: source) }
         try writer.addInt8("expand.w", shape: [1, 1, 6, 24], scales: [Float](repeating: 0.01, count: 24),
-                           values: [Int8](repeating: 100, count: 144))
+                           values: [Int8](repeating: -128, count: 144))
         let bytes = writer.serialize()
         error = refusal(Self.graph(), try bytes.withUnsafeBytes { try ModelFile(copying: $0) })
         XCTAssertEqual(error?.code, .modelFormat)
-        XCTAssertTrue(error?.message.contains("[-63, 63]") ?? false, error?.message ?? "accepted")
+        XCTAssertTrue(error?.message.contains("[-127, 127]") ?? false, error?.message ?? "accepted")
     }
 }

@@ -52,9 +52,10 @@ final class QuantizedGEMMTests: XCTestCase {
     }
 
     func check(m: Int, n: Int, k: Int, zero: Int, bias: Bool, activation: Activation, threads: Int, seed: UInt64,
-               channels: Int? = nil, file: StaticString = #filePath, line: UInt = #line) throws {
+               channels: Int? = nil, wide: Bool = false, file: StaticString = #filePath, line: UInt = #line) throws {
         var random = TestRandom(seed: seed)
-        let weights = (0..<(k * n)).map { _ in Int8(random.int(-63...63)) }
+        let range = wide ? -127...127 : -63...63
+        let weights = (0..<(k * n)).map { _ in Int8(random.int(range)) }
         let weightScales = (0..<n).map { _ in Float(random.generator.unit() * 0.02 + 0.001) }
         let inputScale: Float = 0.05
         // Values beyond the quantized range on both sides, exact halfway points, and a NaN.
@@ -69,6 +70,7 @@ final class QuantizedGEMMTests: XCTestCase {
                                 channelScales: channelScales)
             }
         })
+        XCTAssertEqual(matrix.isWide, wide && weights.contains { abs($0) > 63 }, file: file, line: line)
         let expected = Self.reference(m: m, n: n, k: k, a: a, weights: weights, weightScales: weightScales, inputScale: inputScale,
                                       zero: zero, channelScales: channelScales, bias: biases, activation: activation)
         var c = [Float](repeating: .nan, count: m * n)
@@ -98,13 +100,16 @@ final class QuantizedGEMMTests: XCTestCase {
                       file: file, line: line)
     }
 
+    /// 7-bit and 8-bit ("wide") weights: AVX2 multiplies the second with split activations.
     func testBitExactAgainstTheReference() throws {
         var seed: UInt64 = 1
-        for (m, n, k) in [(1, 1, 1), (2, 15, 3), (5, 16, 4), (7, 17, 5), (12, 33, 16), (13, 100, 33), (25, 32, 7), (97, 24, 144)] {
-            for zero in [0, 1, 128, 255] {
-                for (bias, activation) in [(false, Activation.none), (true, .relu6), (true, .relu)] {
-                    try check(m: m, n: n, k: k, zero: zero, bias: bias, activation: activation, threads: 1, seed: seed)
-                    seed += 1
+        for wide in [false, true] {
+            for (m, n, k) in [(1, 1, 1), (2, 15, 3), (5, 16, 4), (7, 17, 5), (12, 33, 16), (13, 100, 33), (25, 32, 7), (97, 24, 144)] {
+                for zero in [0, 1, 128, 255] {
+                    for (bias, activation) in [(false, Activation.none), (true, .relu6), (true, .relu)] {
+                        try check(m: m, n: n, k: k, zero: zero, bias: bias, activation: activation, threads: 1, seed: seed, wide: wide)
+                        seed += 1
+                    }
                 }
             }
         }
@@ -114,7 +119,8 @@ final class QuantizedGEMMTests: XCTestCase {
     func testLargeShapesAndThreadSplits() throws {
         for (m, n, k) in [(400, 24, 144), (49, 1152, 192), (3, 40, 1152), (196, 80, 480)] {
             for threads in [1, 2, 3] {
-                try check(m: m, n: n, k: k, zero: 37, bias: true, activation: .relu6, threads: threads, seed: UInt64(m * n + threads))
+                try check(m: m, n: n, k: k, zero: 37, bias: true, activation: .relu6, threads: threads, seed: UInt64(m * n + threads),
+                          wide: threads == 2)
             }
         }
     }
@@ -125,14 +131,15 @@ final class QuantizedGEMMTests: XCTestCase {
         var seed: UInt64 = 500
         for (m, n, k, channels) in [(3, 17, 5, 5), (13, 33, 100, 100), (25, 24, 144, 144), (9, 16, 72, 8), (40, 40, 2100, 2100)] {
             for threads in [1, 2] {
-                try check(m: m, n: n, k: k, zero: 9, bias: true, activation: .relu6, threads: threads, seed: seed, channels: channels)
+                try check(m: m, n: n, k: k, zero: 9, bias: true, activation: .relu6, threads: threads, seed: seed, channels: channels,
+                          wide: threads == 1)
                 seed += 1
             }
         }
     }
 
-    func testWeightsOutsideTheSevenBitRangeAreRefused() {
-        let weights: [Int8] = [0, 64, 1, -1], scales: [Float] = [1, 1]
+    func testMinus128IsRefused() {
+        let weights: [Int8] = [0, -128, 1, -1], scales: [Float] = [1, 1]
         let matrix = weights.withUnsafeBufferPointer { w in
             scales.withUnsafeBufferPointer { QuantizedMatrix(w.baseAddress!, rows: 2, columns: 2, weightScales: $0.baseAddress!,
                                                              inputScale: 1, zeroPoint: 0) }
@@ -142,7 +149,7 @@ final class QuantizedGEMMTests: XCTestCase {
 
     func testQuantizationHelpers() throws {
         let values: [Float] = [0.25, -3, 0, 0, 1, 4]
-        let (scales, q) = try XCTUnwrap(values.withUnsafeBufferPointer { Quantization.symmetric($0, channels: 2) })
+        let (scales, q) = try XCTUnwrap(values.withUnsafeBufferPointer { Quantization.symmetric($0, channels: 2, levels: 63) })
         XCTAssertEqual(scales, [1 / 63, 4 / 63], accuracy: 1e-7)
         XCTAssertEqual(q, [16, -47, 0, 0, 63, 63])
         let zeros: [Float] = [0, 0]

@@ -49,6 +49,10 @@ static float ref_activate(float v, int activation) {
 }
 
 // The layout cgk_q8_pack documents, byte by byte.
+// The random weights' range: [-63, 63] (narrow) or [-127, 127] (wide, which the AVX2 kernel runs
+// with split activations); cgk_q8_pack's verdict on the last packed matrix goes to cgk_gemm_q8.
+static int weight_max = 63, packed_wide = 0;
+
 static void ref_pack(const int8_t *b, ptrdiff_t ldb, int32_t k, int32_t n, int8_t *packed) {
     const int32_t kq = (k + 3) / 4 * 4, panels = (n + 15) / 16;
     for (int32_t p = 0; p < panels; p++)
@@ -56,7 +60,7 @@ static void ref_pack(const int8_t *b, ptrdiff_t ldb, int32_t k, int32_t n, int8_
             for (int32_t j = 0; j < 16; j++) {
                 const int32_t col = p * 16 + j;
                 int v = kk < k && col < n ? b[(ptrdiff_t)kk * ldb + col] : 0;
-                v = v < -63 ? -63 : v > 63 ? 63 : v;
+                v = v < -127 ? -127 : v; // -128 only: the kernels' weights are [-127, 127]
                 packed[(size_t)p * kq * 16 + (size_t)(kk / 4) * 64 + j * 4 + kk % 4] = (int8_t)v;
             }
 }
@@ -157,7 +161,7 @@ static int compare_calls(const q8_case *t, const float *a, const int8_t *packed,
     memcpy(&sentinel, &sentinel_bits, sizeof sentinel);
     for (size_t i = 0; i < c_floats; i++) c[i] = sentinel;
     for (int call = 0; call < calls; call++)
-        cgk_gemm_q8(t->m, t->n, t->k, a, t->lda, t->inv_scale, NULL, t->zero, packed, offset, scale, c, t->ldc, bias,
+        cgk_gemm_q8(t->m, t->n, t->k, a, t->lda, t->inv_scale, NULL, t->zero, packed, packed_wide, offset, scale, c, t->ldc, bias,
                     t->activation, ranges[2 * call], ranges[2 * call + 1]);
     int bad = 0;
     for (int32_t i = 0; i < t->m; i++)
@@ -194,7 +198,7 @@ static int run_case(const q8_case *t) {
     float *expected = malloc(sizeof(float) * (size_t)m * (size_t)n), *c = malloc(sizeof(float) * (size_t)m * (size_t)t->ldc);
     for (size_t i = 0; i < (size_t)m * (size_t)t->lda; i++) a[i] = next_activation(t->inv_scale);
     if (m * k > 3) a[next_below((uint32_t)(m * t->lda))] = NAN; // one NaN at least, wherever it lands
-    for (size_t i = 0; i < (size_t)k * (size_t)t->ldb; i++) b[i] = (int8_t)((int)next_below(127) - 63);
+    for (size_t i = 0; i < (size_t)k * (size_t)t->ldb; i++) b[i] = (int8_t)((int)next_below(2 * weight_max + 1) - weight_max);
     for (int32_t j = 0; j < n; j++) {
         int64_t sum = 0;
         for (int32_t kk = 0; kk < k; kk++) sum += b[(ptrdiff_t)kk * t->ldb + j];
@@ -211,7 +215,7 @@ static int run_case(const q8_case *t) {
     int bad = 0;
     // Packing: the documented layout; the bytes past the packed size untouched.
     memset(packed, 0x5A, packed_bytes + 64);
-    cgk_q8_pack(b, t->ldb, k, n, packed);
+    packed_wide = cgk_q8_pack(b, t->ldb, k, n, packed);
     ref_pack(b, t->ldb, k, n, want);
     for (int i = 0; i < 64; i++) want[packed_bytes + (size_t)i] = 0x5A;
     checked++;
@@ -290,7 +294,7 @@ static int check_quantize(void) {
     return bad;
 }
 
-// Packing weights outside [-63, 63] (every int8 value): clamped, per the header.
+// Packing every int8 value: -128 clamped to -127, the rest kept, per the header.
 static int check_pack_clamp(void) {
     static const int32_t shapes[][2] = {{1, 1}, {5, 17}, {33, 100}, {4, 16}, {300, 48}};
     int bad = 0;
@@ -303,7 +307,7 @@ static int check_pack_clamp(void) {
         ref_pack(b, n, k, n, want);
         checked++;
         if (memcmp(packed, want, bytes) != 0) {
-            fprintf(stderr, "MISMATCH packing out-of-range weights (k=%d n=%d): not clamped to [-63, 63]\n", k, n);
+            fprintf(stderr, "MISMATCH packing out-of-range weights (k=%d n=%d): not packed as documented (-128 clamped to -127)\n", k, n);
             bad++;
         }
         free(b); free(packed); free(want);
@@ -330,9 +334,9 @@ static int check_extremes(void) {
             offset[j] = -zero * (j % 2 ? -63 : 63) * k;
             scale[j] = 1e-6f * (float)(j + 1);
         }
-        cgk_q8_pack(b, n, k, n, packed);
+        const int wide = cgk_q8_pack(b, n, k, n, packed);
         ref_gemm(m, n, k, a, k, 1.0f, zero, b, n, offset, scale, NULL, CGK_ACT_NONE, expected, n);
-        cgk_gemm_q8(m, n, k, a, k, 1.0f, NULL, zero, packed, offset, scale, c, n, NULL, CGK_ACT_NONE, 0, panels);
+        cgk_gemm_q8(m, n, k, a, k, 1.0f, NULL, zero, packed, wide, offset, scale, c, n, NULL, CGK_ACT_NONE, 0, panels);
         for (int32_t i = 0; i < m * n; i++) {
             checked++;
             if (!same_bits(c[i], expected[i])) {
@@ -359,16 +363,16 @@ static void time_shape(int32_t m, int32_t k, int32_t n) {
     int32_t *offset = malloc(sizeof(int32_t) * n);
     float *scale = malloc(sizeof(float) * n), *bias = malloc(sizeof(float) * n);
     for (size_t i = 0; i < (size_t)m * k; i++) a[i] = next_unit() * 4.0f - 1.0f;
-    for (size_t i = 0; i < (size_t)k * n; i++) b[i] = (int8_t)((int)next_below(127) - 63);
+    for (size_t i = 0; i < (size_t)k * n; i++) b[i] = (int8_t)((int)next_below(2 * weight_max + 1) - weight_max);
     for (int32_t j = 0; j < n; j++) offset[j] = 0, scale[j] = 1e-3f, bias[j] = 0.1f;
-    cgk_q8_pack(b, n, k, n, packed);
+    const int wide = cgk_q8_pack(b, n, k, n, packed);
     const int32_t panels = (n + 15) / 16;
     double best = 1e30;
     int reps = 1;
     for (int trial = 0; trial < 6; trial++) {
         const double t0 = now();
         for (int r = 0; r < reps; r++)
-            cgk_gemm_q8(m, n, k, a, k, 63.0f, NULL, 64, packed, offset, scale, c, n, bias, CGK_ACT_RELU6, 0, panels);
+            cgk_gemm_q8(m, n, k, a, k, 63.0f, NULL, 64, packed, wide, offset, scale, c, n, bias, CGK_ACT_RELU6, 0, panels);
         const double dt = (now() - t0) / reps;
         if (trial > 0 && dt < best) best = dt;
         if (trial == 0) reps = (int)(0.05 / dt) + 1; // the first run warms up and sizes the others
@@ -421,6 +425,8 @@ static int run_variant(const char *requested, int timing) {
     static const int32_t ns[] = {1, 8, 15, 16, 17, 24, 31, 32, 33, 40, 100};
     static const int32_t ks[] = {1, 2, 3, 4, 5, 7, 16, 33, 100, 1152, 5000};
     unsigned counter = 0;
+    // Twice: narrow weights, then wide ones (the AVX2 kernel's split activations).
+    for (int pass = 0; pass < 2; pass++, weight_max = 127)
     for (size_t mi = 0; mi < sizeof ms / sizeof *ms; mi++)
         for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++)
             for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++, counter++) {
@@ -438,6 +444,7 @@ static int run_variant(const char *requested, int timing) {
                 bad_cases += run_case(&t) != 0;
                 cases++;
             }
+    // The rest with wide weights.
     // k around the kernels' passes of 2048 values (the int32 partial sums kept in C between them).
     static const int32_t deep[][3] = {{13, 33, 2048}, {12, 32, 2049}, {5, 24, 4097}, {1, 8, 2052}, {25, 40, 6144}};
     for (size_t d = 0; d < sizeof deep / sizeof *deep; d++, counter++) {
@@ -465,10 +472,13 @@ static int run_variant(const char *requested, int timing) {
            (long long)checked, (long long)failed);
     if (timing && bad_cases == 0) {
         printf("%s timing, one thread (informative):\n", kernel);
-        time_shape(3136, 144, 24);
-        time_shape(784, 480, 80);
-        time_shape(12544, 16, 96);
-        time_shape(196, 1152, 192);
+        for (weight_max = 63; weight_max <= 127; weight_max += 64) {
+            printf("  weights in [-%d, %d]:\n", weight_max, weight_max);
+            time_shape(3136, 144, 24);
+            time_shape(784, 480, 80);
+            time_shape(12544, 16, 96);
+            time_shape(196, 1152, 192);
+        }
     }
     return bad_cases != 0;
 }

@@ -115,18 +115,21 @@ void cgk_gemm_packed(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t 
 // scale times column c's weight scale, inv_scale 1 / the activations' scale, zero their zero point
 // (0 .. 255; clamped to it). inv is inv_scale, or inv_scales[k] for the value in column k when
 // inv_scales is not NULL: per input channel, for models whose channels were balanced against the
-// weights (docs/quantization.md). Weights are in [-63, 63] (7 bits: vpmaddubsw adds two u8 x s8
-// products into int16 with saturation, and 2 * 255 * 63 = 32130 never saturates). k from 1 to
-// 65536 (the int32 sums cannot overflow).
+// weights (docs/quantization.md). Weights are in [-127, 127]. vpmaddubsw adds two u8 x s8 products
+// into int16 with saturation: 2 * 255 * 63 = 32130 never saturates, 2 * 255 * 127 can, so the AVX2
+// kernel runs a "wide" matrix (a weight outside [-63, 63]) with each activation byte split into
+// its high 7 bits and its low bit, exact at twice the multiplies; VNNI and the portable kernel
+// never saturate. k from 1 to 65536 (the int32 sums cannot overflow).
 
 // Bytes needed to pack a k x n int8 matrix: k rounded up to a multiple of 4, n to 16-column panels.
 size_t cgk_q8_pack_bytes(int32_t k, int32_t n);
 // Packs W (k x n, row stride ldb) into panels of 16 columns, panel p at p * kq * 16 bytes (kq = k
 // rounded up to 4). Within a panel, groups of 4 consecutive k values (zero past k), 64 bytes each:
 // column j's 4 values at bytes 4j .. 4j + 3, zero past n. One group of one panel is the zmm
-// vpdpbusd reads (int32 lane j = column j), or two ymm (columns 0-7, 8-15) for AVX2. Values
-// outside [-63, 63] are clamped to it (compute offset from the clamped values).
-void cgk_q8_pack(const int8_t *b, ptrdiff_t ldb, int32_t k, int32_t n, int8_t *packed);
+// vpdpbusd reads (int32 lane j = column j), or two ymm (columns 0-7, 8-15) for AVX2. -128 is
+// clamped to -127 (compute offset from the clamped values). Returns 1 when the matrix is wide (a
+// value outside [-63, 63]), else 0: pass it to cgk_gemm_q8.
+int cgk_q8_pack(const int8_t *b, ptrdiff_t ldb, int32_t k, int32_t n, int8_t *packed);
 // Quantizes n floats as above: what the GEMM does to A, exposed for tests and for callers that
 // quantize at a float boundary.
 // inv_scales: NULL, or one multiplier per value.
@@ -136,8 +139,9 @@ void cgk_q8_quantize(const float *x, ptrdiff_t n, float inv_scale, const float *
 // as cgk_gemm_packed. offset and scale have n entries, bias n or is NULL; activation is a
 // cgk_activation. No allocation; about 27 KB of stack (66 KB in an unoptimized build). For k over
 // 2048, C holds int32 partial sums between passes over k (C is output only either way).
+// wide: what cgk_q8_pack returned.
 void cgk_gemm_q8(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale, const float *inv_scales,
-                 int32_t zero, const int8_t *packed, const int32_t *offset, const float *scale, float *c, ptrdiff_t ldc,
+                 int32_t zero, const int8_t *packed, int wide, const int32_t *offset, const float *scale, float *c, ptrdiff_t ldc,
                  const float *bias, int activation, int32_t panel_begin, int32_t panel_end);
 // Which int8 kernel cgk_gemm_q8 runs in this process: "avx512-vnni" (cgk_isa() is AVX-512 and the
 // CPU has AVX-512 VNNI), "avx2" (AVX2, or AVX-512 without VNNI) or "generic" (static strings).
