@@ -20,7 +20,8 @@ import numpy as np
 __all__ = ["CgmError", "read", "write", "serialize", "xxh64"]
 
 MAGIC = b"\x89CGM\r\n\x1a\n"
-VERSION = 1
+VERSION = 1           # what write() produces: float models
+VERSIONS = (1, 2)     # what read() accepts: version 2 adds int8 tensors
 HEADER_SIZE = 64
 ALIGNMENT = 64
 CHECKSUM_START = 32
@@ -39,8 +40,10 @@ DEFAULT_MAX_TENSORS = 1 << 16
 _HEADER = struct.Struct("<8sIIQQQQQII")
 assert _HEADER.size == HEADER_SIZE
 
-# dtype code -> (name, little-endian numpy dtype)
-_DTYPES = {0: ("f32", np.dtype("<f4")), 1: ("f16", np.dtype("<f2"))}
+# dtype code -> (name, little-endian numpy dtype). int8 (version 2) is symmetric per channel (the
+# last dimension): one float32 scale per channel, then the values; read() dequantizes it.
+_DTYPES = {0: ("f32", np.dtype("<f4")), 1: ("f16", np.dtype("<f2")), 2: ("i8", np.dtype("i1"))}
+_INT8 = 2
 _DTYPE_CODES = {"f32": 0, "float32": 0, "f16": 1, "float16": 1}
 
 
@@ -212,13 +215,15 @@ def _read_entry(table, index, data_start, file_size):
         shape.append(d)
     offset, byte_count = table.uint(8), table.uint(8)
     dtype = _DTYPES[code][1]
-    if byte_count != elements * dtype.itemsize:
+    if code == _INT8 and (rank == 0 or shape[-1] == 0):
+        raise invalid("%s: i8 storage needs a last dimension of at least 1 (its channels), shape is %s" % (name, shape))
+    if byte_count != elements * dtype.itemsize + (4 * shape[-1] if code == _INT8 else 0):
         raise invalid("%s: %d bytes do not match shape %s of %s" % (name, byte_count, shape, _DTYPES[code][0]))
     if offset % ALIGNMENT:
         raise invalid("%s: offset %d is not %d-byte aligned" % (name, offset, ALIGNMENT))
     if offset < data_start or offset > file_size or byte_count > file_size - offset:
         raise invalid("%s: data (%d bytes at %d) lies outside the data section" % (name, byte_count, offset))
-    return name, dtype, tuple(shape), offset, byte_count
+    return name, code, tuple(shape), offset, byte_count
 
 
 def _load_bytes(source, max_model_bytes):
@@ -242,7 +247,8 @@ def read(source, verify_checksum=True, *, max_model_bytes=DEFAULT_MAX_MODEL_BYTE
     """Reads and validates a .cgm file: a path, or the file's bytes.
 
     Returns (metadata, tensors): the metadata JSON as a dict, and {name: array} in table order,
-    each array a new, writable numpy array of its stored dtype (float32 or float16) and shape.
+    each array a new, writable numpy array of its stored dtype (float32 or float16) and shape; int8
+    tensors (format version 2) come dequantized, as float32 q * scale[channel].
     Raises CgmError for anything the library would refuse.
     """
     data = _load_bytes(source, max_model_bytes)
@@ -253,8 +259,8 @@ def read(source, verify_checksum=True, *, max_model_bytes=DEFAULT_MAX_MODEL_BYTE
         raise CgmError("not a CoverGenre model (bad magic bytes)")
     (_, version, header_size, file_size, checksum, metadata_offset, metadata_size, table_offset, table_size,
      tensor_count) = _HEADER.unpack_from(data, 0)
-    if version != VERSION:
-        raise CgmError("model format version %d; this reader reads version %d" % (version, VERSION),
+    if version not in VERSIONS:
+        raise CgmError("model format version %d; this reader reads versions %d to %d" % (version, VERSIONS[0], VERSIONS[-1]),
                        "CG_ERR_MODEL_UNSUPPORTED")
     if header_size != HEADER_SIZE:
         raise CgmError("header size %d, expected %d" % (header_size, HEADER_SIZE))
@@ -284,6 +290,14 @@ def read(source, verify_checksum=True, *, max_model_bytes=DEFAULT_MAX_MODEL_BYTE
     seen = set()
     for i in range(tensor_count):
         entry = _read_entry(table, i, data_start, size)
+        if entry[1] == _INT8:
+            if version < 2:
+                raise CgmError('tensor "%s": i8 storage needs format version 2, the file says %d' % (entry[0], version))
+            scales = np.frombuffer(data, dtype="<f4", count=entry[2][-1], offset=entry[3])
+            bad = np.flatnonzero(~(np.isfinite(scales) & (scales > 0)))
+            if bad.size:
+                raise CgmError('tensor "%s": int8 scale of channel %d is %s, not finite and positive'
+                               % (entry[0], bad[0], scales[bad[0]]))
         if entry[0] in seen:
             raise CgmError('tensor name "%s" appears twice' % entry[0])
         seen.add(entry[0])
@@ -296,7 +310,15 @@ def read(source, verify_checksum=True, *, max_model_bytes=DEFAULT_MAX_MODEL_BYTE
             raise CgmError('tensors "%s" and "%s" overlap' % (a[0], b[0]))
 
     tensors = {}
-    for name, dtype, shape, offset, byte_count in entries:
+    for name, code, shape, offset, byte_count in entries:
+        dtype = _DTYPES[code][1]
+        if code == _INT8:
+            channels = shape[-1]
+            scales = np.frombuffer(data, dtype="<f4", count=channels, offset=offset).astype(np.float32)
+            values = np.frombuffer(data, dtype=dtype, count=byte_count - 4 * channels, offset=offset + 4 * channels)
+            # As the library widens them: q * scale[channel], in float32.
+            tensors[name] = (values.reshape(shape).astype(np.float32) * scales).astype(np.float32)
+            continue
         count = byte_count // dtype.itemsize
         stored = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
         tensors[name] = stored.astype(dtype.newbyteorder("="), copy=True)

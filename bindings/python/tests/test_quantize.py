@@ -60,3 +60,35 @@ def test_quantize_refuses_bad_arguments(cli, create_model, calibration, tmp_path
                               text=True)
         assert done.returncode != 0 and "Error" in done.stderr, (args, done.stdout, done.stderr)
     assert not list(tmp_path.glob("*.cgm"))
+
+
+def test_python_reader_reads_int8_models_as_the_library_does(cli, create_model, calibration, tmp_path):
+    np = pytest.importorskip("numpy")
+    from covergenre import cgm
+    original = create_model("efficientnet-lite0", "--random-statistics", "--input-size", "96")
+    out = tmp_path / "int8.cgm"
+    run(cli, "quantize", original, "--calibration", calibration, "--balance", "off", "--out", out)
+    _, floats = cgm.read(str(original))
+    metadata, tensors = cgm.read(str(out))
+    assert list(tensors) == list(floats) and all(tensors[n].shape == floats[n].shape for n in floats)
+    int8_weights = [node["weight"] for node in metadata["graph"]["nodes"] if "input_quantization" in node]
+    assert int8_weights
+    for name in int8_weights:
+        # Symmetric per output channel, 8 bits: within half a step of the float weights.
+        w, q = floats[name].astype(np.float32), tensors[name]
+        step = np.abs(w).reshape(-1, w.shape[-1]).max(axis=0) / 127
+        assert q.dtype == np.float32 and (np.abs(q - w).reshape(-1, w.shape[-1]) <= step / 2 + 1e-6).all(), name
+    # A scale that is not positive: refused by both readers, with the same status. The tensor's
+    # data offset comes from the table, read with the module's own parser.
+    data = bytearray(out.read_bytes())
+    header = cgm._HEADER.unpack_from(data, 0)
+    table = cgm._Table(memoryview(bytes(data))[header[7]:header[7] + header[8]])
+    entries = [cgm._read_entry(table, i, 0, len(data)) for i in range(header[9])]
+    offset = next(e[3] for e in entries if e[0] == int8_weights[0])
+    data[offset:offset + 4] = np.float32(0).tobytes()
+    with pytest.raises(cgm.CgmError) as error:
+        cgm.read(bytes(data), verify_checksum=False)
+    assert error.value.status_name == "CG_ERR_MODEL_FORMAT" and "scale" in str(error.value)
+    with pytest.raises(covergenre.CoverGenreError) as library_error:
+        covergenre.Model(bytes(data), verify_checksum=False)
+    assert library_error.value.status_name == "CG_ERR_MODEL_FORMAT"
