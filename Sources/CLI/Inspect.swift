@@ -2,6 +2,7 @@ import ArgumentParser
 import CoverGenre
 import Graph
 import ImageIO
+import Kernels
 import ModelFormat
 import SystemIO
 
@@ -37,6 +38,11 @@ struct Inspect: ParsableCommand {
         let shown = d.labels.prefix(12).joined(separator: ", ")
         print("labels        \(d.labels.count): \(shown)\(d.labels.count > 12 ? ", ..." : "")")
         print("graph         \(d.graph.nodes.count) nodes: \(summary(d.graph))")
+        let int8 = d.graph.nodes.filter { $0.op.inputQuantization != nil }.count
+        if int8 > 0 {
+            // The kernel follows the CPU (and COVERGENRE_ISA); the answers do not.
+            print("int8          \(int8) layers, run here by the \(QuantizedMatrix.kernel) kernel")
+        }
         if case .object(let provenance) = d.provenance, !provenance.isEmpty {
             print("provenance")
             for key in provenance.keys.sorted() { print("  \(key): \(provenance[key]!.serialized)") }
