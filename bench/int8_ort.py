@@ -48,8 +48,8 @@ def calibration_covers(source, count, split="train"):
 
     A folder holding split.csv is read as that manifest (as the CLI does), another folder as
     `<genre>/<image>` with every image counted. A manifest CSV (path,genre[,split]) gives the rows
-    of `split` (and rows without a split). Then: sorted by path, every k-th with
-    k = max(1, n // count), the first `count` of those."""
+    of `split` (and rows without a split). Then: sorted by path, an even sample over the whole
+    list: index i * n // count for i < count."""
     import csv
     source = Path(source)
     if source.is_dir() and (source / "split.csv").is_file():
@@ -67,7 +67,8 @@ def calibration_covers(source, count, split="train"):
     if not paths:
         raise SystemExit("no calibration covers in %s" % source)
     paths.sort()  # code-point order, as Swift sorts these (ASCII) paths
-    return paths[::max(1, len(paths) // count)][:count]
+    count = min(count, len(paths))
+    return [paths[i * len(paths) // count] for i in range(count)]
 
 
 def preprocess(path, metadata):

@@ -24,10 +24,17 @@ struct Convert: ParsableCommand {
         let source = try ModelFile(path: model)
         var writer = ModelWriter(metadata: source.metadata)
         for info in source.tensors {
-            try writer.add(info.name, shape: info.shape, values: try source.floats(info.name).array, storage: dtype)
+            // int8 tensors stay as they are: an int8 layer's weights must be int8, and widening a
+            // float layer's int8 storage would only make the file larger.
+            if info.dtype == .int8 {
+                try writer.add(copying: info, of: source)
+            } else {
+                try writer.add(info.name, shape: info.shape, values: try source.floats(info.name).array, storage: dtype)
+            }
         }
-        try writer.write(to: out)
-        _ = try Model(path: out) // the result must load
+        let bytes = writer.serialize()
+        _ = try Model(bytes: bytes) // the result must load, before anything is written
+        try Files.writeAtomically(out, bytes)
         print("wrote \(out) (\(storage))")
     }
 }

@@ -46,7 +46,7 @@ struct Quantize: ParsableCommand {
 
     @Option(name: .customLong("weight-bits"), help: ArgumentHelp(
         "Bits of the int8 weights: 8 (closest to the float model) or 7 (AVX2 without VNNI multiplies them twice as fast).",
-        discussion: "Results are identical on every CPU either way."))
+        discussion: "The int8 layers compute the same integers on every CPU either way."))
     var weightBits: WeightBits = .eight
 
     enum WeightBits: String, ExpressibleByArgument, CaseIterable {
@@ -77,7 +77,9 @@ struct Quantize: ParsableCommand {
     static func calibrationImages(_ source: String, split: String) throws -> [String] {
         let manifest = Files.join(source, "split.csv")
         let source = Files.isDirectory(source) && Files.isRegularFile(manifest) ? manifest : source
-        if let dataset = try? LabeledDataset.load(source) {
+        // A manifest's own errors are the user's to see; a folder without genre folders is not one.
+        let dataset = source.hasSuffix(".csv") ? try LabeledDataset.load(source) : try? LabeledDataset.load(source)
+        if let dataset {
             let wanted = Split(rawValue: split)
             guard split == "all" || wanted != nil else { throw ValidationError("--split is train, val, test or all.") }
             let items = dataset.items.filter { split == "all" || $0.split == nil || $0.split == wanted }
@@ -89,10 +91,16 @@ struct Quantize: ParsableCommand {
     func run() throws {
         let available = try Quantize.calibrationImages(calibration, split: split).sorted()
         guard !available.isEmpty else { throw CLIError("no covers to calibrate on in \(calibration)") }
-        // An even sample: every k-th cover of the sorted list, so reruns pick the same ones.
-        let chosen = stride(from: 0, to: available.count, by: max(1, available.count / images)).prefix(images).map { available[$0] }
+        // An even sample over the whole sorted list (every genre folder), so reruns pick the same ones.
+        let count = min(images, available.count)
+        let chosen = (0..<count).map { available[$0 * available.count / count] }
         let quantizer = try Quantizer(path: model)
         let graph = quantizer.graph
+        // Its int8 weights would be widened and quantized again, and balanced ones would carry
+        // their old channel scales into a layer that no longer divides by them.
+        if let node = graph.nodes.first(where: { $0.op.inputQuantization != nil }) {
+            throw CLIError("\(model) is already an int8 model (node \"\(node.name)\"); quantize takes a float model")
+        }
         let unknown = keepFloat.filter { name in !graph.nodes.contains { $0.name == name } }
         guard unknown.isEmpty else { throw ValidationError("--keep-float: no graph node named \(unknown.joined(separator: ", ")).") }
         let nodes = quantizer.eligible.filter { i in

@@ -131,7 +131,8 @@ extension FieldReader {
         guard has("input_quantization") else { return nil }
         let q = FieldReader(try value("input_quantization"), context: "\(context) input_quantization")
         let scale = Float(try q.double("scale"))
-        guard scale.isFinite, scale > 0 else { throw q.fail("scale \(scale) is not finite and positive") }
+        // Its inverse is what the kernels multiply by: a subnormal scale would make it infinite.
+        guard scale.isFinite, scale > 0, (1 / scale).isFinite else { throw q.fail("scale \(scale) is not finite and positive with a finite inverse") }
         return InputQuantization(scale: scale, zeroPoint: try q.int("zero_point", range: 0...255),
                                  channelScales: try q.optionalString("channel_scales"))
     }

@@ -147,6 +147,13 @@ public final class CompiledGraph: @unchecked Sendable {
             guard canRun else {
                 throw CoverGenreError(.modelUnsupported, "graph node \"\(node.name)\": int8 weights are supported on 1x1, im2col and linear layers, not this one")
             }
+            guard rows <= QuantizedMatrix.maxRows else {
+                throw CoverGenreError(.modelUnsupported, "graph node \"\(node.name)\": int8 layers take at most \(QuantizedMatrix.maxRows) inputs per output; this one has \(rows)")
+            }
+            let count = rows * columns
+            if (0..<count).contains(where: { stored.values[$0] == -128 }) {
+                throw CoverGenreError(.modelFormat, "graph node \"\(node.name)\": int8 weights \"\(weight)\" hold -128 (outside [-127, 127])")
+            }
             let channelScales = try input.channelScales.map { try weights.floats($0).array }
             if let channelScales, !channelScales.allSatisfy({ $0.isFinite && $0 > 0 }) {
                 throw CoverGenreError(.modelFormat, "graph node \"\(node.name)\": channel scales \"\(input.channelScales!)\" are not all finite and positive")
@@ -155,7 +162,8 @@ public final class CompiledGraph: @unchecked Sendable {
                                                inputScale: input.scale, zeroPoint: input.zeroPoint, channelScales: channelScales,
                                                arena: arena)
             else {
-                throw CoverGenreError(.modelFormat, "graph node \"\(node.name)\": int8 weights \"\(weight)\" hold -128 (outside [-127, 127]) or their scales overflow")
+                throw CoverGenreError(.modelFormat, "graph node \"\(node.name)\": the scales of int8 weights \"\(weight)\" overflow, "
+                                      + "or memory ran out packing them")
             }
             return .packed(matrix)
         }

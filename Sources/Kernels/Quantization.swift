@@ -6,8 +6,9 @@
 /// 2 x 255 x 63 = 32,130 fits, 2 x 255 x 127 does not. So the AVX2 kernel runs 8-bit weights with
 /// each activation byte split in two (exact, at half its 7-bit speed) and 7-bit ones directly (ONNX
 /// Runtime's `reduce_range` is the same trade). Either way the AVX-512 VNNI, AVX2 and generic
-/// kernels compute the very same integers, so an int8 model answers alike on every CPU; 8 bits
-/// answer closer to the float model (docs/quantization.md).
+/// kernels compute the very same integers from the same inputs, so int8 adds no difference between
+/// CPUs to the float rounding the layers around it already have; 8 bits answer closer to the float
+/// model (docs/quantization.md).
 ///
 /// Activations entering an int8 layer are asymmetric per tensor: `x ≈ (q - zeroPoint) * scale`,
 /// q in [0, 255], with the range measured on calibration covers (`covergenre quantize`).

@@ -39,13 +39,18 @@ public final class QuantizedMatrix: PackedWeights, @unchecked Sendable {
     /// The kernel this process runs: "avx512-vnni", "avx2" or "generic" (follows `InstructionSet`).
     public static var kernel: String { String(cString: cgk_q8_kernel()) }
 
-    /// Nil when a weight is -128 (outside the kernels' [-127, 127]), a scale is not finite and
+    /// The deepest matrix the int32 sums hold exactly (cg_kernels.h: 65536 x 255 x 127 < 2^31).
+    public static let maxRows = 65536
+
+    /// Nil when rows exceed `maxRows`, a weight is -128 (outside the kernels' [-127, 127]), a scale
+    /// or its inverse is not finite and
     /// positive, or memory is exhausted. `channelScales`: the balanced channels' m[c] (see
     /// `InputQuantization`), row k reading channel k % channelScales.count (im2col rows run over
     /// the kernel's taps, then channels).
     public init?(_ weights: UnsafePointer<Int8>, rows: Int, columns: Int, weightScales: UnsafePointer<Float>,
                  inputScale: Float, zeroPoint: Int, channelScales: [Float]? = nil, arena: WeightArena? = nil) {
-        guard rows > 0, columns > 0, inputScale.isFinite, inputScale > 0, (0...255).contains(zeroPoint) else { return nil }
+        guard rows > 0, rows <= QuantizedMatrix.maxRows, columns > 0, inputScale.isFinite, inputScale > 0, (1 / inputScale).isFinite,
+              (0...255).contains(zeroPoint) else { return nil }
         if let channelScales {
             guard !channelScales.isEmpty, rows % channelScales.count == 0 else { return nil }
             let inverses = (0..<rows).map { 1 / (inputScale * channelScales[$0 % channelScales.count]) }

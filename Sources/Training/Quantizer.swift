@@ -6,7 +6,7 @@ import ModelFormat
 import SystemIO
 
 /// How the range of an activation an int8 layer reads is chosen from what calibration covers
-/// produced (`covergenre quantize --method`; docs/results.md says which was measured best).
+/// produced (`covergenre quantize --method`; docs/quantization.md says which was measured best).
 public enum RangeMethod: String, CaseIterable, Sendable {
     /// The smallest and largest value seen: nothing clipped, coarsest steps.
     case minmax
@@ -34,7 +34,8 @@ public struct ActivationHistogram: Sendable {
     var width: Float { (high - low) / Float(Self.bins) }
 
     public mutating func add(_ values: UnsafeBufferPointer<Float>) {
-        guard high > low else { counts[0] += Double(values.count); return }
+        // A range too wide for a float (activations near ±3e38) has no meaningful bins.
+        guard high > low, (high - low).isFinite else { counts[0] += Double(values.count); return }
         let scale = Float(Self.bins) / (high - low), last = Self.bins - 1
         counts.withUnsafeMutableBufferPointer { counts in
             for v in values where v.isFinite {
@@ -90,12 +91,12 @@ public struct ActivationHistogram: Sendable {
     }
 }
 
-/// Post-training quantization of a float model (`covergenre quantize`): measures the inputs of
-/// the layers to make int8 on calibration covers and writes the model with their weights int8
-/// (symmetric per output channel) and their input ranges in the graph.
 /// Which float layers' weights `Quantizer.quantized` stores in int8 (widened at load).
 public enum CompactLayers: String, CaseIterable, Sendable { case none, linear, all }
 
+/// Post-training quantization of a float model (`covergenre quantize`): measures the inputs of
+/// the layers to make int8 on calibration covers and writes the model with their weights int8
+/// (symmetric per output channel) and their input ranges in the graph.
 public struct Quantizer {
     public let model: Model
     public let path: String

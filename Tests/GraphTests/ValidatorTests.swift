@@ -141,7 +141,8 @@ final class ValidatorTests: XCTestCase {
         }
         let cases: [(JSON, String)] = [
             (["scale": 0, "zero_point": 0], "scale"), (["scale": -1, "zero_point": 0], "scale"),
-            (["scale": 1e300, "zero_point": 0], "scale"), (["scale": 0.1, "zero_point": 256], "zero_point"),
+            (["scale": 1e300, "zero_point": 0], "scale"), (["scale": 1e-40, "zero_point": 0], "scale"),
+            (["scale": 0.1, "zero_point": 256], "zero_point"),
             (["scale": 0.1, "zero_point": -1], "zero_point"), (["scale": 0.1], "zero_point"), ("int8", "object"),
         ]
         for (bad, word) in cases {

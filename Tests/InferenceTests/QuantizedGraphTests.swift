@@ -118,6 +118,30 @@ final class QuantizedGraphTests: XCTestCase {
         }
     }
 
+    /// More than 65,536 inputs per output could overflow the int32 sums: refused at load.
+    func testTooDeepInt8LayersAreRefused() throws {
+        for inputs in [65536, 65538] {
+            // Two pixels flattened: a graph input has at most 65,536 channels.
+            let graph = GraphSpec(inputShape: ActivationShape(height: 1, width: 2, channels: inputs / 2), nodes: [
+                Node("flat", .flatten, inputs: ["image"]),
+                Node("fc", .linear(LinearAttributes(outFeatures: 2, weight: "fc.w", bias: nil,
+                                                    inputQuantization: InputQuantization(scale: 1, zeroPoint: 255))), inputs: ["flat"]),
+            ], logits: "fc")
+            var writer = ModelWriter(metadata: ["format": "test"])
+            try writer.addInt8("fc.w", shape: [inputs, 2], scales: [1, 1], values: [Int8](repeating: 127, count: inputs * 2))
+            let bytes = writer.serialize()
+            let file = try bytes.withUnsafeBytes { try ModelFile(copying: $0) }
+            if inputs == 65536 {
+                XCTAssertNoThrow(try CompiledGraph(graph: graph, weights: file))
+                continue
+            }
+            XCTAssertThrowsError(try CompiledGraph(graph: graph, weights: file)) { error in
+                XCTAssertEqual((error as? CoverGenreError)?.code, .modelUnsupported, "\(error)")
+                XCTAssertTrue((error as? CoverGenreError)?.message.contains("65536") ?? false, "\(error)")
+            }
+        }
+    }
+
     func testGraphAndTensorsMustAgreeOnInt8() throws {
         func refusal(_ graph: GraphSpec, _ file: ModelFile) -> CoverGenreError? {
             do {

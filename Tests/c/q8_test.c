@@ -325,13 +325,14 @@ static int check_extremes(void) {
     int32_t offset[17];
     float scale[17];
     int bad = 0;
-    for (int zi = 0; zi < 4; zi++) {
-        const int32_t zero = zeros[zi];
+    // Narrow weights (+-63), then wide ones (+-127: 65536 * 255 * 127 = 2,122,383,360 < 2^31).
+    for (int zi = 0; zi < 8; zi++) {
+        const int32_t zero = zeros[zi % 4], w = zi < 4 ? 63 : 127;
         for (size_t i = 0; i < (size_t)m * k; i++) a[i] = i % 1000 == 7 ? -1e30f : 1e30f; // 255 - a few 0s
         for (int32_t kk = 0; kk < k; kk++)
-            for (int32_t j = 0; j < n; j++) b[(ptrdiff_t)kk * n + j] = (int8_t)(j % 2 ? -63 : 63);
+            for (int32_t j = 0; j < n; j++) b[(ptrdiff_t)kk * n + j] = (int8_t)(j % 2 ? -w : w);
         for (int32_t j = 0; j < n; j++) {
-            offset[j] = -zero * (j % 2 ? -63 : 63) * k;
+            offset[j] = -zero * (j % 2 ? -w : w) * k;
             scale[j] = 1e-6f * (float)(j + 1);
         }
         const int wide = cgk_q8_pack(b, n, k, n, packed);
@@ -340,7 +341,9 @@ static int check_extremes(void) {
         for (int32_t i = 0; i < m * n; i++) {
             checked++;
             if (!same_bits(c[i], expected[i])) {
-                if (bad < 3) fprintf(stderr, "MISMATCH k=65536 zero=%d c[%d] = %a, expected %a\n", zero, i, (double)c[i], (double)expected[i]);
+                if (bad < 3)
+                    fprintf(stderr, "MISMATCH k=65536 weights +-%d zero=%d c[%d] = %a, expected %a\n", w, zero, i, (double)c[i],
+                            (double)expected[i]);
                 bad++;
             }
         }

@@ -360,6 +360,11 @@ def serialize(metadata, tensors, dtype="f32"):
         code = _DTYPE_CODES[dtype]
     except (KeyError, TypeError):
         raise ValueError('dtype must be "f32" or "f16", not %r' % (dtype,)) from None
+    graph = metadata.get("graph")
+    nodes = graph.get("nodes") if isinstance(graph, dict) else None
+    if isinstance(nodes, list) and any(isinstance(n, dict) and "input_quantization" in n for n in nodes):
+        # Its layers need int8 weights, which this writer does not write: the file would not load.
+        raise ValueError("the metadata describes an int8 model (input_quantization); this writer writes float models only")
     metadata_bytes = json.dumps(metadata, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
     _check_depth(metadata)
     if len(metadata_bytes) > DEFAULT_MAX_METADATA_BYTES:

@@ -47,6 +47,19 @@ def test_quantize_makes_an_int8_model_that_answers_like_the_float_one(cli, creat
             assert max(abs(x - y) for x, y in zip(pa, pb)) < 0.25
 
 
+def test_convert_keeps_int8_layers_and_quantize_refuses_an_int8_model(cli, create_model, calibration, tmp_path, images):
+    original = create_model("efficientnet-lite0", "--random-statistics", "--input-size", "96")
+    int8, half = tmp_path / "int8.cgm", tmp_path / "half.cgm"
+    run(cli, "quantize", original, "--calibration", calibration, "--out", int8)
+    run(cli, "convert", int8, "--storage", "f16", "--out", half)
+    with covergenre.Model(str(int8)) as a, covergenre.Model(str(half)) as b:
+        pa, pb = a.probabilities(images["jpeg"]), b.probabilities(images["jpeg"])
+        assert max(abs(x - y) for x, y in zip(pa, pb)) < 2e-2
+    done = subprocess.run([cli, "quantize", str(int8), "--calibration", str(calibration), "--out", str(tmp_path / "again.cgm")],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert done.returncode != 0 and "already an int8 model" in done.stderr and not (tmp_path / "again.cgm").exists()
+
+
 def test_quantize_refuses_bad_arguments(cli, create_model, calibration, tmp_path):
     original = create_model("efficientnet-lite0", "--random-statistics", "--input-size", "96")
     empty = tmp_path / "empty"
@@ -78,6 +91,12 @@ def test_python_reader_reads_int8_models_as_the_library_does(cli, create_model, 
         w, q = floats[name].astype(np.float32), tensors[name]
         step = np.abs(w).reshape(-1, w.shape[-1]).max(axis=0) / 127
         assert q.dtype == np.float32 and (np.abs(q - w).reshape(-1, w.shape[-1]) <= step / 2 + 1e-6).all(), name
+    # Writing it back would widen the int8 weights its int8 layers need: refused.
+    with pytest.raises(ValueError, match="int8"):
+        cgm.serialize(metadata, tensors)
+    # Writing it back would widen the int8 weights its int8 layers need: refused.
+    with pytest.raises(ValueError, match="int8"):
+        cgm.serialize(metadata, tensors)
     # A scale that is not positive: refused by both readers, with the same status. The tensor's
     # data offset comes from the table, read with the module's own parser.
     data = bytearray(out.read_bytes())
