@@ -215,6 +215,29 @@ public indirect enum Op: Equatable, Sendable {
         }
     }
 
+    /// The weight tensor of a convolution or linear layer.
+    public var weight: String? {
+        switch self {
+        case .conv2d(let a): return a.weight
+        case .linear(let a): return a.weight
+        default: return nil
+        }
+    }
+
+    /// This convolution or linear layer with `quantization` (nil for any other op).
+    public func withInputQuantization(_ quantization: InputQuantization?) -> Op? {
+        switch self {
+        case .conv2d(var a):
+            a.inputQuantization = quantization
+            return .conv2d(a)
+        case .linear(var a):
+            a.inputQuantization = quantization
+            return .linear(a)
+        default:
+            return nil
+        }
+    }
+
     public var tensorNames: [String] {
         switch self {
         case .conv2d(let a): return [a.weight] + (a.bias.map { [$0] } ?? []) + (a.inputQuantization?.channelScales.map { [$0] } ?? [])

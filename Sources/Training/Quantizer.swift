@@ -168,12 +168,7 @@ public struct Quantizer {
     /// Per input channel, the largest |weight| of node `i` (every output and kernel tap).
     func weightMaxima(_ i: Int) throws -> [Float] {
         let channels = inputChannels(i)
-        let name: String
-        switch graph.nodes[i].op {
-        case .conv2d(let a): name = a.weight
-        case .linear(let a): name = a.weight
-        default: return [Float](repeating: 1, count: channels)
-        }
+        guard let name = graph.nodes[i].op.weight else { return [Float](repeating: 1, count: channels) }
         let info = model.file.info(name)!, values = try model.file.floats(name).array
         let columns = info.shape.last!
         var maxima = [Float](repeating: 0, count: channels)
@@ -249,26 +244,16 @@ public struct Quantizer {
         for (i, range) in ranges {
             let (scale, zero) = Quantization.activation(low: range.low, high: range.high)
             var quantization = InputQuantization(scale: scale, zeroPoint: zero)
-            switch description.graph.nodes[i].op {
-            case .conv2d(var a):
-                if let m = channelScales[i] {
-                    quantization.channelScales = a.weight + ".channel_scales"
-                    balanced[a.weight] = (m, quantization.channelScales!)
-                }
-                a.inputQuantization = quantization
-                int8Tensors.insert(a.weight)
-                description.graph.nodes[i].op = .conv2d(a)
-            case .linear(var a):
-                if let m = channelScales[i] {
-                    quantization.channelScales = a.weight + ".channel_scales"
-                    balanced[a.weight] = (m, quantization.channelScales!)
-                }
-                a.inputQuantization = quantization
-                int8Tensors.insert(a.weight)
-                description.graph.nodes[i].op = .linear(a)
-            default:
+            let op = description.graph.nodes[i].op
+            guard let weight = op.weight else {
                 throw CoverGenreError(.invalidArgument, "graph node \"\(graph.nodes[i].name)\" has no weights to quantize")
             }
+            if let m = channelScales[i] {
+                quantization.channelScales = weight + ".channel_scales"
+                balanced[weight] = (m, weight + ".channel_scales")
+            }
+            description.graph.nodes[i].op = op.withInputQuantization(quantization)!
+            int8Tensors.insert(weight)
         }
         if case .object(var p) = description.provenance {
             p["quantization"] = provenance
