@@ -102,6 +102,25 @@ class _Builder:
             return self.op("Clip", [x, low, high], hint)
         raise ValueError("unknown activation %r" % kind)
 
+    def quantized_input(self, x, node, channels, hint):
+        """An int8 layer's input as it reads it (docs/model-format.md): x times 1 / (s x m[c]),
+        rounded half to even and clamped by QuantizeLinear (scale 1, zero point z), back to
+        (q - z) by DequantizeLinear; the scale s goes into the weights (`quantized_scale`)."""
+        q = node.get("input_quantization")
+        if not q:
+            return x
+        s = np.float32(q["scale"])
+        if q.get("channel_scales"):
+            # Computed as the library does: 1 / (s * m) in float32, one value per channel.
+            inverse = (np.float32(1) / (s * np.asarray(self.tensors[q["channel_scales"]], dtype=np.float32))).astype(np.float32)
+            inverse = inverse.reshape(1, channels, 1, 1)
+        else:
+            inverse = np.array(np.float32(1) / s, dtype=np.float32)
+        scaled = self.op("Mul", [x, self.const(hint + ".inverse_scale", inverse)], hint)
+        one = self.const(hint + ".one", np.array(1.0, dtype=np.float32))
+        zero = self.const(hint + ".zero_point", np.array(q["zero_point"], dtype=np.uint8))
+        return self.op("DequantizeLinear", [self.op("QuantizeLinear", [scaled, one, zero], hint), one, zero], hint)
+
     def to_vector(self, x, features, hint):
         """[N, C, 1, 1] -> [N, C]."""
         return self.op("Reshape", [x, self.const("shape", np.array([-1, features], dtype=np.int64))], hint)
@@ -132,7 +151,10 @@ def to_onnx(metadata, tensors, input_layout="NHWC"):
         if op == "conv2d":
             kernel, stride, groups = node["kernel"], node["stride"], node["groups"]
             out_h, out_w, pads = window(node["padding"], h, w, kernel, stride)
-            conv_inputs = [x, b.weight(node["weight"], lambda a: np.ascontiguousarray(a.transpose(3, 2, 0, 1)))]
+            # An int8 layer multiplies (q - z) by s x its weights: s folded into them here.
+            s = np.float32(node["input_quantization"]["scale"]) if node.get("input_quantization") else np.float32(1)
+            x = b.quantized_input(x, node, c, name)
+            conv_inputs = [x, b.weight(node["weight"], lambda a: np.ascontiguousarray((a * s).transpose(3, 2, 0, 1)))]
             if node.get("bias"):
                 conv_inputs.append(b.weight(node["bias"]))
             y = b.op("Conv", conv_inputs, name, kernel_shape=list(kernel), strides=list(stride), pads=pads,
@@ -141,7 +163,9 @@ def to_onnx(metadata, tensors, input_layout="NHWC"):
             shape = (out_h, out_w, node["out_channels"])
         elif op == "linear":
             assert (h, w) == (1, 1), "%s: linear needs a vector input" % name
-            y = b.op("MatMul", [b.to_vector(x, c, name), b.weight(node["weight"])], name)
+            s = np.float32(node["input_quantization"]["scale"]) if node.get("input_quantization") else np.float32(1)
+            x = b.quantized_input(x, node, c, name)
+            y = b.op("MatMul", [b.to_vector(x, c, name), b.weight(node["weight"], lambda a: a * s)], name)
             if node.get("bias"):
                 y = b.op("Add", [y, b.weight(node["bias"])], name)
             y = b.to_map(b.activation(y, node["activation"], name), name)
