@@ -124,6 +124,9 @@ def test_int8_layers_match_onnx_runtime_quantizing_alike(lib, cli, create_model,
     engines, quantization = float(np.abs(ours - int8_logits).max()), float(np.abs(float_logits - int8_logits).max())
     print("engines differ by %.3g; int8 differs from float by %.3g" % (engines, quantization))
     assert engines < quantization / 5
+    # And int8 stays near the float model it came from (a balancing applied to the weights but
+    # not to the input, say, would put it orders of magnitude away).
+    assert quantization < 0.25 * float(np.abs(float_logits).max())
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f16"])
