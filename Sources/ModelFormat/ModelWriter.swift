@@ -14,15 +14,17 @@ public struct ModelWriter {
 
     public var tensorNames: [String] { entries.map(\.name) }
 
-    /// Adds a tensor; `values.count` must equal the product of `shape`.
-    public mutating func add(_ name: String, shape: [Int], values: UnsafeBufferPointer<Float>, storage: DType = .float32) throws {
+    /// Adds a tensor; `values.count` must equal the product of `shape`. int8 storage quantizes
+    /// symmetrically per channel (the last dimension) to [-int8Levels, int8Levels].
+    public mutating func add(_ name: String, shape: [Int], values: UnsafeBufferPointer<Float>, storage: DType = .float32,
+                             int8Levels: Float = Quantization.weightLevels) throws {
         guard !name.isEmpty, name.utf8.count <= 1024 else { throw CoverGenreError(.invalidArgument, "tensor name \"\(name)\" is empty or too long") }
         guard !names.contains(name) else { throw CoverGenreError(.invalidArgument, "tensor \"\(name)\" added twice") }
         guard shape.allSatisfy({ $0 >= 0 }), shape.reduce(1, *) == values.count else {
             throw CoverGenreError(.invalidArgument, "tensor \"\(name)\": shape \(shape) does not hold \(values.count) values")
         }
         if storage == .int8 {
-            guard let (scales, quantized) = Quantization.symmetric(values, channels: shape.last ?? 0) else {
+            guard let (scales, quantized) = Quantization.symmetric(values, channels: shape.last ?? 0, levels: int8Levels) else {
                 throw CoverGenreError(.invalidArgument, "tensor \"\(name)\": int8 storage needs finite values and a last dimension (channels)")
             }
             try addInt8(name, shape: shape, scales: scales, values: quantized)
@@ -70,8 +72,9 @@ public struct ModelWriter {
         entries.append((tensor.name, tensor.shape, tensor.dtype, Array(file.rawBytes(tensor))))
     }
 
-    public mutating func add(_ name: String, shape: [Int], values: [Float], storage: DType = .float32) throws {
-        try values.withUnsafeBufferPointer { try add(name, shape: shape, values: $0, storage: storage) }
+    public mutating func add(_ name: String, shape: [Int], values: [Float], storage: DType = .float32,
+                             int8Levels: Float = Quantization.weightLevels) throws {
+        try values.withUnsafeBufferPointer { try add(name, shape: shape, values: $0, storage: storage, int8Levels: int8Levels) }
     }
 
     /// The complete file.

@@ -44,10 +44,6 @@ public struct ActivationHistogram: Sendable {
         }
     }
 
-    public mutating func merge(_ other: ActivationHistogram) {
-        for i in counts.indices { counts[i] += other.counts[i] }
-    }
-
     /// The range `method` chooses, always containing 0.
     public func range(_ method: RangeMethod) -> (low: Float, high: Float) {
         let total = counts.reduce(0, +)
@@ -279,15 +275,9 @@ public struct Quantizer {
                     for i in values.indices { values[i] *= m[(i / columns) % m.count] }
                     try writer.add(name, shape: [m.count], values: m)
                 }
-                guard let (scales, quantized) = values.withUnsafeBufferPointer({
-                    Quantization.symmetric($0, channels: info.channels, levels: weightLevels)
-                }) else { throw CoverGenreError(.modelFormat, "tensor \"\(info.name)\" cannot be quantized") }
-                try writer.addInt8(info.name, shape: info.shape, scales: scales, values: quantized)
+                try writer.add(info.name, shape: info.shape, values: values, storage: .int8, int8Levels: weightLevels)
             } else if compact.contains(info.name), info.dtype != .int8 {
-                let values = try model.file.floats(info.name).array
-                guard let (scales, quantized) = values.withUnsafeBufferPointer({ Quantization.symmetric($0, channels: info.channels, levels: 127) })
-                else { throw CoverGenreError(.modelFormat, "tensor \"\(info.name)\" cannot be stored in int8") }
-                try writer.addInt8(info.name, shape: info.shape, scales: scales, values: quantized)
+                try writer.add(info.name, shape: info.shape, values: try model.file.floats(info.name).array, storage: .int8)
             } else {
                 try writer.add(copying: info, of: model.file)
             }
