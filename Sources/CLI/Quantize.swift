@@ -139,8 +139,9 @@ struct Quantize: ParsableCommand {
         }
         let writer = try quantizer.quantized(ranges: ranges, channelScales: channelScales, weightLevels: weightBits.levels,
                                              compactFloatLayers: floatStorage, provenance: provenance)
-        try writer.write(to: out)
-        let quantized = try Model(path: out) // the result must load
+        let bytes = writer.serialize()
+        let quantized = try Model(bytes: bytes) // the result must load, before anything is written
+        try Files.writeAtomically(out, bytes)
         print("calibrated on \(chosen.count) covers of \(calibration) (\(method.rawValue)) in \(Format.fixed(Clock.seconds - started, 1)) s")
         print("int8: \(ranges.count) layers; floating point: \(floatLayers.count) (\(floatLayers.joined(separator: ", ")))")
         let agreement = try Quantize.agreement(quantizer.model, quantized, chosen, threads: threadCount)
