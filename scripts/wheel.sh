@@ -23,8 +23,10 @@ export PATH="$root/$tools/bin:$PATH"
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-cp -r bindings/python/. "$stage/"
-rm -rf "$stage/tests" "$stage"/build "$stage"/*.egg-info
+# The package's sources only: not its tests, nor the bytecode and build leftovers a running test
+# suite (scripts/test.sh runs it beside this) may be writing at the same moment.
+tar -C bindings/python --exclude=./tests --exclude=./build --exclude='*.egg-info' --exclude=__pycache__ -cf - . |
+    tar -C "$stage" -xf -
 cp build/lib/libcovergenre.so "$stage/covergenre/"
 # The one version number, from the header, as a literal the wheel's metadata and package share.
 echo "__version__ = \"$(scripts/version.sh)\"" > "$stage/covergenre/_version.py"
