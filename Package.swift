@@ -88,7 +88,11 @@ let package = Package(
         ]),
 
         // Tests mirror the modules; TestSupport holds naive reference implementations and fixtures.
-        .target(name: "TestSupport", dependencies: ["Architectures", "Graph", "Kernels", "ImageIO", "ModelFormat", "SystemIO"], path: "Tests/TestSupport"),
+        // Optimized even in debug builds: its naive loops are what the slowest kernel tests spend their
+        // time in (Winograd and fused-expansion references: 15 s of the suite unoptimized), and every
+        // kernel test runs once per instruction-set variant and again under ThreadSanitizer.
+        .target(name: "TestSupport", dependencies: ["Architectures", "Graph", "Kernels", "ImageIO", "ModelFormat", "SystemIO"],
+                path: "Tests/TestSupport", swiftSettings: [.unsafeFlags(["-O"])]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CKernels", "TestSupport"]),
         .testTarget(name: "ImageIOTests", dependencies: ["ImageIO", "SystemIO", "TestSupport"]),
         .testTarget(name: "ModelFormatTests", dependencies: ["ModelFormat", "SystemIO", "TestSupport"]),

@@ -13,19 +13,13 @@
 #   TSan         .build-tsan   the Swift test bundle's model and concurrency tests (Tests/c/run.sh)
 #   examples/swift             a separate package using CoverGenre as a user's would (its own build
 #                              by necessity: a dependency is compiled with other flags than a root)
-#
-# Two cores, and most of this is single-threaded (the Swift tests, the sanitizer builds, valgrind,
-# the TagLib checks) or leaves a core idle (installs, the Python suite): such work runs in the
-# background beside other work, its output shown, with its closing lines, where it is awaited:
-#   debug build -> swift test, kernel variants, emulated AVX-512, int8 kernels | ASan build
-#   release build                                                             | TSan build, then its tests
-#   packaging, examples, TagLib, ASan, many callers    | Python suite | valgrind
-#   the scheduler's stress, alone; ONNX Runtime parity under the lower kernel variants
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 section() { printf '\n== %s == (%s, %d s)\n' "$*" "$(date -u +%T)" "$SECONDS"; }
 
+# Two cores: work that leaves one idle (package installs, the Python suite) runs beside work that
+# does not need it, its output kept in a log and shown, with its closing lines, when it is waited for.
 logs=$(mktemp -d)
 declare -A pending=()
 # On any exit, background jobs die with the script (and their logs go).
@@ -54,7 +48,9 @@ section "swift test"
 # The test bundle and what it depends on: no executable, so no debug copy of SwiftNIO (the server
 # is built once, in release, below, and tested through its HTTP API by the Python suite).
 swift build --product CoverGenrePackageTests
-# The AddressSanitizer build (about one core) beside the tests (one core); Tests/c/run.sh uses it.
+# The AddressSanitizer build (Tests/c/run.sh's asan part uses it) beside the Swift tests and the C
+# kernel checks below, which run one test at a time: on two cores it costs them less than it
+# would cost alone.
 background asan-build Tests/c/run.sh build-asan
 swift test --skip-build
 
@@ -95,19 +91,14 @@ section "int8 kernels against their reference (Tests/c/q8_test.c)"
     Sources/CKernels/isa.c -o .build/q8_test -lm
 .build/q8_test --no-timing
 
-section "release build (the ThreadSanitizer build and its tests beside it)"
+section "release build (the TagLib shim's checks beside it)"
+# The shim's checks (TagLib, ffmpeg, the C compilers; one core) beside the release build (about
+# 1.6 cores); the ASan build is done by now.
 await asan-build
-background tsan Tests/c/run.sh tsan
+background taglib env TAGLIB_TEST_PYTHON=.venv/bin/python Tests/c/taglib_run.sh
 scripts/build.sh
-
-section "python tests start (in the background, beside the sections below)"
-# The Python suite on two workers (pytest-xdist): about 1.5 cores, beside single-threaded sections.
-# Its output follows under "python tests". In CI every skip but the documented Spark one fails
-# (bindings/python/tests/conftest.py).
-[ "${CI:-}" = true ] && export COVERGENRE_NO_SKIP=1
-background python-tests .venv/bin/python -m pytest bindings/python/tests -q -n 2 -p no:cacheprovider
-# valgrind (one core, about a minute alone) beside them too.
-background valgrind Tests/c/run.sh valgrind
+section "TagLib shim (covers and tags of audio files): every format and hostile file, also under ASan and UBSan"
+await taglib
 
 section "libcovergenre.so is self-contained"
 if ldd build/lib/libcovergenre.so | grep -i swift; then
@@ -187,20 +178,16 @@ section "a Swift package that depends on CoverGenre"
 swift build --package-path examples/swift 2>&1 | tail -1
 examples/swift/.build/debug/classify-cover models/covergenre-default.cgm "$examples"/*
 
-section "TagLib shim (covers and tags of audio files): every format and hostile file, also under ASan and UBSan"
-TAGLIB_TEST_PYTHON=.venv/bin/python Tests/c/taglib_run.sh
+section "python tests start (in the background, beside the sections below)"
+# The Python suite on two workers (pytest-xdist) uses about 1.3 cores; the sanitizer sections
+# beside it fill the rest (the Swift example's build, 29 s alone, took 94 s beside it,
+# so it runs before). Its output follows under "python tests".
+# In CI every skip but the documented Spark one fails (bindings/python/tests/conftest.py).
+[ "${CI:-}" = true ] && export COVERGENRE_NO_SKIP=1
+background python-tests .venv/bin/python -m pytest bindings/python/tests -q -n 2 -p no:cacheprovider
 
-section "C API: fuzz regressions and seeds, the C example, hostile calls and the API fuzzer under ASan"
-Tests/c/run.sh asan
-
-section "C API: many callers share one model (release library)"
-Tests/c/run.sh callers
-
-section "C API: ThreadSanitizer (built and run beside the release build and the sections above)"
-await tsan
-
-section "C API: valgrind (beside the sections above)"
-await valgrind
+section "C API: sanitizers, valgrind, stress; fuzz regressions and seeds under ASan"
+Tests/c/run.sh asan callers valgrind tsan
 
 section "python tests"
 await python-tests
