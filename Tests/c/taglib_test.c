@@ -31,6 +31,7 @@ static const char *dir;
         }                                                                                                              \
     } while (0)
 
+// Not thread-safe (the reader threads build their own paths).
 static char *path_of(const char *name) {
     static char buffers[8][4096];
     static int next;
@@ -530,12 +531,25 @@ static void *reader(void *arg) {
     static const char *names[] = {"cover.mp3", "cover.flac", "cover.m4a", "cover.ogg", "cover.opus", "two_pictures.mp3"};
     long *errors = arg;
     for (int i = 0; i < 60; i++) {
+        // Each thread's own path buffer: path_of's rotating static buffers are for one thread (four
+        // threads sharing them raced, and a path torn mid-write failed a read now and then).
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i % 6]);
         cgt_picture picture;
-        cgt_status status = cgt_read_cover(path_of(names[i % 6]), 1u << 20, &picture);
-        if (status != CGT_OK || picture.size != front_size || memcmp(picture.data, front, front_size) != 0) (*errors)++;
+        cgt_status status = cgt_read_cover(path, 1u << 20, &picture);
+        if (status != CGT_OK || picture.size != front_size || memcmp(picture.data, front, front_size) != 0) {
+            fprintf(stderr, "concurrent read %d of %s: cover status %d (%s), %zu bytes\n", i, names[i % 6], (int)status,
+                    picture.message, status == CGT_OK ? picture.size : 0);
+            (*errors)++;
+        }
         cgt_picture_free(&picture);
         cgt_tags tags;
-        if (cgt_read_tags(path_of(names[i % 6]), &tags) != CGT_OK || tags.genre_count != 2) (*errors)++;
+        status = cgt_read_tags(path, &tags);
+        if (status != CGT_OK || tags.genre_count != 2) {
+            fprintf(stderr, "concurrent read %d of %s: tags status %d (%s), %zu genres\n", i, names[i % 6], (int)status,
+                    tags.message, status == CGT_OK ? tags.genre_count : 0);
+            (*errors)++;
+        }
         cgt_tags_free(&tags);
     }
     return NULL;
