@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes the shipped int8 models from the float ones (docs/quantization.md says how each choice was
 # measured): every 1x1 convolution int8 with 8-bit weights and balanced channels, activation ranges
-# from 300 discogs5 train covers (min/max), the head's weights stored in int8; then the
+# from 300 discogs5 train covers (min/max), biases corrected for the mean shift quantization adds,
+# the head's weights stored in int8; then the
 # temperature refitted on the validation covers, as the float models' was.
 #   scripts/quantize-models.sh [OUT_DIR]     (default models/)
 set -euo pipefail
@@ -14,7 +15,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for genres in default broad; do
     $cg quantize "models/covergenre-$genres.cgm" --calibration "$data/discogs5" --split train --images 300 --method minmax \
-        --balance on --weight-bits 8 --float-storage linear --out "$work/$genres.cgm"
+        --balance on --weight-bits 8 --float-storage linear --bias-correction on --out "$work/$genres.cgm"
     $cg calibrate -m "$work/$genres.cgm" --taxonomy models/taxonomy.csv --genres "$genres" \
         "discogs5=$data/discogs5/split.csv" "spotify6=$data/spotify6/split.csv" --split val --out "$out/covergenre-$genres-int8.cgm"
 done

@@ -59,6 +59,9 @@ struct Quantize: ParsableCommand {
 
     enum Switch: String, ExpressibleByArgument, CaseIterable { case on, off }
 
+    @Option(name: .customLong("bias-correction"), help: "Subtract from each int8 layer's bias the shift its quantization adds to its output's mean, measured on the calibration covers (docs/quantization.md).")
+    var biasCorrection: Switch = .on
+
     @Flag(help: "Also measure each layer alone: the model with only that layer int8 against the float model on the calibration covers (how --keep-float choices are made).")
     var sensitivity = false
 
@@ -132,13 +135,17 @@ struct Quantize: ParsableCommand {
             "method": .string(method.rawValue), "balanced_channels": .bool(balance == .on), "calibration": .string(DataSource(calibration).name),
             "calibration_images": JSON(chosen.count), "int8_layers": JSON(ranges.count), "float_layers": JSON(floatLayers),
             "weights": .string("int8 symmetric per output channel, [-\(Int(weightBits.levels)), \(Int(weightBits.levels))]"), "activations": "uint8 per tensor with a zero point",
-            "float_layers_in_int8_storage": .string(floatStorage.rawValue),
+            "float_layers_in_int8_storage": .string(floatStorage.rawValue), "bias_correction": .bool(biasCorrection == .on),
         ]
         if sensitivity {
             try measureSensitivity(quantizer, ranges: ranges, channelScales: channelScales, images: chosen, threads: threadCount)
         }
+        let shifts = biasCorrection == .on
+            ? try quantizer.biasShifts(chosen, ranges: ranges, channelScales: channelScales, weightLevels: weightBits.levels,
+                                       threads: threadCount)
+            : [:]
         let writer = try quantizer.quantized(ranges: ranges, channelScales: channelScales, weightLevels: weightBits.levels,
-                                             compactFloatLayers: floatStorage, provenance: provenance)
+                                             compactFloatLayers: floatStorage, biasShifts: shifts, provenance: provenance)
         let bytes = writer.serialize()
         let quantized = try Model(bytes: bytes) // the result must load, before anything is written
         try Files.writeAtomically(out, bytes)

@@ -224,6 +224,15 @@ public indirect enum Op: Equatable, Sendable {
         }
     }
 
+    /// The bias tensor of a convolution or linear layer, if it has one.
+    public var bias: String? {
+        switch self {
+        case .conv2d(let a): return a.bias
+        case .linear(let a): return a.bias
+        default: return nil
+        }
+    }
+
     /// This convolution or linear layer with `quantization` (nil for any other op).
     public func withInputQuantization(_ quantization: InputQuantization?) -> Op? {
         switch self {

@@ -223,6 +223,62 @@ public struct Quantizer {
         return measured
     }
 
+    /// Bias correction: for each of `ranges`' nodes, the shift its int8 form adds to the mean of each
+    /// output channel (before the activation), to be subtracted from its bias. The layer is linear,
+    /// so the mean of its output is the weights times the mean of its input: per input channel c,
+    /// the mean of x[c] (the float input) and of what the kernel multiplies instead (x[c] / m[c]
+    /// quantized to the node's uint8 grid and back), over every pixel of `images` through the float
+    /// graph; the weights as the writer stores them (times m, symmetric per output channel). A
+    /// convolution's taps are taken to see the same mean (padding, zero in both, is ignored), so the
+    /// shift of output o is sum over taps and c of (W'q[t,c,o] E[xq'[c]] - W[t,c,o] E[x[c]]).
+    /// This removes the systematic part of each layer's own rounding and clipping error (Nagel et
+    /// al., "Data-Free Quantization", 2019, empirical variant); nodes without a bias are left out.
+    public func biasShifts(_ images: [String], ranges: [Int: (low: Float, high: Float)], channelScales: [Int: [Float]],
+                           weightLevels: Float, threads: Int) throws -> [Int: [Float]] {
+        let nodes = ranges.keys.filter { graph.nodes[$0].op.bias != nil }
+        struct Sums { var x: [Double], xq: [Double], count: Int }
+        var sums: [Int: Sums] = [:]
+        var grids: [Int: (inverse: Float, scale: Float, zero: Float, m: [Float]?)] = [:]
+        for i in nodes {
+            let (scale, zero) = Quantization.activation(low: ranges[i]!.low, high: ranges[i]!.high)
+            grids[i] = (1 / scale, scale, Float(zero), channelScales[i])
+            sums[i] = Sums(x: [Double](repeating: 0, count: inputChannels(i)), xq: [Double](repeating: 0, count: inputChannels(i)), count: 0)
+        }
+        let decoded = observe(images, nodes: Set(nodes), threads: threads) { node, input in
+            guard var sum = sums[node], let grid = grids[node] else { return }
+            let channels = sum.x.count
+            for (index, v) in input.enumerated() {
+                let c = index % channels
+                let scaled = grid.m.map { v / $0[c] } ?? v
+                let q = max(0, min(255, (scaled * grid.inverse).rounded(.toNearestOrEven) + grid.zero))
+                sum.x[c] += Double(v.isFinite ? v : 0)
+                sum.xq[c] += Double((q - grid.zero) * grid.scale)
+            }
+            sum.count += input.count / channels
+            sums[node] = sum
+        }
+        guard decoded > 0 else { throw CoverGenreError(.invalidArgument, "none of the \(images.count) calibration covers could be decoded") }
+        var shifts: [Int: [Float]] = [:]
+        for i in nodes {
+            guard let sum = sums[i], sum.count > 0, let name = graph.nodes[i].op.weight, let info = model.file.info(name) else { continue }
+            let channels = sum.x.count, outputs = info.shape.last!
+            let weights = try model.file.floats(name).array
+            let m = channelScales[i]
+            let stored = weights.enumerated().map { index, w in w * (m?[(index / outputs) % channels] ?? 1) }
+            guard let (scales, q) = stored.withUnsafeBufferPointer({ Quantization.symmetric($0, channels: outputs, levels: weightLevels) }) else {
+                continue
+            }
+            var shift = [Double](repeating: 0, count: outputs)
+            for index in weights.indices {
+                let o = index % outputs, c = (index / outputs) % channels
+                let meanX = sum.x[c] / Double(sum.count), meanXq = sum.xq[c] / Double(sum.count)
+                shift[o] += Double(Float(q[index]) * scales[o]) * meanXq - Double(weights[index]) * meanX
+            }
+            shifts[i] = shift.map { Float($0) }
+        }
+        return shifts
+    }
+
     /// The model with `ranges`' nodes made int8, as a writer ready to write. `provenance` is added
     /// to the model's provenance under "quantization".
     ///
@@ -232,7 +288,7 @@ public struct Quantizer {
     /// `weightLevels`: the int8 weights' largest magnitude (127, or 63 for AVX2's full speed).
     public func quantized(ranges: [Int: (low: Float, high: Float)], channelScales: [Int: [Float]] = [:],
                           weightLevels: Float = Quantization.weightLevels, compactFloatLayers: CompactLayers = .none,
-                          provenance: JSON) throws -> ModelWriter {
+                          biasShifts: [Int: [Float]] = [:], provenance: JSON) throws -> ModelWriter {
         var description = model.description
         var int8Tensors = Set<String>()
         /// Balanced layers: weight name -> (m, name of the tensor holding m).
@@ -257,6 +313,11 @@ public struct Quantizer {
         } else {
             description.provenance = .object(["quantization": provenance])
         }
+        /// Bias name -> the shift to subtract (`biasShifts`).
+        var shifted: [String: [Float]] = [:]
+        for (i, shift) in biasShifts {
+            if let bias = graph.nodes[i].op.bias { shifted[bias] = shift }
+        }
         var compact = Set<String>()
         for node in description.graph.nodes where node.op.inputQuantization == nil {
             switch node.op {
@@ -276,6 +337,10 @@ public struct Quantizer {
                     try writer.add(name, shape: [m.count], values: m)
                 }
                 try writer.add(info.name, shape: info.shape, values: values, storage: .int8, int8Levels: weightLevels)
+            } else if let shift = shifted[info.name], info.dtype != .int8, info.shape == [shift.count] {
+                let values = try model.file.floats(info.name).array
+                // Kept in the bias's own storage (float32 or float16).
+                try writer.add(info.name, shape: info.shape, values: zip(values, shift).map { $0 - $1 }, storage: info.dtype)
             } else if compact.contains(info.name), info.dtype != .int8 {
                 try writer.add(info.name, shape: info.shape, values: try model.file.floats(info.name).array, storage: .int8)
             } else {

@@ -94,9 +94,6 @@ def test_python_reader_reads_int8_models_as_the_library_does(cli, create_model, 
     # Writing it back would widen the int8 weights its int8 layers need: refused.
     with pytest.raises(ValueError, match="int8"):
         cgm.serialize(metadata, tensors)
-    # Writing it back would widen the int8 weights its int8 layers need: refused.
-    with pytest.raises(ValueError, match="int8"):
-        cgm.serialize(metadata, tensors)
     # A scale that is not positive: refused by both readers, with the same status. The tensor's
     # data offset comes from the table, read with the module's own parser.
     data = bytearray(out.read_bytes())
@@ -111,3 +108,45 @@ def test_python_reader_reads_int8_models_as_the_library_does(cli, create_model, 
     with pytest.raises(covergenre.CoverGenreError) as library_error:
         covergenre.Model(bytes(data), verify_checksum=False)
     assert library_error.value.status_name == "CG_ERR_MODEL_FORMAT"
+
+
+def test_bias_correction_moves_each_int8_bias_by_the_shift_its_quantization_adds(cli, create_model, calibration, tmp_path):
+    """The linear head's input is the embedding (global average pool), which the library reports:
+    the expected shift is computed here from the definition, with numpy, and compared with what
+    `--bias-correction on` subtracted from the bias (nothing else may change)."""
+    np = pytest.importorskip("numpy")
+    from covergenre import cgm
+    original = create_model("efficientnet-lite0", "--random-statistics", "--input-size", "96")
+    plain, corrected = tmp_path / "plain.cgm", tmp_path / "corrected.cgm"
+    for out, switch in ((plain, "off"), (corrected, "on")):
+        run(cli, "quantize", original, "--calibration", calibration, "--layers", "all", "--bias-correction", switch,
+            "--out", out)
+    _, floats = cgm.read(str(original))
+    meta_plain, plain_tensors = cgm.read(str(plain))
+    meta_corrected, corrected_tensors = cgm.read(str(corrected))
+    assert meta_plain["provenance"]["quantization"]["bias_correction"] is False
+    assert meta_corrected["provenance"]["quantization"]["bias_correction"] is True
+    int8_nodes = [node for node in meta_corrected["graph"]["nodes"] if "input_quantization" in node]
+    corrected_biases = {node["bias"] for node in int8_nodes if node.get("bias")}
+    assert corrected_biases
+    for name in plain_tensors:
+        if name not in corrected_biases:
+            assert np.array_equal(plain_tensors[name], corrected_tensors[name]), name
+    moved = [name for name in corrected_biases if not np.array_equal(plain_tensors[name], corrected_tensors[name])]
+    assert len(moved) > len(corrected_biases) // 2, "bias correction moved almost no bias"
+
+    # The head: y = W x + b with x the embedding, one "pixel" per cover.
+    head = next(node for node in int8_nodes if node["op"] == "linear")
+    quantization = head["input_quantization"]
+    scale, zero = quantization["scale"], quantization["zero_point"]
+    m = corrected_tensors[quantization["channel_scales"]] if quantization.get("channel_scales") else 1.0
+    with covergenre.Model(str(original), mirror_view=False) as model:
+        x = np.array([model.embed(str(path)) for path in sorted(calibration.iterdir())], dtype=np.float64)
+    q = np.clip(np.round(x / m / scale) + zero, 0, 255)  # numpy rounds half to even, as the kernel does
+    x_hat = (q - zero) * scale
+    w = floats[head["weight"]].astype(np.float64)            # [in, out]
+    w_hat = corrected_tensors[head["weight"]].astype(np.float64)  # the stored int8 weights (times m), widened
+    shift = x_hat.mean(axis=0) @ w_hat - x.mean(axis=0) @ w
+    got = plain_tensors[head["bias"]].astype(np.float64) - corrected_tensors[head["bias"]].astype(np.float64)
+    assert np.abs(shift).max() > 0
+    assert np.allclose(got, shift, rtol=1e-3, atol=1e-5 * np.abs(w).max()), (got[:4], shift[:4])
