@@ -52,9 +52,22 @@ def test_convert_keeps_int8_layers_and_quantize_refuses_an_int8_model(cli, creat
     int8, half = tmp_path / "int8.cgm", tmp_path / "half.cgm"
     run(cli, "quantize", original, "--calibration", calibration, "--out", int8)
     run(cli, "convert", int8, "--storage", "f16", "--out", half)
+    np = pytest.importorskip("numpy")
+    from covergenre import cgm
+    metadata, kept = cgm.read(str(int8))
+    _, halved = cgm.read(str(half))
+    int8_weights = {node["weight"] for node in metadata["graph"]["nodes"] if "input_quantization" in node}
+    assert int8_weights
+    for name, values in kept.items():
+        if name in int8_weights:  # kept as stored, bit for bit (widened and halved, most would move)
+            assert np.array_equal(values, halved[name]), name
+        else:                     # the rest stored in float16
+            assert np.array_equal(values.astype(np.float16).astype(np.float32), halved[name]), name
+    assert half.read_bytes()[8] == 2, "still an int8 model (format version 2)"
     with covergenre.Model(str(int8)) as a, covergenre.Model(str(half)) as b:
         pa, pb = a.probabilities(images["jpeg"]), b.probabilities(images["jpeg"])
-        assert max(abs(x - y) for x, y in zip(pa, pb)) < 2e-2
+        # A random network: float16 layers move the int8 layers' inputs across rounding steps.
+        assert max(abs(x - y) for x, y in zip(pa, pb)) < 0.1
     done = subprocess.run([cli, "quantize", str(int8), "--calibration", str(calibration), "--out", str(tmp_path / "again.cgm")],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert done.returncode != 0 and "already an int8 model" in done.stderr and not (tmp_path / "again.cgm").exists()
