@@ -192,7 +192,15 @@ section "python tests start (in the background, beside the sections below)"
 # so it runs before). Its output follows under "python tests".
 # In CI every skip but the documented Spark one fails (bindings/python/tests/conftest.py).
 [ "${CI:-}" = true ] && export COVERGENRE_NO_SKIP=1
-background python-tests .venv/bin/python -m pytest bindings/python/tests -q -n 2 -p no:cacheprovider
+python_tests() {
+    .venv/bin/python -m pytest bindings/python/tests -q -n 2 -p no:cacheprovider
+    # Whole models against ONNX Runtime again under every lower kernel variant (see "kernel variants").
+    for variant in $lower_variants; do
+        echo "ONNX Runtime parity with COVERGENRE_ISA=$variant:"
+        COVERGENRE_ISA=$variant .venv/bin/python -m pytest bindings/python/tests/test_parity_onnx.py -q -p no:cacheprovider
+    done
+}
+background python-tests python_tests
 
 section "C API: sanitizers, valgrind, stress; fuzz regressions and seeds under ASan"
 Tests/c/run.sh asan callers valgrind tsan
@@ -202,9 +210,4 @@ await python-tests
 
 section "C API: the scheduler's region protocol under stress (alone on the machine)"
 Tests/c/run.sh scheduler
-# Whole models against ONNX Runtime again under every lower kernel variant (see "kernel variants").
-for variant in $lower_variants; do
-    echo "ONNX Runtime parity with COVERGENRE_ISA=$variant:"
-    COVERGENRE_ISA=$variant .venv/bin/python -m pytest bindings/python/tests/test_parity_onnx.py -q
-done
 echo "scripts/test.sh: every section passed in $((SECONDS / 60)) min $((SECONDS % 60)) s"
