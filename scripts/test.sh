@@ -22,8 +22,10 @@ section() { printf '\n== %s == (%s, %d s)\n' "$*" "$(date -u +%T)" "$SECONDS"; }
 # does not need it, its output kept in a log and shown, with its closing lines, when it is waited for.
 logs=$(mktemp -d)
 declare -A pending=()
-# On any exit, background jobs die with the script (and their logs go).
-cleanup() { for pid in "${pending[@]}"; do kill -- "$pid" 2>/dev/null || true; done; rm -rf "$logs" "${package_work:-}"; }
+# On any exit, background jobs die with the script, with everything they started (a job may be a
+# shell running pytest and its workers, or swift build and its compilers), and their logs go.
+kill_tree() { local child; for child in $(pgrep -P "$1" || true); do kill_tree "$child"; done; kill -- "$1" 2>/dev/null || true; }
+cleanup() { for pid in "${pending[@]}"; do kill_tree "$pid"; done; rm -rf "$logs" "${package_work:-}"; }
 trap cleanup EXIT
 background() { # NAME COMMAND...: runs COMMAND in the background, output to $logs/NAME.log
     local name=$1
@@ -61,15 +63,18 @@ section "kernel variants"
 # The test bundle run directly (XCTest's own filter: Module.Class, comma-separated): `swift test`
 # spends 7 s planning before each run.
 xctest=.build/debug/CoverGenrePackageTests.xctest
-test_classes() { # REGEX: the test classes whose Module.Class matches it, comma-separated
-    "$xctest" --list-tests | sed -n 's|^\([A-Za-z0-9_]*\.[A-Za-z0-9_]*\)/.*|\1|p' | sort -u | grep -E "$1" | paste -sd, -
+test_cases() { # REGEX: the test cases (Module.Class/method) whose Module.Class matches it
+    "$xctest" --list-tests | grep -E '^[A-Za-z0-9_]+\.[A-Za-z0-9_]+/' | { grep -E "^($1)/" || true; }
 }
+test_classes() { test_cases "$1" | sed 's|/.*||' | sort -u | paste -sd, -; } # REGEX: those classes, comma-separated
 best=$("$xctest" KernelsTests.InstructionSetTests 2>&1 | sed -n 's/^kernel variant: .*executes up to \([a-z0-9]*\);.*/\1/p' | head -1)
 [ -n "$best" ] || { echo "could not tell which kernel variants this CPU executes" >&2; exit 1; }
 lower_variants=$(case "$best" in avx512) echo "avx2 generic" ;; avx2) echo "generic" ;; *) echo "" ;; esac)
 echo "this CPU executes up to the $best variant; testing again under: ${lower_variants:-nothing lower}"
 [ "$best" = avx512 ] || echo "avx512: not executed here (this CPU lacks AVX-512); its GEMM kernel's logic is tested under emulation below"
-variant_classes=$(test_classes '^(KernelsTests|InferenceTests)\.|^ImageIOTests\.ResampleTests$')
+variant_regex='KernelsTests\.[A-Za-z0-9_]+|InferenceTests\.[A-Za-z0-9_]+|ImageIOTests\.ResampleTests'
+variant_classes=$(test_classes "$variant_regex")
+variant_count=$(test_cases "$variant_regex" | wc -l)
 [ -n "$variant_classes" ] || { echo "found no kernel, inference or resampling test classes" >&2; exit 1; }
 for variant in $lower_variants; do
     log=.build/kernel-tests-$variant.log
@@ -80,6 +85,9 @@ for variant in $lower_variants; do
     fi
     grep -E '^kernel variant:' "$log"
     grep -E 'Executed [0-9]+ tests' "$log" | tail -1
+    # Every listed test ran (a class the filter missed, or a changed listing, would show here).
+    ran=$(grep -E 'Executed [0-9]+ tests' "$log" | tail -1 | sed -n 's/.*Executed \([0-9]*\) tests.*/\1/p')
+    [ "$ran" = "$variant_count" ] || { echo "COVERGENRE_ISA=$variant ran ${ran:-no} tests of the $variant_count listed" >&2; exit 1; }
 done
 
 section "test dependencies (installed during the build and the tests above)"

@@ -23,8 +23,8 @@ export PATH="$root/$tools/bin:$PATH"
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-# The package's sources only: not its tests, nor the bytecode and build leftovers a running test
-# suite (scripts/test.sh runs it beside this) may be writing at the same moment.
+# The package's sources only: not its tests, nor bytecode and build leftovers (a test suite
+# running beside this may be writing them at the same moment).
 tar -C bindings/python --exclude=./tests --exclude=./build --exclude='*.egg-info' --exclude=__pycache__ -cf - . |
     tar -C "$stage" -xf -
 cp build/lib/libcovergenre.so "$stage/covergenre/"

@@ -23,10 +23,15 @@ struct Convert: ParsableCommand {
         let dtype = storage.dtype
         let source = try ModelFile(path: model)
         var writer = ModelWriter(metadata: source.metadata)
+        // A balanced int8 layer's channel scales m stay float32: its int8 weights were multiplied
+        // by those very values, and the kernel divides its input by them (m in float16 would no
+        // longer cancel).
+        let graph = try ModelDescription(json: source.metadata).graph
+        let channelScales = Set(graph.nodes.compactMap { $0.op.inputQuantization?.channelScales })
         for info in source.tensors {
             // int8 tensors stay as they are: an int8 layer's weights must be int8, and widening a
             // float layer's int8 storage would only make the file larger.
-            if info.dtype == .int8 {
+            if info.dtype == .int8 || channelScales.contains(info.name) {
                 try writer.add(copying: info, of: source)
             } else {
                 try writer.add(info.name, shape: info.shape, values: try source.floats(info.name).array, storage: dtype)

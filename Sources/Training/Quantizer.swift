@@ -247,14 +247,15 @@ public struct Quantizer {
         let decoded = observe(images, nodes: Set(nodes), threads: threads) { node, input in
             guard var sum = sums[node], let grid = grids[node] else { return }
             let channels = sum.x.count
-            for (index, v) in input.enumerated() {
+            // Non-finite inputs (a broken activation) count in neither mean.
+            for (index, v) in input.enumerated() where v.isFinite {
                 let c = index % channels
                 let scaled = grid.m.map { v / $0[c] } ?? v
                 let q = max(0, min(255, (scaled * grid.inverse).rounded(.toNearestOrEven) + grid.zero))
-                sum.x[c] += Double(v.isFinite ? v : 0)
+                sum.x[c] += Double(v)
                 sum.xq[c] += Double((q - grid.zero) * grid.scale)
             }
-            sum.count += input.count / channels
+            sum.count += input.count / channels  // pixels: a channel's few skipped values barely move its mean
             sums[node] = sum
         }
         guard decoded > 0 else { throw CoverGenreError(.invalidArgument, "none of the \(images.count) calibration covers could be decoded") }

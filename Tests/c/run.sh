@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The C API under sanitizers and load (run by scripts/test.sh after the release build), in parts:
+# The C API under sanitizers and load (scripts/test.sh runs its build-asan part early, the others
+# after the release build), in parts:
 #   scheduler  The scheduler's region protocol (Tests/c/pool_stress.c): 8 workers, 100,000 regions
 #              of varying part counts, 1 and 4 callers, yielding at the protocol's windows; then the
 #              same under ThreadSanitizer.
@@ -15,7 +16,8 @@
 #   valgrind   memcheck at 32x32 input: 1,000 load/classify/free cycles, 0 errors, 0 bytes
 #              definitely lost, no suppressions.
 #   tsan       ThreadSanitizer: the Swift model and concurrency tests (fails if they run none).
-# and two that only build, so scripts/test.sh can build early, beside single-threaded work:
+# and two that only build, so a caller can build early, beside single-threaded work (test.sh does
+# for ASan):
 #   build-asan (the ASan library and fuzz driver, .build-asan), build-tsan (the TSan test bundle,
 #   .build-tsan). The asan and tsan parts build what is missing themselves.
 # Usage: Tests/c/run.sh [--quick] [PART...]   (no part: all five, in the order above)

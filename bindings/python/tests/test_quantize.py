@@ -58,16 +58,22 @@ def test_convert_keeps_int8_layers_and_quantize_refuses_an_int8_model(cli, creat
     _, halved = cgm.read(str(half))
     int8_weights = {node["weight"] for node in metadata["graph"]["nodes"] if "input_quantization" in node}
     assert int8_weights
+    channel_scales = {node["input_quantization"]["channel_scales"] for node in metadata["graph"]["nodes"]
+                      if node.get("input_quantization", {}).get("channel_scales")}
+    assert channel_scales, "the default quantization balances channels"
     for name, values in kept.items():
-        if name in int8_weights:  # kept as stored, bit for bit (widened and halved, most would move)
+        if name in int8_weights | channel_scales:
+            # Kept as stored, bit for bit: the int8 weights (widened and halved, most would move)
+            # and the channel scales m they were multiplied by (the kernel divides by m again).
             assert np.array_equal(values, halved[name]), name
         else:                     # the rest stored in float16
             assert np.array_equal(values.astype(np.float16).astype(np.float32), halved[name]), name
     assert half.read_bytes()[8] == 2, "still an int8 model (format version 2)"
     with covergenre.Model(str(int8)) as a, covergenre.Model(str(half)) as b:
         pa, pb = a.probabilities(images["jpeg"]), b.probabilities(images["jpeg"])
-        # A random network: float16 layers move the int8 layers' inputs across rounding steps.
-        assert max(abs(x - y) for x, y in zip(pa, pb)) < 0.1
+        # A random network: its float16 layers move the int8 layers' inputs across rounding steps
+        # (0.024 measured; 0.039 when convert still halved the channel scales).
+        assert max(abs(x - y) for x, y in zip(pa, pb)) < 0.05
     done = subprocess.run([cli, "quantize", str(int8), "--calibration", str(calibration), "--out", str(tmp_path / "again.cgm")],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert done.returncode != 0 and "already an int8 model" in done.stderr and not (tmp_path / "again.cgm").exists()
@@ -154,12 +160,19 @@ def test_bias_correction_moves_each_int8_bias_by_the_shift_its_quantization_adds
     scale, zero = quantization["scale"], quantization["zero_point"]
     m = corrected_tensors[quantization["channel_scales"]] if quantization.get("channel_scales") else 1.0
     with covergenre.Model(str(original), mirror_view=False) as model:
-        x = np.array([model.embed(str(path)) for path in sorted(calibration.iterdir())], dtype=np.float64)
-    q = np.clip(np.round(x / m / scale) + zero, 0, 255)  # numpy rounds half to even, as the kernel does
-    x_hat = (q - zero) * scale
+        x = np.array([model.embed(str(path)) for path in sorted(calibration.iterdir())], dtype=np.float32)
+    # The quantizer's float32 arithmetic: x / m, times 1 / scale, rounded half to even, clamped.
+    f32 = np.float32
+    q = np.clip(np.round((x / np.asarray(m, dtype=f32)) * (f32(1) / f32(scale))) + f32(zero), 0, 255)
+    x_hat = ((q - f32(zero)) * f32(scale)).astype(np.float64)
     w = floats[head["weight"]].astype(np.float64)            # [in, out]
     w_hat = corrected_tensors[head["weight"]].astype(np.float64)  # the stored int8 weights (times m), widened
-    shift = x_hat.mean(axis=0) @ w_hat - x.mean(axis=0) @ w
+    shift = x_hat.mean(axis=0) @ w_hat - x.astype(np.float64).mean(axis=0) @ w
     got = plain_tensors[head["bias"]].astype(np.float64) - corrected_tensors[head["bias"]].astype(np.float64)
     assert np.abs(shift).max() > 0
-    assert np.allclose(got, shift, rtol=1e-3, atol=1e-5 * np.abs(w).max()), (got[:4], shift[:4])
+    # The embeddings here come from the fused graph, the quantizer's from the unfused one: their last
+    # bits may differ, and a value that sat on a rounding tie may round the other way. Up to two such
+    # flips per output are allowed (each moves it by |w'| * scale / covers); leaving out the rounding
+    # or the balance factors moves it far more.
+    flip = np.abs(w_hat).max(axis=0) * scale / len(x)
+    assert (np.abs(got - shift) <= 1e-3 * np.abs(shift) + 2 * flip + 1e-7).all(), (got[:4], shift[:4])
