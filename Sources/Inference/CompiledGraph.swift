@@ -154,6 +154,11 @@ public final class CompiledGraph: @unchecked Sendable {
             if (0..<count).contains(where: { stored.values[$0] == -128 }) {
                 throw CoverGenreError(.modelFormat, "graph node \"\(node.name)\": int8 weights \"\(weight)\" hold -128 (outside [-127, 127])")
             }
+            // Float32 only: the int8 weights were multiplied by exactly these values (a float16
+            // copy, as an old `convert --storage f16` wrote, would no longer cancel them).
+            if let name = input.channelScales, weights.halfs(name) != nil || weights.int8(name) != nil {
+                throw CoverGenreError(.modelFormat, "graph node \"\(node.name)\": channel scales \"\(name)\" must be stored as float32")
+            }
             let channelScales = try input.channelScales.map { try weights.floats($0).array }
             if let channelScales, !channelScales.allSatisfy({ $0.isFinite && $0 > 0 }) {
                 throw CoverGenreError(.modelFormat, "graph node \"\(node.name)\": channel scales \"\(input.channelScales!)\" are not all finite and positive")

@@ -116,6 +116,18 @@ final class QuantizedGraphTests: XCTestCase {
         XCTAssertThrowsError(try CompiledGraph(graph: graph, weights: try damagedBytes.withUnsafeBytes { try ModelFile(copying: $0) })) {
             XCTAssertEqual(($0 as? CoverGenreError)?.code, .modelFormat)
         }
+        // Channel scales stored in float16 (or int8) no longer cancel the factor the int8 weights
+        // were multiplied by in float32: refused, naming the tensor.
+        for storage in [DType.float16, .int8] {
+            var halved = ModelWriter(metadata: ["format": "test"])
+            for info in file.tensors where info.name != "project.w.m" { try halved.add(copying: info, of: file) }
+            try halved.add("project.w.m", shape: [24], values: try file.floats("project.w.m").array, storage: storage)
+            let halvedBytes = halved.serialize()
+            XCTAssertThrowsError(try CompiledGraph(graph: graph, weights: try halvedBytes.withUnsafeBytes { try ModelFile(copying: $0) })) {
+                XCTAssertEqual(($0 as? CoverGenreError)?.code, .modelFormat, "\(storage)")
+                XCTAssertTrue("\($0)".contains("project.w.m") && "\($0)".contains("float32"), "\($0)")
+            }
+        }
     }
 
     /// More than 65,536 inputs per output could overflow the int32 sums: refused at load.
