@@ -63,18 +63,15 @@ section "kernel variants"
 # The test bundle run directly (XCTest's own filter: Module.Class, comma-separated): `swift test`
 # spends 7 s planning before each run.
 xctest=.build/debug/CoverGenrePackageTests.xctest
-test_cases() { # REGEX: the test cases (Module.Class/method) whose Module.Class matches it
-    "$xctest" --list-tests | grep -E '^[A-Za-z0-9_]+\.[A-Za-z0-9_]+/' | { grep -E "^($1)/" || true; }
-}
-test_classes() { test_cases "$1" | sed 's|/.*||' | sort -u | paste -sd, -; } # REGEX: those classes, comma-separated
 best=$("$xctest" KernelsTests.InstructionSetTests 2>&1 | sed -n 's/^kernel variant: .*executes up to \([a-z0-9]*\);.*/\1/p' | head -1)
 [ -n "$best" ] || { echo "could not tell which kernel variants this CPU executes" >&2; exit 1; }
 lower_variants=$(case "$best" in avx512) echo "avx2 generic" ;; avx2) echo "generic" ;; *) echo "" ;; esac)
 echo "this CPU executes up to the $best variant; testing again under: ${lower_variants:-nothing lower}"
 [ "$best" = avx512 ] || echo "avx512: not executed here (this CPU lacks AVX-512); its GEMM kernel's logic is tested under emulation below"
-variant_regex='KernelsTests\.[A-Za-z0-9_]+|InferenceTests\.[A-Za-z0-9_]+|ImageIOTests\.ResampleTests'
-variant_classes=$(test_classes "$variant_regex")
-variant_count=$(test_cases "$variant_regex" | wc -l)
+# The kernel, inference and resampling test cases (Module.Class/method), then their classes.
+variant_cases=$("$xctest" --list-tests | { grep -E '^(KernelsTests\.[A-Za-z0-9_]+|InferenceTests\.[A-Za-z0-9_]+|ImageIOTests\.ResampleTests)/' || true; })
+variant_classes=$(echo "$variant_cases" | sed 's|/.*||' | sort -u | paste -sd, -)
+variant_count=$(echo "$variant_cases" | grep -c / || true)
 [ -n "$variant_classes" ] || { echo "found no kernel, inference or resampling test classes" >&2; exit 1; }
 for variant in $lower_variants; do
     log=.build/kernel-tests-$variant.log

@@ -175,6 +175,16 @@ public struct Quantizer {
         return maxima
     }
 
+    /// The float weights of tensor `name` as an int8 layer stores them before quantizing: with
+    /// balanced channels, row r (which reads input channel r % m.count) multiplied by m[r % m.count].
+    func balancedWeights(_ name: String, m: [Float]?) throws -> [Float] {
+        var values = try model.file.floats(name).array
+        if let m, let columns = model.file.info(name)?.shape.last, columns > 0 {
+            for i in values.indices { values[i] *= m[(i / columns) % m.count] }
+        }
+        return values
+    }
+
     /// Measures the inputs of `nodes` over `images`: a first pass finds each input's range per
     /// channel, a second fills a histogram over the whole range. With `balance`, each channel c
     /// is first divided by m[c] = sqrt(max |x[c]| / max |w[c]|), which moves range from the
@@ -185,7 +195,9 @@ public struct Quantizer {
         var lows: [Int: [Float]] = [:], highs: [Int: [Float]] = [:]
         let decoded = observe(images, nodes: wanted, threads: threads) { node, input in
             let channels = inputChannels(node)
-            var lo = lows[node] ?? [Float](repeating: 0, count: channels), hi = highs[node] ?? lo
+            // Taken out while updated, so the arrays are not copied for every cover.
+            var lo = lows.removeValue(forKey: node) ?? [Float](repeating: 0, count: channels)
+            var hi = highs.removeValue(forKey: node) ?? lo
             for (i, v) in input.enumerated() where v.isFinite {
                 let c = i % channels
                 if v < lo[c] { lo[c] = v }
@@ -245,7 +257,8 @@ public struct Quantizer {
             sums[i] = Sums(x: [Double](repeating: 0, count: inputChannels(i)), xq: [Double](repeating: 0, count: inputChannels(i)), count: 0)
         }
         let decoded = observe(images, nodes: Set(nodes), threads: threads) { node, input in
-            guard var sum = sums[node], let grid = grids[node] else { return }
+            // Taken out while added to, so its arrays are not copied for every cover.
+            guard let grid = grids[node], var sum = sums.removeValue(forKey: node) else { return }
             let channels = sum.x.count
             // Non-finite inputs (a broken activation) count in neither mean.
             for (index, v) in input.enumerated() where v.isFinite {
@@ -264,16 +277,16 @@ public struct Quantizer {
             guard let sum = sums[i], sum.count > 0, let name = graph.nodes[i].op.weight, let info = model.file.info(name) else { continue }
             let channels = sum.x.count, outputs = info.shape.last!
             let weights = try model.file.floats(name).array
-            let m = channelScales[i]
-            let stored = weights.enumerated().map { index, w in w * (m?[(index / outputs) % channels] ?? 1) }
+            // What the writer will store: the balanced weights, quantized the same way.
+            let stored = try balancedWeights(name, m: channelScales[i])
             guard let (scales, q) = stored.withUnsafeBufferPointer({ Quantization.symmetric($0, channels: outputs, levels: weightLevels) }) else {
                 continue
             }
+            let meanX = sum.x.map { $0 / Double(sum.count) }, meanXq = sum.xq.map { $0 / Double(sum.count) }
             var shift = [Double](repeating: 0, count: outputs)
             for index in weights.indices {
                 let o = index % outputs, c = (index / outputs) % channels
-                let meanX = sum.x[c] / Double(sum.count), meanXq = sum.xq[c] / Double(sum.count)
-                shift[o] += Double(Float(q[index]) * scales[o]) * meanXq - Double(weights[index]) * meanX
+                shift[o] += Double(Float(q[index]) * scales[o]) * meanXq[c] - Double(weights[index]) * meanX[c]
             }
             shifts[i] = shift.map { Float($0) }
         }
@@ -330,14 +343,9 @@ public struct Quantizer {
         var writer = ModelWriter(metadata: description.json)
         for info in model.file.tensors {
             if int8Tensors.contains(info.name) {
-                var values = try model.file.floats(info.name).array
-                if let (m, name) = balanced[info.name] {
-                    // Row r of the weight matrix reads input channel r % m.count: it carries m.
-                    let columns = info.shape.last!
-                    for i in values.indices { values[i] *= m[(i / columns) % m.count] }
-                    try writer.add(name, shape: [m.count], values: m)
-                }
-                try writer.add(info.name, shape: info.shape, values: values, storage: .int8, int8Levels: weightLevels)
+                if let (m, name) = balanced[info.name] { try writer.add(name, shape: [m.count], values: m) }
+                try writer.add(info.name, shape: info.shape, values: try balancedWeights(info.name, m: balanced[info.name]?.m),
+                               storage: .int8, int8Levels: weightLevels)
             } else if let shift = shifted[info.name], info.dtype != .int8, info.shape == [shift.count] {
                 let values = try model.file.floats(info.name).array
                 // Kept in the bias's own storage (float32 or float16).

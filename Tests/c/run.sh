@@ -60,7 +60,8 @@ build_tsan() {
         { tail -40 "$work/build-tsan.log"; exit 1; }
 }
 
-# The covers and the small model the asan, callers and valgrind parts share (from the release CLI).
+# The covers and the small model (the baseline CNN at 32x32 input) the asan, callers and valgrind
+# parts share (from the release CLI).
 inputs_made=0
 make_inputs() {
     [ $inputs_made = 0 ] || return 0
@@ -165,11 +166,10 @@ part_valgrind() {
     # 32x32 input: the JPEG is decoded with DCT scaling to 1/8, where libjpeg-turbo's SIMD upsampler
     # reads its arrays' padding (zeroed by Sources/CCodecs/jpeg.c); the PNG and WebP go through the
     # other decoders. No suppressions.
-    build/bin/covergenre create --arch baseline-cnn --labels a,b,c,d --input-size 32 --width-divisor 16 --out "$work/vg/model.cgm" >/dev/null
     for cover in neon-grid.jpg sunset-fields.png bold-type.webp; do
         n=$([ "$cover" = neon-grid.jpg ] && echo "$cycles" || echo 20)
         valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=9 \
-            "$work/vg/stress" cycles "$work/vg/model.cgm" "$work/covers/$cover" "$n"
+            "$work/vg/stress" cycles "$work/small.cgm" "$work/covers/$cover" "$n"
     done
 }
 
