@@ -190,11 +190,13 @@ public enum Conv2D {
             }
             return
         }
-        // Work items are (image, output row band); bands keep every thread busy at batch 1.
-        let bands = threads > 1 ? min(rows, threads * 4) : 1
+        // Work items are (image, output row band); bands keep every thread busy at batch 1. A band
+        // holds whole pairs of rows, which the kernel computes together (cgk_depthwise).
+        let pairs = (rows + 1) / 2
+        let bands = threads > 1 ? min(pairs, threads * 4) : 1
         Parallel.forEach(batch * bands, threads: threads) { item in
             let n = item / bands, band = item % bands
-            let lo = band * rows / bands, hi = (band + 1) * rows / bands
+            let lo = min(rows, 2 * (band * pairs / bands)), hi = min(rows, 2 * ((band + 1) * pairs / bands))
             cgk_depthwise(x + n * shape.inElementsPerImage, &window, weight, bias, activation.code,
                           Int32(lo), Int32(hi), 0, Int32(channels), y + n * shape.outElementsPerImage)
         }

@@ -1,3 +1,4 @@
+import CKernels
 import Kernels
 import TestSupport
 import XCTest
@@ -58,6 +59,58 @@ final class ConvolutionTests: XCTestCase {
         // then 16; ReLU.
         check(height: 6, width: 23, cin: 80, cout: 80, kernel: (3, 3), stride: (2, 2), padding: .same, groups: 80,
               activation: .relu, seed: 13)
+    }
+
+    /// The shapes the depthwise kernel specializes (3x3 and 5x5, stride 1 and 2) and one it does
+    /// not (3x5, stride 3x1), on odd and even heights (a last row without a partner), rows that
+    /// start in the padding, widths that leave single pixels, and channels that end in a partial
+    /// group of 16.
+    func testDepthwiseKernelShapes() {
+        let shapes: [(h: Int, w: Int, c: Int, k: (Int, Int), s: (Int, Int))] = [
+            (7, 13, 40, (3, 3), (1, 1)), (8, 9, 19, (3, 3), (2, 2)), (9, 14, 48, (5, 5), (1, 1)), (12, 11, 33, (5, 5), (2, 2)),
+            (5, 6, 16, (5, 5), (1, 1)), (10, 7, 21, (3, 5), (3, 1)), (3, 3, 17, (3, 3), (1, 1)),
+        ]
+        for (i, shape) in shapes.enumerated() {
+            check(height: shape.h, width: shape.w, cin: shape.c, cout: shape.c, kernel: shape.k, stride: shape.s, padding: .same,
+                  groups: shape.c, activation: i % 2 == 0 ? .relu6 : .none, seed: 20 + UInt64(i))
+        }
+    }
+
+    /// cgk_depthwise computes two output rows at a time; the fused expansion (ExpandDepthwise) one
+    /// at a time through cgk_depthwise_row. Both must give the same bits, for any range of rows
+    /// and channels a thread is given.
+    func testDepthwiseRowPairsEqualSingleRows() {
+        var random = TestRandom(seed: 30)
+        for (h, w, c, k, s) in [(9, 12, 37, 3, 1), (11, 9, 32, 5, 2), (8, 10, 20, 5, 1), (7, 7, 18, 3, 2), (6, 5, 9, 7, 1)] {
+            let window = WindowGeometry(inHeight: h, inWidth: w, inChannels: c, kernel: (k, k), stride: (s, s), padding: .same)
+            var cw = window.c
+            let x = random.floats(h * w * c), weight = random.floats(k * k * c, scale: 0.5), bias = random.floats(c)
+            let outRows = window.outHeight, outRow = window.outWidth * c
+            var single = [Float](repeating: .nan, count: outRows * outRow)
+            x.withUnsafeBufferPointer { x in
+                withUnsafeTemporaryAllocation(of: UnsafePointer<Float>?.self, capacity: k) { rows in
+                    for oh in 0..<outRows {
+                        let ih0 = oh * s - window.padTop, lo = max(0, -ih0), hi = min(k, h - ih0)
+                        for kh in lo..<hi { rows[kh] = x.baseAddress! + (ih0 + kh) * w * c }
+                        single.withUnsafeMutableBufferPointer {
+                            cgk_depthwise_row(rows.baseAddress!, Int32(lo), Int32(hi), &cw, weight, bias, Activation.relu6.code, 0,
+                                              Int32(c), $0.baseAddress! + oh * outRow)
+                        }
+                    }
+                }
+            }
+            for (rowLo, rowHi, cLo, cHi) in [(0, outRows, 0, c), (1, outRows, 0, c), (0, outRows - 1, 16, c), (1, 2, 0, 16)] where cLo < c {
+                var pairs = [Float](repeating: .nan, count: outRows * outRow)
+                cgk_depthwise(x, &cw, weight, bias, Activation.relu6.code, Int32(rowLo), Int32(rowHi), Int32(cLo), Int32(min(cHi, c)), &pairs)
+                var same = true
+                for oh in rowLo..<rowHi {
+                    for i in oh * outRow..<(oh + 1) * outRow where (cLo..<min(cHi, c)).contains(i % c) {
+                        same = same && pairs[i].bitPattern == single[i].bitPattern
+                    }
+                }
+                XCTAssertTrue(same, "\(h)x\(w)x\(c) \(k)x\(k)/\(s) rows \(rowLo)..<\(rowHi) channels \(cLo)..<\(cHi)")
+            }
+        }
     }
 
     func testPointwiseConvolutionIsAPlainGEMM() {
