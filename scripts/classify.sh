@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job: classify album covers by genre with the default model.
+# The main job: classify album covers by genre with the default model (its int8 version,
+# models/README.md; `build/bin/covergenre classify -m models/covergenre-default.cgm` for the float one).
 #   scripts/classify.sh cover.jpg more/*.png     your covers (JPEG, PNG or WebP)
 #   scripts/classify.sh                          the project's own example covers
 # Installs the Debian packages it needs, builds the release tool once, then classifies.
@@ -24,4 +25,4 @@ if [ ${#images[@]} -eq 0 ]; then
     images=("$examples"/*)
     echo "no images given: classifying the project's example covers in $examples" >&2
 fi
-exec build/bin/covergenre classify --model "$root/models/covergenre-default.cgm" "${images[@]}"
+exec build/bin/covergenre classify --model "$root/models/covergenre-default-int8.cgm" "${images[@]}"

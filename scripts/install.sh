@@ -7,7 +7,8 @@
 #     DIR/lib/pkgconfig/covergenre.pc  pkg-config --cflags --libs covergenre
 #     DIR/lib/cmake/covergenre/        find_package(covergenre) -> covergenre::covergenre
 #     DIR/bin/covergenre, DIR/bin/covergenre-server (what `covergenre serve` runs)
-#     DIR/share/covergenre/covergenre-default.cgm (and its model card)
+#     DIR/share/covergenre/covergenre-default-int8.cgm (the default), covergenre-default.cgm (the
+#     same model in floating point), and their model card
 # Builds first (scripts/build.sh). Every file is written to a temporary name and renamed into
 # place, so an interrupted install never leaves a half-written library. The library carries the
 # Swift runtime; it needs only OpenBLAS, libjpeg, libpng and libwebp from the system.
@@ -58,6 +59,7 @@ link "libcovergenre.so.$major" "$prefix/lib/libcovergenre.so"
 install_file include/covergenre.h "$prefix/include/covergenre.h" 644
 install_file build/bin/covergenre "$prefix/bin/covergenre" 755
 install_file build/bin/covergenre-server "$prefix/bin/covergenre-server" 755
+install_file models/covergenre-default-int8.cgm "$prefix/share/covergenre/covergenre-default-int8.cgm" 644
 install_file models/covergenre-default.cgm "$prefix/share/covergenre/covergenre-default.cgm" 644
 install_file models/README.md "$prefix/share/covergenre/README.md" 644
 
@@ -87,7 +89,8 @@ if(NOT TARGET covergenre::covergenre)
         INTERFACE_INCLUDE_DIRECTORIES "\${_covergenre_prefix}/include")
 endif()
 set(covergenre_VERSION "$version")
-set(covergenre_DEFAULT_MODEL "\${_covergenre_prefix}/share/covergenre/covergenre-default.cgm")
+set(covergenre_DEFAULT_MODEL "\${_covergenre_prefix}/share/covergenre/covergenre-default-int8.cgm")
+set(covergenre_FLOAT_MODEL "\${_covergenre_prefix}/share/covergenre/covergenre-default.cgm")
 unset(_covergenre_prefix)
 CMAKE
 install_text "$prefix/lib/cmake/covergenre/covergenreConfigVersion.cmake" <<CMAKE

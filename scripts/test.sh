@@ -143,7 +143,7 @@ examples="$root/build/examples"
 build/bin/covergenre make-examples "$examples"
 make -s -C examples/c
 examples/c/classify models/covergenre-default.cgm "$examples"/*
-.venv/bin/python examples/python/classify.py models/covergenre-default.cgm "$examples"/*
+.venv/bin/python examples/python/classify.py models/covergenre-default-int8.cgm "$examples"/*
 
 section "packaging: a self-contained wheel, a prefix install"
 # What a user without the Swift toolchain gets: the wheel in a fresh venv, and the C library
@@ -161,12 +161,13 @@ bare "$package_work/venv/bin/python" -m covergenre classify covers
 bare "$package_work/venv/bin/python" -m covergenre similar --json --top 2 covers covers/neon-grid.jpg > "$package_work/similar.json"
 bare "$package_work/venv/bin/python" -c "
 import covergenre, json, sys
-with covergenre.Model() as model:
+with covergenre.Model() as model, covergenre.Model(covergenre.default_model_path(float32=True)) as float_model:
     assert 'site-packages' in covergenre.library_path(), covergenre.library_path()
-    assert model.labels == ('Country', 'Electronic', 'HipHop', 'Pop', 'Rock'), model.labels
+    assert covergenre.default_model_path().endswith('covergenre-default-int8.cgm'), covergenre.default_model_path()
+    assert model.labels == float_model.labels == ('Country', 'Electronic', 'HipHop', 'Pop', 'Rock'), model.labels
 assert len(json.load(open('similar.json'))) == 2
 assert covergenre.__version__ == covergenre.library_version() == '$version', (covergenre.__version__, covergenre.library_version())
-print('wheel: default model and library from site-packages:', covergenre.library_path(), 'version', covergenre.__version__)"
+print('wheel: default model (int8; the float one too) and library from site-packages:', covergenre.library_path(), 'version', covergenre.__version__)"
 # Every library the bundled .so needs resolves inside the wheel or to the system libraries the
 # manylinux policy lets a wheel assume (glibc, libstdc++, libgcc_s, zlib).
 bundled=$(find "$package_work/venv" -name libcovergenre.so)
@@ -184,7 +185,7 @@ cc -O2 -Wall -Wextra -Werror examples/c/classify.c -o "$package_work/classify-pk
 bare ./classify-pkgconfig prefix/share/covergenre/covergenre-default.cgm "$package_work"/covers/*
 cmake -S examples/c -B "$package_work/cmake-build" -DCMAKE_PREFIX_PATH="$package_work/prefix" >/dev/null
 cmake --build "$package_work/cmake-build" >/dev/null
-bare ./cmake-build/classify prefix/share/covergenre/covergenre-default.cgm "$package_work"/covers/*
+bare ./cmake-build/classify prefix/share/covergenre/covergenre-default-int8.cgm "$package_work"/covers/*
 echo "prefix install: pkg-config and CMake builds of examples/c ran"
 
 section "a Swift package that depends on CoverGenre"

@@ -31,7 +31,7 @@ cp build/lib/libcovergenre.so "$stage/covergenre/"
 # The one version number, from the header, as a literal the wheel's metadata and package share.
 echo "__version__ = \"$(scripts/version.sh)\"" > "$stage/covergenre/_version.py"
 mkdir -p "$stage/covergenre/models"
-cp models/covergenre-default.cgm "$stage/covergenre/models/"
+cp models/covergenre-default-int8.cgm models/covergenre-default.cgm "$stage/covergenre/models/"
 cp models/README.md "$stage/covergenre/models/"
 
 # A platform wheel (py3-none-linux_x86_64): the package is pure Python, the library is not.

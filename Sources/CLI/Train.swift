@@ -242,7 +242,7 @@ struct LibraryOptions: ParsableArguments {
             + "; split by album artist: " + Split.allCases.map { "\($0.rawValue) \(data.dataset.items(in: $0).count)" }.joined(separator: ", "))
         for line in data.report { printError("library: \(line)") }
         guard !data.dataset.items(in: .test).isEmpty else { throw CLIError("too few album artists to hold any out for testing") }
-        let backbone = transfer.backbone ?? ModelArguments.defaultModelPath
+        let backbone = transfer.backbone ?? ModelArguments.defaultBackbonePath
         let t = transfer.configuration(backbone: backbone, balance: c.balance, labelSmoothing: c.labelSmoothing)!
         let runDirectory = runFolder ?? (out.hasSuffix(".cgm") ? String(out.dropLast(4)) : out) + ".run"
         let uncalibrated = Files.join(runDirectory, "uncalibrated.cgm")

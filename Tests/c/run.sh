@@ -5,8 +5,9 @@
 #              of varying part counts, 1 and 4 callers, yielding at the protocol's windows; then the
 #              same under ThreadSanitizer.
 #   asan       AddressSanitizer (leak detection on): every fuzz regression and seed through the fuzz
-#              driver, the C example, hostile arguments (overflowing sizes and counts, short
-#              capacities, per-image messages), 8 threads sharing a model, load/classify/free
+#              driver, the C example (the default model, float and int8), hostile arguments
+#              (overflowing sizes and counts, short capacities, per-image messages), 8 threads
+#              sharing a model, load/classify/free
 #              cycles, and the C API fuzzer (Tests/c/api_fuzz.c: random calls on buffers that end at
 #              a guard page, fixed seed), against a library built with -sanitize=address.
 #   callers    Many callers on the release library: 8 and 32 threads sharing one model loaded with
@@ -135,6 +136,7 @@ part_asan() {
     echo "fuzz regressions under ASan: $regressions passed, 0 failed"
     echo "fuzz seeds under ASan: $seeds passed, 0 failed"
     "$work/asan/classify" models/covergenre-default.cgm "$work"/covers/*
+    "$work/asan/classify" models/covergenre-default-int8.cgm "$work"/covers/*  # the int8 kernels' paths too
     "$work/asan/stress" hostile "$work/small.cgm"
     "$work/asan/stress" threads "$work/small.cgm" "$work/many" 8 2000 0 0
     "$work/asan/stress" cycles "$work/small.cgm" "$work/covers/neon-grid.jpg" 50
