@@ -325,13 +325,25 @@ CGK_INLINE void cgk_dw_pair_p(const int P, const float *const *rows, int32_t t_l
 #undef CGK_DW_PAIR
 }
 
+// As many pixels per group as the variant's registers hold (cgk_dw_pair_group).
+CGK_INLINE void cgk_dw_pair(const float *const *rows, int32_t t_lo, int32_t t_hi, int32_t b_lo, int32_t b_hi,
+                            const cgk_window *w, const float *weight, const float *bias, int activation, int32_t c_begin,
+                            int32_t c_end, float *y_top, float *y_bottom) {
+    const int isa = cgk_isa(); // the variant the caller is compiled for
+    if (isa == CGK_ISA_AVX512)
+        cgk_dw_pair_p(4, rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom);
+    else if (isa == CGK_ISA_AVX2)
+        cgk_dw_pair_p(2, rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom);
+    else
+        cgk_dw_pair_p(1, rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom);
+}
+
 CGK_DISPATCH(, cgk_depthwise,
              (const float *x, const cgk_window *w, const float *weight, const float *bias, int activation, int32_t
               oh_begin, int32_t oh_end, int32_t c_begin, int32_t c_end, float *y),
              (x, w, weight, bias, activation, oh_begin, oh_end, c_begin, c_end, y)) {
     const int32_t H = w->height, W = w->width, C = w->channels, KH = w->kernel_h, SH = w->stride_h;
     const ptrdiff_t out_row = (ptrdiff_t)w->out_width * C;
-    const int isa = cgk_isa(); // the variant this body is compiled for
     const float *rows[KH + SH];
     int32_t oh = oh_begin;
     for (; oh + 1 < oh_end; oh += 2) {
@@ -340,13 +352,8 @@ CGK_DISPATCH(, cgk_depthwise,
         const int32_t b_lo = cgk_max(0, -(ih0 + SH)), b_hi = cgk_min(KH, H - ih0 - SH);
         for (int32_t r = cgk_min(t_lo, b_lo + SH); r < cgk_max(t_hi, b_hi + SH); r++)
             if ((r >= t_lo && r < t_hi) || (r - SH >= b_lo && r - SH < b_hi)) rows[r] = x + (ptrdiff_t)(ih0 + r) * W * C;
-        float *top = y + (ptrdiff_t)oh * out_row, *bottom = top + out_row;
-        if (isa == CGK_ISA_AVX512)
-            cgk_dw_pair_p(4, rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, top, bottom);
-        else if (isa == CGK_ISA_AVX2)
-            cgk_dw_pair_p(2, rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, top, bottom);
-        else
-            cgk_dw_pair_p(1, rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, top, bottom);
+        float *top = y + (ptrdiff_t)oh * out_row;
+        cgk_dw_pair(rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, top, top + out_row);
     }
     if (oh < oh_end) {
         const int32_t ih0 = oh * SH - w->pad_top;
@@ -354,6 +361,14 @@ CGK_DISPATCH(, cgk_depthwise,
         for (int32_t kh = kh_lo; kh < kh_hi; kh++) rows[kh] = x + (ptrdiff_t)(ih0 + kh) * W * C;
         cgk_dw_row(rows, kh_lo, kh_hi, w, weight, bias, activation, c_begin, c_end, y + (ptrdiff_t)oh * out_row);
     }
+}
+
+CGK_DISPATCH(, cgk_depthwise_row_pair,
+             (const float *const *rows, int32_t t_lo, int32_t t_hi, int32_t b_lo, int32_t b_hi, const cgk_window *w,
+              const float *weight, const float *bias, int activation, int32_t c_begin, int32_t c_end, float *y_top,
+              float *y_bottom),
+             (rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom)) {
+    cgk_dw_pair(rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom);
 }
 
 CGK_DISPATCH(, cgk_depthwise_row,

@@ -2,9 +2,10 @@ import CKernels
 
 /// A 1x1 convolution whose output only a depthwise convolution reads (an inverted-residual
 /// block's expansion), run as one step that never stores the expanded tensor: each thread keeps
-/// the last `kernelH` expanded rows (a ring) and makes each next one with the packed GEMM just
-/// before the depthwise rows that read it. EfficientNet-Lite0's first expansion is 4.8 MB per
-/// image, far beyond L2; a ring of three rows stays in it.
+/// the last `kernelH + strideH` expanded rows (a ring) and makes each next one with the packed GEMM
+/// just before the depthwise rows that read it, two output rows at a time as `Conv2D` computes
+/// them (cgk_depthwise_row_pair). EfficientNet-Lite0's first expansion is 4.8 MB per image, far
+/// beyond L2; a ring of five rows stays in it.
 ///
 /// Each output value is computed by the same operations, in the same order, as the two layers
 /// run apart (the GEMM's sums over its depth do not depend on how many rows it is given), so
@@ -14,7 +15,8 @@ public enum ExpandDepthwise {
     /// for an efficient GEMM per row (narrow rows would leave the 6-row microkernel idle).
     /// Measured on Lite0 (per-step CPU-time medians, 5 interleaved runs, AVX2 machine): its
     /// 112x112x96 pair 1.73 -> 1.36 ms fused; the 56x56x144 pairs (1.8 MB) 1.65 -> 1.67 ms, so
-    /// they stay apart.
+    /// they stay apart. Again with the two-row depthwise kernel in both steps (int8 Lite0, batch 1,
+    /// 7 interleaved rounds, AVX-512 machine): 0.97x on one thread, 1.03x on two; still apart.
     public static func isWorthwhile(expand: ConvShape, depthwise: ConvShape) -> Bool {
         let w = depthwise.window
         return expand.method == .pointwise && depthwise.method == .depthwise && w.inChannels == expand.outChannels
@@ -26,10 +28,13 @@ public enum ExpandDepthwise {
     /// kernelH - strideH expanded rows.
     static func bands(_ depthwise: ConvShape, threads: Int) -> Int { min(max(threads, 1), depthwise.window.outHeight) }
 
-    /// Floats of scratch: one ring of kernelH expanded rows per thread.
+    /// Expanded rows a thread keeps: the rows two output rows read.
+    static func ringRows(_ depthwise: ConvShape) -> Int { depthwise.window.kernelH + depthwise.window.strideH }
+
+    /// Floats of scratch: one ring of expanded rows per thread.
     public static func scratchCount(depthwise: ConvShape, threads: Int) -> Int {
         let w = depthwise.window
-        return max(threads, 1) * w.kernelH * w.inWidth * w.inChannels
+        return max(threads, 1) * ringRows(depthwise) * w.inWidth * w.inChannels
     }
 
     /// y = dwAct(depthwise(expandAct(x * expand + expandBias)) + dwBias) for `batch` images.
@@ -44,31 +49,48 @@ public enum ExpandDepthwise {
         var window = depthwise.window.c
         let w = depthwise.window
         let height = w.inHeight, width = w.inWidth, channels = w.inChannels, inChannels = expand.window.inChannels
-        let kernelH = w.kernelH, rowFloats = width * channels, outRows = w.outHeight
+        let kernelH = w.kernelH, strideH = w.strideH, ring = ringRows(depthwise), rowFloats = width * channels
+        let outRows = w.outHeight, outRowFloats = w.outWidth * channels
         let bands = bands(depthwise, threads: threads)
         Parallel.forRanges(batch * bands, threads: threads) { worker, items in
-            let ring = scratch + worker * kernelH * rowFloats
-            withUnsafeTemporaryAllocation(of: UnsafePointer<Float>?.self, capacity: kernelH) { rows in
+            let rowsOfRing = scratch + worker * ring * rowFloats
+            withUnsafeTemporaryAllocation(of: UnsafePointer<Float>?.self, capacity: ring) { rows in
                 for item in items {
                     let n = item / bands, band = item % bands
                     let lo = band * outRows / bands, hi = (band + 1) * outRows / bands
                     let image = x + n * w.inPixels * inChannels
                     let out = y + n * w.outPixels * channels
                     var next = Int.min // the next expanded row to make; rows below it are in the ring
-                    for oh in lo..<hi {
-                        let ih0 = oh * w.strideH - w.padTop
-                        let khLo = max(0, -ih0), khHi = min(kernelH, height - ih0)
-                        // Rows below the window are never read again; the window's rows not yet made are.
-                        next = max(next, ih0 + khLo)
-                        while next < ih0 + khHi {
+                    // Makes input rows [from, to) that are not made yet; rows below `from` are never read again.
+                    func expand(_ from: Int, _ to: Int) {
+                        next = max(next, from)
+                        while next < to {
                             packed.multiply(image + next * width * inChannels, rows: width, lda: inChannels,
-                                            into: ring + (next % kernelH) * rowFloats, ldc: channels, bias: expandBias,
+                                            into: rowsOfRing + (next % ring) * rowFloats, ldc: channels, bias: expandBias,
                                             activation: expandActivation, threads: 1)
                             next += 1
                         }
-                        for kh in khLo..<khHi { rows[kh] = UnsafePointer(ring + ((ih0 + kh) % kernelH) * rowFloats) }
-                        cgk_depthwise_row(rows.baseAddress!, Int32(khLo), Int32(khHi), &window, weight, bias, activation.code, 0,
-                                          Int32(channels), out + oh * w.outWidth * channels)
+                    }
+                    var oh = lo
+                    while oh < hi {
+                        let ih0 = oh * strideH - w.padTop
+                        let tLo = max(0, -ih0), tHi = min(kernelH, height - ih0)
+                        if oh + 1 < hi {
+                            let bLo = max(0, -(ih0 + strideH)), bHi = min(kernelH, height - ih0 - strideH)
+                            let rLo = min(tLo, bLo + strideH), rHi = max(tHi, bHi + strideH)
+                            expand(ih0 + rLo, ih0 + rHi)
+                            for r in rLo..<rHi { rows[r] = UnsafePointer(rowsOfRing + ((ih0 + r) % ring) * rowFloats) }
+                            cgk_depthwise_row_pair(rows.baseAddress!, Int32(tLo), Int32(tHi), Int32(bLo), Int32(bHi), &window, weight,
+                                                   bias, activation.code, 0, Int32(channels), out + oh * outRowFloats,
+                                                   out + (oh + 1) * outRowFloats)
+                            oh += 2
+                        } else {
+                            expand(ih0 + tLo, ih0 + tHi)
+                            for kh in tLo..<tHi { rows[kh] = UnsafePointer(rowsOfRing + ((ih0 + kh) % ring) * rowFloats) }
+                            cgk_depthwise_row(rows.baseAddress!, Int32(tLo), Int32(tHi), &window, weight, bias, activation.code, 0,
+                                              Int32(channels), out + oh * outRowFloats)
+                            oh += 1
+                        }
                     }
                 }
             }
