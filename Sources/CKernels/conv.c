@@ -182,7 +182,6 @@ CGK_INLINE void cgk_dw_row_k(const int32_t KW, const int32_t SW, const float *co
             for (int32_t kh = kh_lo; kh < kh_hi; kh++) {
                 const float *xp = rows[kh] + ((ptrdiff_t)ow * SW - PL) * C + c0;
                 const float *wp = weight + (ptrdiff_t)kh * KW * C + c0;
-#pragma clang loop unroll(full)
                 for (int32_t kw = 0; kw < KW; kw++) {
                     const cgk_v16 wv = cgk_load16(wp + kw * C);
                     a0 += cgk_load16(xp + kw * C) * wv;
@@ -251,20 +250,16 @@ CGK_INLINE void cgk_dw_pair_group(const int P, const int32_t KW, const int32_t S
     for (int p = 0; p < P; p++) a[p] = b[p] = init;
     for (int32_t r = t_lo; r < cgk_min(t_hi, both_lo); r++) {
         const float *xp = rows[r] + x0, *wt = weight + (ptrdiff_t)r * KW * C + c0;
-#pragma clang loop unroll(full)
         for (int32_t kw = 0; kw < KW; kw++) {
             const cgk_v16 vt = cgk_load16(wt + kw * C);
-#pragma clang loop unroll(full)
             for (int p = 0; p < P; p++) a[p] += cgk_load16(xp + kw * C + p * step) * vt;
         }
     }
     for (int32_t r = both_lo; r < both_hi; r++) {
         const float *xp = rows[r] + x0;
         const float *wt = weight + (ptrdiff_t)r * KW * C + c0, *wb = weight + (ptrdiff_t)(r - SH) * KW * C + c0;
-#pragma clang loop unroll(full)
         for (int32_t kw = 0; kw < KW; kw++) {
             const cgk_v16 vt = cgk_load16(wt + kw * C), vb = cgk_load16(wb + kw * C);
-#pragma clang loop unroll(full)
             for (int p = 0; p < P; p++) {
                 const cgk_v16 xv = cgk_load16(xp + kw * C + p * step);
                 a[p] += xv * vt;
@@ -274,10 +269,8 @@ CGK_INLINE void cgk_dw_pair_group(const int P, const int32_t KW, const int32_t S
     }
     for (int32_t r = cgk_max(both_hi, b_lo + SH); r < b_hi + SH; r++) {
         const float *xp = rows[r] + x0, *wb = weight + (ptrdiff_t)(r - SH) * KW * C + c0;
-#pragma clang loop unroll(full)
         for (int32_t kw = 0; kw < KW; kw++) {
             const cgk_v16 vb = cgk_load16(wb + kw * C);
-#pragma clang loop unroll(full)
             for (int p = 0; p < P; p++) b[p] += cgk_load16(xp + kw * C + p * step) * vb;
         }
     }
@@ -295,12 +288,16 @@ CGK_INLINE void cgk_dw_pair_k(const int P, const int32_t KW, const int32_t SW, c
     if (ow_hi > OW) ow_hi = OW;
     if (ow_lo > ow_hi) ow_lo = ow_hi;
     const int32_t blocks = c_begin + (c_end - c_begin) / CGK_DW * CGK_DW;
-    for (int32_t ow = 0; ow < OW; ow++) {
-        if (ow == ow_lo) ow = ow_hi; // the interior columns are below
-        if (ow == OW) break;
-        cgk_dw_pixel(rows, t_lo, t_hi, w, weight, bias, activation, ow, c_begin, c_end, y_top);
-        cgk_dw_pixel(rows + SH, b_lo, b_hi, w, weight, bias, activation, ow, c_begin, c_end, y_bottom);
-    }
+    // The edge columns (and below, the channels after the last group of 16), row by row: few
+    // pixels, so one copy of their code serves both rows.
+    const int32_t lo[2] = {t_lo, b_lo}, hi[2] = {t_hi, b_hi};
+    float *const ys[2] = {y_top, y_bottom};
+    for (int row = 0; row < 2; row++)
+        for (int32_t ow = 0; ow < OW; ow++) {
+            if (ow == ow_lo) ow = ow_hi; // the interior columns are below
+            if (ow == OW) break;
+            cgk_dw_pixel(rows + row * SH, lo[row], hi[row], w, weight, bias, activation, ow, c_begin, c_end, ys[row]);
+        }
     for (int32_t c0 = c_begin; c0 < blocks; c0 += CGK_DW) {
         const cgk_v16 init = bias != NULL ? cgk_load16(bias + c0) : (cgk_v16)0.0f;
         int32_t ow = ow_lo;
@@ -310,10 +307,9 @@ CGK_INLINE void cgk_dw_pair_k(const int P, const int32_t KW, const int32_t SW, c
             cgk_dw_pair_group(1, KW, SW, rows, SH, t_lo, t_hi, b_lo, b_hi, w, weight, init, activation, ow, c0, y_top, y_bottom);
     }
     if (blocks < c_end)
-        for (int32_t ow = ow_lo; ow < ow_hi; ow++) {
-            cgk_dw_pixel(rows, t_lo, t_hi, w, weight, bias, activation, ow, blocks, c_end, y_top);
-            cgk_dw_pixel(rows + SH, b_lo, b_hi, w, weight, bias, activation, ow, blocks, c_end, y_bottom);
-        }
+        for (int row = 0; row < 2; row++)
+            for (int32_t ow = ow_lo; ow < ow_hi; ow++)
+                cgk_dw_pixel(rows + row * SH, lo[row], hi[row], w, weight, bias, activation, ow, blocks, c_end, ys[row]);
 }
 
 CGK_INLINE void cgk_dw_pair_p(const int P, const float *const *rows, int32_t t_lo, int32_t t_hi, int32_t b_lo,
@@ -325,18 +321,30 @@ CGK_INLINE void cgk_dw_pair_p(const int P, const float *const *rows, int32_t t_l
 #undef CGK_DW_PAIR
 }
 
-// As many pixels per group as the variant's registers hold (cgk_dw_pair_group).
-CGK_INLINE void cgk_dw_pair(const float *const *rows, int32_t t_lo, int32_t t_hi, int32_t b_lo, int32_t b_hi,
-                            const cgk_window *w, const float *weight, const float *bias, int activation, int32_t c_begin,
-                            int32_t c_end, float *y_top, float *y_bottom) {
-    const int isa = cgk_isa(); // the variant the caller is compiled for
-    if (isa == CGK_ISA_AVX512)
-        cgk_dw_pair_p(4, rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom);
-    else if (isa == CGK_ISA_AVX2)
-        cgk_dw_pair_p(2, rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom);
-    else
-        cgk_dw_pair_p(1, rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom);
+// One copy of the pair kernel per variant, with as many pixels per group as that variant's
+// registers hold (cgk_dw_pair_group). Not a CGK_DISPATCH body: that is compiled once per variant
+// with the same code, and choosing the group width at run time inside it compiled every width
+// into every variant (conv.c took minutes to compile).
+#define CGK_DW_PAIR_PARAMS                                                                                \
+    (const float *const *rows, int32_t t_lo, int32_t t_hi, int32_t b_lo, int32_t b_hi, const cgk_window *w,   \
+     const float *weight, const float *bias, int activation, int32_t c_begin, int32_t c_end, float *y_top,    \
+     float *y_bottom)
+#define CGK_DW_PAIR_BODY(P)                                                                               \
+    { cgk_dw_pair_p(P, rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom); }
+#if CGK_X86 && !defined(CGK_NO_MULTIVERSION)
+CGK_TARGET_AVX512 __attribute__((noinline)) static void cgk_dw_pair_avx512 CGK_DW_PAIR_PARAMS CGK_DW_PAIR_BODY(4)
+CGK_TARGET_AVX2 __attribute__((noinline)) static void cgk_dw_pair_avx2 CGK_DW_PAIR_PARAMS CGK_DW_PAIR_BODY(2)
+__attribute__((noinline)) static void cgk_dw_pair_generic CGK_DW_PAIR_PARAMS CGK_DW_PAIR_BODY(1)
+void cgk_depthwise_row_pair CGK_DW_PAIR_PARAMS {
+    switch (cgk_isa()) {
+    case CGK_ISA_AVX512: cgk_dw_pair_avx512(rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom); break;
+    case CGK_ISA_AVX2: cgk_dw_pair_avx2(rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom); break;
+    default: cgk_dw_pair_generic(rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom); break;
+    }
 }
+#else
+void cgk_depthwise_row_pair CGK_DW_PAIR_PARAMS CGK_DW_PAIR_BODY(1)
+#endif
 
 CGK_DISPATCH(, cgk_depthwise,
              (const float *x, const cgk_window *w, const float *weight, const float *bias, int activation, int32_t
@@ -353,7 +361,7 @@ CGK_DISPATCH(, cgk_depthwise,
         for (int32_t r = cgk_min(t_lo, b_lo + SH); r < cgk_max(t_hi, b_hi + SH); r++)
             if ((r >= t_lo && r < t_hi) || (r - SH >= b_lo && r - SH < b_hi)) rows[r] = x + (ptrdiff_t)(ih0 + r) * W * C;
         float *top = y + (ptrdiff_t)oh * out_row;
-        cgk_dw_pair(rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, top, top + out_row);
+        cgk_depthwise_row_pair(rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, top, top + out_row);
     }
     if (oh < oh_end) {
         const int32_t ih0 = oh * SH - w->pad_top;
@@ -361,14 +369,6 @@ CGK_DISPATCH(, cgk_depthwise,
         for (int32_t kh = kh_lo; kh < kh_hi; kh++) rows[kh] = x + (ptrdiff_t)(ih0 + kh) * W * C;
         cgk_dw_row(rows, kh_lo, kh_hi, w, weight, bias, activation, c_begin, c_end, y + (ptrdiff_t)oh * out_row);
     }
-}
-
-CGK_DISPATCH(, cgk_depthwise_row_pair,
-             (const float *const *rows, int32_t t_lo, int32_t t_hi, int32_t b_lo, int32_t b_hi, const cgk_window *w,
-              const float *weight, const float *bias, int activation, int32_t c_begin, int32_t c_end, float *y_top,
-              float *y_bottom),
-             (rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom)) {
-    cgk_dw_pair(rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom);
 }
 
 CGK_DISPATCH(, cgk_depthwise_row,

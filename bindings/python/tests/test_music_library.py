@@ -284,7 +284,7 @@ def test_audio_bytes_in_memory_are_classified_by_their_cover(fixtures, model):
 
 def test_the_server_classifies_an_audio_body_by_its_cover(cli, fixtures, model):
     from test_server import Server
-    server = Server(cli, "-m", str(REPO / "models" / "covergenre-default.cgm"))
+    server = Server(cli, "-m", covergenre.default_model_path())  # the model the `model` fixture loads
     try:
         status, _, answer = server.request("POST", "/v1/classify?top_k=1", (fixtures / "cover.mp3").read_bytes(),
                                            "application/octet-stream")
