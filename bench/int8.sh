@@ -5,7 +5,7 @@
 # ONNX Runtime int8 (bench/int8_ort.py: session.run), each the median of RUNS calls after warm-up;
 # a cell is the median of ROUNDS rounds. Then end-to-end covers/s from 500 JPEG files on 2 threads
 # (cg_classify_files, ours only). Our int8 models are made here by `covergenre quantize` (Lite0:
-# the defaults, and with --layers all; the default model: scripts/quantize-models.sh, as shipped),
+# the defaults, and with --layers all; the default model's is the shipped file in models/),
 # ONNX Runtime's by quantize_static (bench/int8_ort.py), all from the same 300 calibration covers of
 # ../shared/data/covers/discogs5. Writes bench/results/<date>-int8.md (-int8-2.md, ... for later
 # runs that day). The ONNX Runtime side runs in bench/work/venv, made here if missing.
@@ -35,8 +35,7 @@ fi
 # int8, so this row compares the same layers as far as ours go (the genre heads stay float: measured).
 [ -f "$work/lite0-int8-linear.cgm" ] || $cli quantize "$work/lite0.cgm" --calibration "$data" --layers all \
     --out "$work/lite0-int8-linear.cgm" >/dev/null
-# The default model's int8 version as shipped (scripts/quantize-models.sh: its recipe, temperature refitted).
-[ -f "$work/covergenre-default-int8.cgm" ] || COVERGENRE_CLI=$cli scripts/quantize-models.sh "$work" >/dev/null
+# The default model's int8 version: the shipped file (models/, made by scripts/quantize-models.sh).
 # ONNX Runtime: the venv as bench/run.sh makes it (without torch), then the float32 and int8 .onnx
 # files (cached in $work; the int8 ones calibrated on the covers `covergenre quantize` picked above).
 venv=bench/work/venv
@@ -88,7 +87,7 @@ esac
     echo "|---|---|---|---|---|---|---|---|---|---|---|"
 } > "$out"
 for pair in "lite0:$work/lite0.cgm:$work/lite0-int8.cgm" "lite0 (linear int8 too):$work/lite0.cgm:$work/lite0-int8-linear.cgm" \
-    "default:models/covergenre-default.cgm:$work/covergenre-default-int8.cgm"; do
+    "default:models/covergenre-default.cgm:models/covergenre-default-int8.cgm"; do
     IFS=: read -r name fp32 int8 <<<"$pair"
     ort_name=${name%% *}
     for batch in 1 16; do
@@ -120,7 +119,7 @@ done
 a=() b=()
 for round in $(seq "$rounds"); do
     a+=("$("$work/bench_infer" throughput models/covergenre-default.cgm 2 "$work/covers" | field covers_per_second)")
-    b+=("$("$work/bench_infer" throughput "$work/covergenre-default-int8.cgm" 2 "$work/covers" | field covers_per_second)")
+    b+=("$("$work/bench_infer" throughput models/covergenre-default-int8.cgm 2 "$work/covers" | field covers_per_second)")
 done
 fa=$(printf '%s\n' "${a[@]}" | median) fb=$(printf '%s\n' "${b[@]}" | median)
 echo "| $fa | $fb | $(awk -v x="$fa" -v y="$fb" 'BEGIN {printf "%.2f", y / x}')x |" | tee -a "$out"

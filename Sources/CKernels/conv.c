@@ -229,7 +229,7 @@ CGK_INLINE void cgk_dw_row(const float *const *rows, int32_t kh_lo, int32_t kh_h
 // and four input vectors for four multiply-adds: bound by loads, at about half the machine's
 // multiply-add rate. Rows oh and oh + 1 read the same input rows, shifted by the stride: each
 // input vector loaded serves both (with the two rows' weights for it), 0.75 loads per multiply-add.
-// Lite0's stride-1 shapes ran 1.4-2x faster (one core of a Zen 4 EPYC, hot caches). Each output
+// Lite0's shapes ran 1.2-1.7x faster (one core of a Zen 4 EPYC, hot caches; docs/quantization.md). Each output
 // value still sums its taps in the same order from the bias, so both ways give the same bits.
 //
 // rows[r] is input row (oh * stride_h - pad_top + r) for r in [0, kernel_h + stride_h): the top

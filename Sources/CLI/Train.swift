@@ -211,7 +211,7 @@ struct TransferOptions: ParsableArguments {
 
 /// `covergenre train --library`: a genre head trained on the covers of your own tagged albums.
 struct LibraryOptions: ParsableArguments {
-    @Option(help: "A music library's folder: train on its tagged albums' covers (one per album) instead of --data.")
+    @Option(help: "A music library's folder: train on its tagged albums' covers (one per album) instead of --data; the backbone defaults to models/covergenre-default.cgm.")
     var library: String?
     @Option(help: "With --library: the model's genres, comma-separated (default: every genre with at least --min-albums albums).")
     var libraryGenres: String?
@@ -228,7 +228,9 @@ struct LibraryOptions: ParsableArguments {
     }
 
     /// Builds the data set (split by album artist), trains the head on the backbone (default: the
-    /// shipped default model's features), calibrates on val and reports test per genre.
+    /// shipped default model in floating point, models/covergenre-default.cgm, whatever
+    /// $COVERGENRE_MODEL says: classifying may use an int8 model, training reads float features),
+    /// calibrates on val and reports test per genre.
     func train(folder: String, configuration c: TrainingConfiguration, transfer: TransferOptions, out: String, runFolder: String?,
                resume: Bool) throws {
         let albums = try MusicLibrary.albums(under: folder, unreadable: { _, error in

@@ -20,7 +20,7 @@ struct ServeCommand: AsyncParsableCommand {
         """,
         version: CoverGenreVersion.string)
 
-    @Option(name: .shortAndLong, help: "Model file (.cgm), as PATH or NAME=PATH; repeat for several (the first is the default). Default: models/covergenre-default-int8.cgm.")
+    @Option(name: .shortAndLong, help: "Model file (.cgm), as PATH or NAME=PATH; repeat for several (the first is the default). Default: covergenre-default=models/covergenre-default-int8.cgm.")
     var model: [String] = []
     @Option(help: "Address to listen on (0.0.0.0: every interface).") var host = "127.0.0.1"
     @Option(help: "Port (0: any free port; the chosen one is printed).") var port = 8080
@@ -44,7 +44,8 @@ struct ServeCommand: AsyncParsableCommand {
 
     func run() async throws {
         var c = ServerConfiguration()
-        c.models = (model.isEmpty ? ["models/covergenre-default-int8.cgm"] : model).map(ServerConfiguration.modelArgument)
+        // Named as before the int8 file became the default, so clients asking for it by name still find it.
+        c.models = (model.isEmpty ? ["covergenre-default=models/covergenre-default-int8.cgm"] : model).map(ServerConfiguration.modelArgument)
         c.host = host
         c.port = port
         c.index = index

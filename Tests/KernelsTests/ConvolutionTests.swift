@@ -61,14 +61,15 @@ final class ConvolutionTests: XCTestCase {
               activation: .relu, seed: 13)
     }
 
-    /// The shapes the depthwise kernel specializes (3x3 and 5x5, stride 1 and 2) and one it does
-    /// not (3x5, stride 3x1), on odd and even heights (a last row without a partner), rows that
-    /// start in the padding, widths that leave single pixels, and channels that end in a partial
-    /// group of 16.
+    /// The shapes the depthwise kernel specializes (kernel width 3 or 5, horizontal stride 1 or 2;
+    /// rows of any height and stride) and two it does not (width 7; horizontal stride 3), on odd
+    /// and even heights (a last row without a partner), rows that start in the padding, widths
+    /// that leave single pixels, and channels that end in a partial group of 16.
     func testDepthwiseKernelShapes() {
         let shapes: [(h: Int, w: Int, c: Int, k: (Int, Int), s: (Int, Int))] = [
             (7, 13, 40, (3, 3), (1, 1)), (8, 9, 19, (3, 3), (2, 2)), (9, 14, 48, (5, 5), (1, 1)), (12, 11, 33, (5, 5), (2, 2)),
             (5, 6, 16, (5, 5), (1, 1)), (10, 7, 21, (3, 5), (3, 1)), (3, 3, 17, (3, 3), (1, 1)),
+            (9, 12, 20, (3, 7), (2, 1)), (8, 13, 18, (3, 3), (1, 3)),
         ]
         for (i, shape) in shapes.enumerated() {
             check(height: shape.h, width: shape.w, cin: shape.c, cout: shape.c, kernel: shape.k, stride: shape.s, padding: .same,
@@ -76,9 +77,9 @@ final class ConvolutionTests: XCTestCase {
         }
     }
 
-    /// cgk_depthwise computes two output rows at a time; the fused expansion (ExpandDepthwise) one
-    /// at a time through cgk_depthwise_row. Both must give the same bits, for any range of rows
-    /// and channels a thread is given.
+    /// cgk_depthwise computes two output rows at a time (cgk_depthwise_row_pair), and the last row
+    /// of an odd range alone (cgk_depthwise_row, as the fused expansion does at a band's end).
+    /// Both must give the same bits, for any range of rows and channels a thread is given.
     func testDepthwiseRowPairsEqualSingleRows() {
         var random = TestRandom(seed: 30)
         for (h, w, c, k, s) in [(9, 12, 37, 3, 1), (11, 9, 32, 5, 2), (8, 10, 20, 5, 1), (7, 7, 18, 3, 2), (6, 5, 9, 7, 1)] {
@@ -99,7 +100,7 @@ final class ConvolutionTests: XCTestCase {
                     }
                 }
             }
-            for (rowLo, rowHi, cLo, cHi) in [(0, outRows, 0, c), (1, outRows, 0, c), (0, outRows - 1, 16, c), (1, 2, 0, 16)] where cLo < c {
+            for (rowLo, rowHi, cLo, cHi) in [(0, outRows, 0, c), (1, outRows, 0, c), (0, outRows - 1, 16, c), (1, 3, 0, 16)] where cLo < c {
                 var pairs = [Float](repeating: .nan, count: outRows * outRow)
                 cgk_depthwise(x, &cw, weight, bias, Activation.relu6.code, Int32(rowLo), Int32(rowHi), Int32(cLo), Int32(min(cHi, c)), &pairs)
                 var same = true

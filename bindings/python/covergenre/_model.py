@@ -108,8 +108,9 @@ def _require_numpy(what):
     return _np
 
 
-# The default model's int8 version (the same answers on 98% of the test covers in half the time,
-# models/README.md), and the same model in floating point; a wheel ships both.
+# The default model's int8 version (the same answers on 98% of the test covers, in about half the
+# time on CPUs with AVX-512 VNNI, the same time on AVX2 ones: models/README.md), and the same model
+# in floating point; a wheel ships both.
 DEFAULT_MODEL = "covergenre-default-int8.cgm"
 FLOAT_MODEL = "covergenre-default.cgm"
 

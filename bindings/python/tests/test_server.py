@@ -32,9 +32,9 @@ SPEC = json.loads((REPO / "docs" / "openapi.json").read_text())
 class Server:
     """A `covergenre serve` process on a free loopback port; its log lines are kept."""
 
-    def __init__(self, cli, *arguments):
+    def __init__(self, cli, *arguments, cwd=None):
         self.process = subprocess.Popen([cli, "serve", "--port", "0", *arguments], stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
+                                        stderr=subprocess.STDOUT, text=True, cwd=cwd)
         self.lines = []
         self.port = None
         ready = threading.Event()
@@ -160,6 +160,19 @@ def test_health_models_and_index(server, small_model_path):
     # Four covers indexed; the links leading out of the folder are not.
     assert models["index"] == {"covers": 4, "model": "default"}
     assert any("index: 4 covers" in line for line in server.lines)
+
+
+def test_serve_without_a_model_serves_the_int8_default_under_its_old_name(cli):
+    """No -m: the default model's int8 file (its temperature, 1.582, is not the float file's 1.579),
+    named covergenre-default as the float file was, so clients that ask for it by name still find it."""
+    s = Server(cli, cwd=str(REPO))
+    try:
+        status, _, models = s.request("GET", "/v1/models")
+        assert status == 200 and models["default"] == "covergenre-default", models
+        [model] = models["models"]
+        assert model["name"] == "covergenre-default" and model["temperature"] == pytest.approx(1.582, abs=5e-4), model
+    finally:
+        s.stop()
 
 
 @pytest.mark.parametrize("kind", ["jpeg", "png", "webp"])
