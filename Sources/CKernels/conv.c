@@ -326,20 +326,25 @@ CGK_INLINE void cgk_dw_pair_p(const int P, const float *const *rows, int32_t t_l
 // with the same code, and choosing the group width at run time inside it compiled every width
 // into every variant (conv.c took minutes to compile).
 #define CGK_DW_PAIR_PARAMS                                                                                \
-    (const float *const *rows, int32_t t_lo, int32_t t_hi, int32_t b_lo, int32_t b_hi, const cgk_window *w,   \
-     const float *weight, const float *bias, int activation, int32_t c_begin, int32_t c_end, float *y_top,    \
-     float *y_bottom)
+    (const float *const *rows, int32_t oh, const cgk_window *w, const float *weight, const float *bias,       \
+     int activation, int32_t c_begin, int32_t c_end, float *y_top, float *y_bottom)
+// Each row's taps inside the image; in rows[] terms the bottom row's start and end no earlier than
+// the top row's (cgk_dw_pair_group relies on it).
 #define CGK_DW_PAIR_BODY(P)                                                                               \
-    { cgk_dw_pair_p(P, rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom); }
+    {                                                                                                     \
+        const int32_t KH = w->kernel_h, SH = w->stride_h, H = w->height, ih0 = oh * SH - w->pad_top;        \
+        cgk_dw_pair_p(P, rows, cgk_max(0, -ih0), cgk_min(KH, H - ih0), cgk_max(0, -(ih0 + SH)),             \
+                      cgk_min(KH, H - ih0 - SH), w, weight, bias, activation, c_begin, c_end, y_top, y_bottom); \
+    }
 #if CGK_X86 && !defined(CGK_NO_MULTIVERSION)
 CGK_TARGET_AVX512 __attribute__((noinline)) static void cgk_dw_pair_avx512 CGK_DW_PAIR_PARAMS CGK_DW_PAIR_BODY(4)
 CGK_TARGET_AVX2 __attribute__((noinline)) static void cgk_dw_pair_avx2 CGK_DW_PAIR_PARAMS CGK_DW_PAIR_BODY(2)
 __attribute__((noinline)) static void cgk_dw_pair_generic CGK_DW_PAIR_PARAMS CGK_DW_PAIR_BODY(1)
 void cgk_depthwise_row_pair CGK_DW_PAIR_PARAMS {
     switch (cgk_isa()) {
-    case CGK_ISA_AVX512: cgk_dw_pair_avx512(rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom); break;
-    case CGK_ISA_AVX2: cgk_dw_pair_avx2(rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom); break;
-    default: cgk_dw_pair_generic(rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom); break;
+    case CGK_ISA_AVX512: cgk_dw_pair_avx512(rows, oh, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom); break;
+    case CGK_ISA_AVX2: cgk_dw_pair_avx2(rows, oh, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom); break;
+    default: cgk_dw_pair_generic(rows, oh, w, weight, bias, activation, c_begin, c_end, y_top, y_bottom); break;
     }
 }
 #else
@@ -356,12 +361,9 @@ CGK_DISPATCH(, cgk_depthwise,
     int32_t oh = oh_begin;
     for (; oh + 1 < oh_end; oh += 2) {
         const int32_t ih0 = oh * SH - w->pad_top;
-        const int32_t t_lo = cgk_max(0, -ih0), t_hi = cgk_min(KH, H - ih0);
-        const int32_t b_lo = cgk_max(0, -(ih0 + SH)), b_hi = cgk_min(KH, H - ih0 - SH);
-        for (int32_t r = cgk_min(t_lo, b_lo + SH); r < cgk_max(t_hi, b_hi + SH); r++)
-            if ((r >= t_lo && r < t_hi) || (r - SH >= b_lo && r - SH < b_hi)) rows[r] = x + (ptrdiff_t)(ih0 + r) * W * C;
+        for (int32_t r = cgk_max(0, -ih0); r < cgk_min(KH + SH, H - ih0); r++) rows[r] = x + (ptrdiff_t)(ih0 + r) * W * C;
         float *top = y + (ptrdiff_t)oh * out_row;
-        cgk_depthwise_row_pair(rows, t_lo, t_hi, b_lo, b_hi, w, weight, bias, activation, c_begin, c_end, top, top + out_row);
+        cgk_depthwise_row_pair(rows, oh, w, weight, bias, activation, c_begin, c_end, top, top + out_row);
     }
     if (oh < oh_end) {
         const int32_t ih0 = oh * SH - w->pad_top;

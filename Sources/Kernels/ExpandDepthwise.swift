@@ -74,17 +74,16 @@ public enum ExpandDepthwise {
                     var oh = lo
                     while oh < hi {
                         let ih0 = oh * strideH - w.padTop
-                        let tLo = max(0, -ih0), tHi = min(kernelH, height - ih0)
                         if oh + 1 < hi {
-                            let bLo = max(0, -(ih0 + strideH)), bHi = min(kernelH, height - ih0 - strideH)
-                            let rLo = min(tLo, bLo + strideH), rHi = max(tHi, bHi + strideH)
+                            // The rows of both windows inside the image (the kernel clips each row's taps).
+                            let rLo = max(0, -ih0), rHi = max(rLo, min(ring, height - ih0))
                             expand(ih0 + rLo, ih0 + rHi)
                             for r in rLo..<rHi { rows[r] = UnsafePointer(rowsOfRing + ((ih0 + r) % ring) * rowFloats) }
-                            cgk_depthwise_row_pair(rows.baseAddress!, Int32(tLo), Int32(tHi), Int32(bLo), Int32(bHi), &window, weight,
-                                                   bias, activation.code, 0, Int32(channels), out + oh * outRowFloats,
-                                                   out + (oh + 1) * outRowFloats)
+                            cgk_depthwise_row_pair(rows.baseAddress!, Int32(oh), &window, weight, bias, activation.code, 0,
+                                                   Int32(channels), out + oh * outRowFloats, out + (oh + 1) * outRowFloats)
                             oh += 2
                         } else {
+                            let tLo = max(0, -ih0), tHi = max(tLo, min(kernelH, height - ih0))
                             expand(ih0 + tLo, ih0 + tHi)
                             for kh in tLo..<tHi { rows[kh] = UnsafePointer(rowsOfRing + ((ih0 + kh) % ring) * rowFloats) }
                             cgk_depthwise_row(rows.baseAddress!, Int32(tLo), Int32(tHi), &window, weight, bias, activation.code, 0,

@@ -176,16 +176,13 @@ void cgk_depthwise(const float *x, const cgk_window *w, const float *weight, con
 void cgk_depthwise_row(const float *const *rows, int32_t kh_lo, int32_t kh_hi, const cgk_window *w,
                        const float *weight, const float *bias, int activation, int32_t c_begin, int32_t c_end,
                        float *y_row);
-// Two output rows, oh and oh + 1, from the input rows they read (as cgk_depthwise computes them:
-// the same bits as two cgk_depthwise_row calls): rows[r] points to input row
-// oh * stride_h - pad_top + r, for r in [t_lo, t_hi) (the top row's taps kh = r) and in
-// [b_lo + stride_h, b_hi + stride_h) (the bottom row's, kh = r - stride_h). The ranges are the
-// taps inside the image, clipped as cgk_depthwise clips them (t_lo = max(0, -ih0), t_hi =
-// min(kernel_h, height - ih0), and the same for ih0 + stride_h), so the bottom row's rows start
-// and end no earlier than the top row's: the kernel relies on it.
-void cgk_depthwise_row_pair(const float *const *rows, int32_t t_lo, int32_t t_hi, int32_t b_lo, int32_t b_hi,
-                            const cgk_window *w, const float *weight, const float *bias, int activation, int32_t c_begin,
-                            int32_t c_end, float *y_top, float *y_bottom);
+// Output rows oh and oh + 1 (oh + 1 < out_height) from the input rows they read, as cgk_depthwise
+// computes them (the same bits as two cgk_depthwise_row calls): rows[r] points to input row
+// oh * stride_h - pad_top + r for every r in [0, kernel_h + stride_h) where that row is inside the
+// image (the others are padding and not read).
+void cgk_depthwise_row_pair(const float *const *rows, int32_t oh, const cgk_window *w, const float *weight,
+                            const float *bias, int activation, int32_t c_begin, int32_t c_end, float *y_top,
+                            float *y_bottom);
 
 // Depthwise backward for one image: dx += conv^T(dy) (dx zeroed by the caller), dweight += x * dy.
 void cgk_depthwise_backward(const float *x, const float *dy, const cgk_window *w, const float *weight,
