@@ -100,7 +100,7 @@ swift_clang="$(dirname "$(readlink -f "$(command -v swift)")")/clang"
 section "int8 kernels against their reference (Tests/c/q8_test.c)"
 # Every int8 GEMM variant this CPU executes (generic, AVX2, AVX-512 VNNI), bit for bit against naive
 # loops, 7-bit and 8-bit weights; it says which variants ran and which the CPU lacks.
-"$swift_clang" -O2 -ISources/CKernels -ISources/CKernels/include Tests/c/q8_test.c Sources/CKernels/gemm_q8.c \
+"$swift_clang" -O2 -ISources/CKernels -ISources/CKernels/include Tests/c/q8_test.c Sources/CKernels/gemm_q8.c Sources/CKernels/conv_q8.c \
     Sources/CKernels/isa.c -o .build/q8_test -lm
 .build/q8_test --no-timing
 

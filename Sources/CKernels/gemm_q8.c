@@ -273,26 +273,46 @@ typedef void (*q8_quantizer)(const float *x, ptrdiff_t n, float inv_scale, const
 CGK_INLINE void q8_gemm_blocked(const int32_t mr, const int32_t step, q8_quantizer quantize, q8_kernel kernel, uint8_t *qa,
                                 int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale,
                                 const float *inv_scales, int32_t zero, const int8_t *packed, const int32_t *offset, const float *scale, float *c,
-                                ptrdiff_t ldc, const float *bias, int activation, int32_t panel_begin, int32_t panel_end) {
+                                ptrdiff_t ldc, const float *bias, int activation, int32_t panel_begin, int32_t panel_end,
+                                const cgk_q8_io *io) {
     const ptrdiff_t panel_stride = (ptrdiff_t)q8_kq(k) * Q8_NR;
+    const uint8_t *a8 = io ? io->a : NULL;
+    uint8_t *c8 = io ? io->c : NULL;
+    // uint8 output: each kernel call finishes its block into this tile of floats, which is then
+    // quantized into c8 (one pass over k: cgk_gemm_q8_io requires k <= Q8_KC).
+    _Alignas(64) float tile[Q8_MR_VNNI * 2 * Q8_NR];
     for (int32_t i0 = 0; i0 < m; i0 += mr) {
         const int32_t rows = m - i0 < mr ? m - i0 : mr;
         for (int32_t k0 = 0;; k0 += Q8_KC) {
             const int32_t kc = k - k0 < Q8_KC ? k - k0 : Q8_KC, kcq = q8_kq(kc);
             const int first = k0 == 0, last = k - k0 <= Q8_KC;
-            for (int32_t r = 0; r < rows; r++) {
-                uint8_t *qr = qa + (ptrdiff_t)r * kcq;
-                quantize(a + (ptrdiff_t)(i0 + r) * lda + k0, kc, inv_scale, inv_scales ? inv_scales + k0 : NULL, zero, qr);
-                // Past k the packed weights are zero; the padding is zeroed all the same.
-                for (int32_t kk = kc; kk < kcq; kk++) qr[kk] = 0;
+            const uint8_t *qrows = qa;
+            ptrdiff_t qs = kcq;
+            if (a8 != NULL && kc == kcq) {
+                // Quantized already, and whole groups of 4: the kernel reads the rows in place.
+                qrows = a8 + (ptrdiff_t)i0 * lda + k0;
+                qs = lda;
+            } else {
+                for (int32_t r = 0; r < rows; r++) {
+                    uint8_t *qr = qa + (ptrdiff_t)r * kcq;
+                    if (a8 != NULL) memcpy(qr, a8 + (ptrdiff_t)(i0 + r) * lda + k0, (size_t)kc);
+                    else quantize(a + (ptrdiff_t)(i0 + r) * lda + k0, kc, inv_scale, inv_scales ? inv_scales + k0 : NULL, zero, qr);
+                    // Past k the packed weights are zero; the padding is zeroed all the same.
+                    for (int32_t kk = kc; kk < kcq; kk++) qr[kk] = 0;
+                }
             }
             for (int32_t p = panel_begin; p < panel_end; p += step) {
                 const int32_t panels = panel_end - p < step ? panel_end - p : step;
                 const int32_t c0 = p * Q8_NR, width = n - c0 < panels * Q8_NR ? n - c0 : panels * Q8_NR;
                 if (width <= 0) break;
-                kernel(rows, kcq / 4, qa, kcq, packed + p * panel_stride + (ptrdiff_t)k0 * Q8_NR, panel_stride, width,
-                       c + (ptrdiff_t)i0 * ldc + c0, ldc, first, last, offset + c0, scale + c0, bias ? bias + c0 : NULL,
-                       activation);
+                float *out = c8 != NULL ? tile : c + (ptrdiff_t)i0 * ldc + c0;
+                const ptrdiff_t ldo = c8 != NULL ? 2 * Q8_NR : ldc;
+                kernel(rows, kcq / 4, qrows, qs, packed + p * panel_stride + (ptrdiff_t)k0 * Q8_NR, panel_stride, width,
+                       out, ldo, first, last, offset + c0, scale + c0, bias ? bias + c0 : NULL, activation);
+                if (c8 != NULL)
+                    for (int32_t r = 0; r < rows; r++)
+                        quantize(tile + (ptrdiff_t)r * ldo, width, 0.0f, io->out_inv_scales + c0, io->out_zero,
+                                 c8 + (ptrdiff_t)(i0 + r) * ldc + c0);
             }
             if (last) break;
         }
@@ -327,10 +347,10 @@ __attribute__((noinline)) static void q8_gemm_generic(int32_t m, int32_t n, int3
                                                       float inv_scale, const float *inv_scales, int32_t zero, const int8_t *packed,
                                                       const int32_t *offset, const float *scale, float *c, ptrdiff_t ldc,
                                                       const float *bias, int activation, int32_t panel_begin,
-                                                      int32_t panel_end) {
+                                                      int32_t panel_end, const cgk_q8_io *io) {
     _Alignas(64) uint8_t qa[Q8_MR_GENERIC * Q8_KC];
     q8_gemm_blocked(Q8_MR_GENERIC, 1, q8_quantize_generic, q8_kernel_generic, qa, m, n, k, a, lda, inv_scale, inv_scales, zero, packed,
-                    offset, scale, c, ldc, bias, activation, panel_begin, panel_end);
+                    offset, scale, c, ldc, bias, activation, panel_begin, panel_end, io);
 }
 
 #if CGK_X86
@@ -474,14 +494,14 @@ CGK_TARGET_AVX2 static void q8_kernel_avx2_wide(Q8_KERNEL_PARAMS) {
 CGK_TARGET_AVX2 static void q8_gemm_avx2(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale, const float *inv_scales,
                                          int32_t zero, const int8_t *packed, int wide, const int32_t *offset, const float *scale,
                                          float *c, ptrdiff_t ldc, const float *bias, int activation, int32_t panel_begin,
-                                         int32_t panel_end) {
+                                         int32_t panel_end, const cgk_q8_io *io) {
     _Alignas(64) uint8_t qa[Q8_MR_AVX2 * Q8_KC];
     if (wide)
         q8_gemm_blocked(Q8_MR_AVX2, 1, q8_quantize_avx2, q8_kernel_avx2_wide, qa, m, n, k, a, lda, inv_scale, inv_scales, zero,
-                        packed, offset, scale, c, ldc, bias, activation, panel_begin, panel_end);
+                        packed, offset, scale, c, ldc, bias, activation, panel_begin, panel_end, io);
     else
         q8_gemm_blocked(Q8_MR_AVX2, 1, q8_quantize_avx2, q8_kernel_avx2, qa, m, n, k, a, lda, inv_scale, inv_scales, zero, packed, offset,
-                    scale, c, ldc, bias, activation, panel_begin, panel_end);
+                    scale, c, ldc, bias, activation, panel_begin, panel_end, io);
 }
 
 // ---- AVX-512 VNNI kernel --------------------------------------------------------------------
@@ -626,34 +646,42 @@ CGK_TARGET_VNNI static void q8_kernel_vnni(Q8_KERNEL_PARAMS) {
 CGK_TARGET_VNNI static void q8_gemm_vnni(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale, const float *inv_scales,
                                          int32_t zero, const int8_t *packed, const int32_t *offset, const float *scale,
                                          float *c, ptrdiff_t ldc, const float *bias, int activation, int32_t panel_begin,
-                                         int32_t panel_end) {
+                                         int32_t panel_end, const cgk_q8_io *io) {
     _Alignas(64) uint8_t qa[Q8_MR_VNNI * Q8_KC];
     q8_gemm_blocked(Q8_MR_VNNI, 2, q8_quantize_avx512, q8_kernel_vnni, qa, m, n, k, a, lda, inv_scale, inv_scales, zero, packed, offset,
-                    scale, c, ldc, bias, activation, panel_begin, panel_end);
+                    scale, c, ldc, bias, activation, panel_begin, panel_end, io);
 }
 #endif
 
-void cgk_gemm_q8(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale, const float *inv_scales,
-                 int32_t zero, const int8_t *packed, int wide, const int32_t *offset, const float *scale, float *c, ptrdiff_t ldc,
-                 const float *bias, int activation, int32_t panel_begin, int32_t panel_end) {
+void cgk_gemm_q8_io(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale, const float *inv_scales,
+                    int32_t zero, const int8_t *packed, int wide, const int32_t *offset, const float *scale, float *c, ptrdiff_t ldc,
+                    const float *bias, int activation, int32_t panel_begin, int32_t panel_end, const cgk_q8_io *io) {
     if (m <= 0 || n <= 0 || panel_begin >= panel_end) return;
     if (k < 0) k = 0;
+    if (io != NULL && io->c != NULL && (k > Q8_KC || io->out_inv_scales == NULL)) return; // documented: not done
     zero = q8_clamp_zero(zero);
     switch (q8_variant()) {
 #if CGK_X86
     case Q8_VNNI:
         q8_gemm_vnni(m, n, k, a, lda, inv_scale, inv_scales, zero, packed, offset, scale, c, ldc, bias, activation, panel_begin,
-                     panel_end);
+                     panel_end, io);
         break;
     case Q8_AVX2:
         q8_gemm_avx2(m, n, k, a, lda, inv_scale, inv_scales, zero, packed, wide, offset, scale, c, ldc, bias, activation, panel_begin,
-                     panel_end);
+                     panel_end, io);
         break;
 #endif
     default:
         (void)wide; // the portable and VNNI kernels never saturate
         q8_gemm_generic(m, n, k, a, lda, inv_scale, inv_scales, zero, packed, offset, scale, c, ldc, bias, activation, panel_begin,
-                        panel_end);
+                        panel_end, io);
         break;
     }
+}
+
+void cgk_gemm_q8(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale, const float *inv_scales,
+                 int32_t zero, const int8_t *packed, int wide, const int32_t *offset, const float *scale, float *c, ptrdiff_t ldc,
+                 const float *bias, int activation, int32_t panel_begin, int32_t panel_end) {
+    cgk_gemm_q8_io(m, n, k, a, lda, inv_scale, inv_scales, zero, packed, wide, offset, scale, c, ldc, bias, activation, panel_begin,
+                   panel_end, NULL);
 }

@@ -1,4 +1,4 @@
-// The int8 GEMM (Sources/CKernels/gemm_q8.c) against naive loops written here from the
+// The int8 GEMM (Sources/CKernels/gemm_q8.c) and depthwise convolution (conv_q8.c) against naive loops written here from the
 // specification in cg_kernels.h, bit for bit (memcmp of every float), in every variant this CPU
 // executes: packing, quantization (clamps both sides, ties to even, NaN), every row count and
 // column tail, k across the kernels' 2048-value passes up to 65536, zero points 0, 1, 128, 255,
@@ -7,12 +7,12 @@
 // timed (informative only).
 //
 // Build and run from the repository root (one line):
-//   CLANG=$(dirname $(readlink -f $(command -v swift)))/clang; mkdir -p .build && $CLANG -O2 -ISources/CKernels -ISources/CKernels/include Tests/c/q8_test.c Sources/CKernels/gemm_q8.c Sources/CKernels/isa.c -o .build/q8_test -lm && .build/q8_test
+//   CLANG=$(dirname $(readlink -f $(command -v swift)))/clang; mkdir -p .build && $CLANG -O2 -ISources/CKernels -ISources/CKernels/include Tests/c/q8_test.c Sources/CKernels/gemm_q8.c Sources/CKernels/conv_q8.c Sources/CKernels/isa.c -o .build/q8_test -lm && .build/q8_test
 // Under the sanitizers, as the project's sanitizer builds compile the kernels (lld: gold warns
 // about every sanitizer symbol it cannot export):
 //   $CLANG -O1 -g -DCGK_NO_MULTIVERSION -fsanitize=address,undefined -fno-sanitize-recover=all -fuse-ld=lld
 //       -ISources/CKernels -ISources/CKernels/include Tests/c/q8_test.c Sources/CKernels/gemm_q8.c
-//       Sources/CKernels/isa.c -o .build/q8_test_asan -lm && .build/q8_test_asan --no-timing
+//       Sources/CKernels/conv_q8.c Sources/CKernels/isa.c -o .build/q8_test_asan -lm && .build/q8_test_asan --no-timing
 //
 // Usage: q8_test [--no-timing]
 // The kernel variant is chosen once per process (cgk_isa(), from COVERGENRE_ISA), so the test
@@ -187,6 +187,53 @@ static int compare_calls(const q8_case *t, const float *a, const int8_t *packed,
     return bad;
 }
 
+// cgk_gemm_q8_io: A given as the bytes cgk_q8_quantize makes of it gives the same C; C asked as
+// bytes (k <= 2048) is the reference output quantized per column; nothing else written.
+static int compare_io(const q8_case *t, const float *a, const int8_t *packed, const int32_t *offset, const float *scale,
+                      const float *bias, const float *expected) {
+    const int32_t m = t->m, n = t->n, k = t->k, panels = (n + 15) / 16;
+    uint8_t *a8 = malloc((size_t)m * (size_t)t->lda + 1), *c8 = malloc((size_t)m * (size_t)t->ldc + 1);
+    float *c = malloc(sizeof(float) * (size_t)m * (size_t)t->ldc + 4), *out_inv = malloc(sizeof(float) * (size_t)n);
+    for (int32_t i = 0; i < m; i++) cgk_q8_quantize(a + (ptrdiff_t)i * t->lda, k, t->inv_scale, NULL, t->zero, a8 + (ptrdiff_t)i * t->lda);
+    for (int32_t j = 0; j < n; j++) out_inv[j] = inv_scales[(size_t)(j + k) % (sizeof inv_scales / sizeof *inv_scales)];
+    const int32_t out_zero = zeros[(size_t)(m + n) % 4];
+    int bad = 0;
+    float sentinel;
+    memcpy(&sentinel, &sentinel_bits, sizeof sentinel);
+    for (size_t i = 0; i < (size_t)m * (size_t)t->ldc; i++) c[i] = sentinel;
+    const cgk_q8_io in = {.a = a8};
+    cgk_gemm_q8_io(m, n, k, NULL, t->lda, t->inv_scale, NULL, t->zero, packed, packed_wide, offset, scale, c, t->ldc, bias,
+                   t->activation, 0, panels, &in);
+    for (int32_t i = 0; i < m; i++)
+        for (int32_t j = 0; j < n; j++) {
+            checked++;
+            if (!same_bits(c[(ptrdiff_t)i * t->ldc + j], expected[(ptrdiff_t)i * n + j])) {
+                if (bad++ < 3) fprintf(stderr, "MISMATCH uint8 input: c[%d][%d]\n", i, j), describe(t, 0, panels);
+            }
+        }
+    if (k <= 2048) {
+        memset(c8, 0xA5, (size_t)m * (size_t)t->ldc);
+        const cgk_q8_io out = {.c = c8, .out_inv_scales = out_inv, .out_zero = out_zero};
+        const int32_t s = panels > 1 ? 1 : 0; // two calls, as two threads would split the panels
+        cgk_gemm_q8_io(m, n, k, a, t->lda, t->inv_scale, NULL, t->zero, packed, packed_wide, offset, scale, NULL, t->ldc, bias,
+                       t->activation, s, panels, &out);
+        if (s > 0)
+            cgk_gemm_q8_io(m, n, k, a, t->lda, t->inv_scale, NULL, t->zero, packed, packed_wide, offset, scale, NULL, t->ldc, bias,
+                           t->activation, 0, s, &out);
+        for (int32_t i = 0; i < m; i++)
+            for (ptrdiff_t j = 0; j < t->ldc; j++) {
+                const uint8_t got = c8[(ptrdiff_t)i * t->ldc + j];
+                const uint8_t want = j < n ? ref_quantize(expected[(ptrdiff_t)i * n + j], out_inv[j], out_zero) : 0xA5;
+                checked++;
+                if (got != want && bad++ < 3)
+                    fprintf(stderr, "MISMATCH uint8 output: c[%d][%td] = %d, expected %d\n", i, j, got, want), describe(t, 0, panels);
+            }
+    }
+    failed += bad;
+    free(a8); free(c8); free(c); free(out_inv);
+    return bad;
+}
+
 static int run_case(const q8_case *t) {
     const int32_t m = t->m, n = t->n, k = t->k, panels = (n + 15) / 16;
     float *a = malloc(sizeof(float) * (size_t)m * (size_t)t->lda);
@@ -242,6 +289,7 @@ static int run_case(const q8_case *t) {
         const int32_t middle[2] = {1, panels - 1};
         bad += compare_calls(t, a, packed, offset, scale, bias_or_null, expected, c, middle, 1);
     }
+    bad += compare_io(t, a, packed, offset, scale, bias_or_null, expected);
     free(a); free(b); free(packed); free(want); free(offset); free(scale); free(bias); free(expected); free(c);
     return bad;
 }
@@ -384,6 +432,124 @@ static void time_shape(int32_t m, int32_t k, int32_t n) {
     free(a); free(c); free(b); free(packed); free(offset); free(scale); free(bias);
 }
 
+// ---- int8 depthwise convolution --------------------------------------------------------------
+
+// cgk_depthwise_q8 from its specification in cg_kernels.h: taps inside the image only, the int32
+// sum, then convert, scale, bias, activation, and the byte of ref_quantize when asked.
+static void ref_depthwise_q8(const uint8_t *x, const cgk_window *w, const cgk_dwq8 *p, int32_t oh_begin, int32_t oh_end,
+                             int32_t c_begin, int32_t c_end, float *yf, uint8_t *yb) {
+    const int32_t C = w->channels;
+    for (int32_t oh = oh_begin; oh < oh_end; oh++)
+        for (int32_t ow = 0; ow < w->out_width; ow++)
+            for (int32_t c = c_begin; c < c_end; c++) {
+                int64_t acc = 0;
+                for (int32_t kh = 0; kh < w->kernel_h; kh++)
+                    for (int32_t kw = 0; kw < w->kernel_w; kw++) {
+                        const int32_t ih = oh * w->stride_h - w->pad_top + kh, iw = ow * w->stride_w - w->pad_left + kw;
+                        if (ih < 0 || ih >= w->height || iw < 0 || iw >= w->width) continue;
+                        acc += ((int64_t)x[((ptrdiff_t)ih * w->width + iw) * C + c] - p->zero)
+                               * p->weight[((ptrdiff_t)kh * w->kernel_w + kw) * C + c];
+                    }
+                float v = (float)(int32_t)acc;
+                v = v * p->scale[c];
+                if (p->bias) v = v + p->bias[c];
+                v = ref_activate(v, p->activation);
+                const ptrdiff_t at = ((ptrdiff_t)oh * w->out_width + ow) * C + c;
+                if (p->out_inv_scales) yb[at] = ref_quantize(v, p->out_inv_scales[c], p->out_zero);
+                else yf[at] = v;
+            }
+}
+
+// One shape: every output compared bit for bit (floats) or byte for byte, for the whole image and
+// for a band of rows and channels (what one thread computes), with nothing outside written; and
+// the rows one at a time (cgk_depthwise_q8_row) and in pairs from a ring of row pointers.
+static int run_depthwise_case(int32_t H, int32_t W, int32_t C, int32_t K, int32_t S, int32_t KW, int32_t SW, unsigned counter) {
+    cgk_window w = {.height = H, .width = W, .channels = C, .kernel_h = K, .kernel_w = KW, .stride_h = S, .stride_w = SW,
+                    .pad_top = (K - 1) / 2, .pad_left = (KW - 1) / 2};
+    w.out_height = (H + 2 * w.pad_top - K) / S + 1;
+    w.out_width = (W + 2 * w.pad_left - KW) / SW + 1;
+    const size_t in_count = (size_t)H * W * C, out_count = (size_t)w.out_height * w.out_width * C;
+    uint8_t *x = malloc(in_count), *yb = malloc(out_count), *want_b = malloc(out_count);
+    float *yf = malloc(sizeof(float) * out_count), *want_f = malloc(sizeof(float) * out_count);
+    int16_t *weight = malloc(sizeof(int16_t) * (size_t)K * KW * C);
+    float *scale = malloc(sizeof(float) * C), *bias = malloc(sizeof(float) * C), *out_inv = malloc(sizeof(float) * C);
+    const int32_t zero = zeros[counter % 4];
+    for (size_t i = 0; i < in_count; i++) x[i] = (uint8_t)(counter % 7 == 3 ? (next_below(2) ? 255 : 0) : next_below(256));
+    // Extreme weights now and then: the largest sums (25 taps of 255 x 32767) must stay exact.
+    for (size_t i = 0; i < (size_t)K * KW * C; i++)
+        weight[i] = (int16_t)(counter % 5 == 1 ? (next_below(2) ? 32767 : -32767) : (int32_t)next_below(65535) - 32767);
+    for (int32_t c = 0; c < C; c++) {
+        scale[c] = (next_unit() * 2e-6f + 1e-8f) * (next_below(4) == 0 ? -1.0f : 1.0f);
+        bias[c] = next_unit() * 6.0f - 3.0f;
+        out_inv[c] = inv_scales[(size_t)(c + (int32_t)counter) % (sizeof inv_scales / sizeof *inv_scales)] * 4.0f;
+    }
+    if (counter % 13 == 6) bias[0] = NAN;
+    cgk_dwq8 p = {.weight = weight, .scale = scale, .bias = counter / 2 % 2 ? bias : NULL, .zero = zero,
+                  .activation = (int32_t)(counter % 3), .out_zero = zeros[(counter + 1) % 4]};
+    int bad = 0;
+    for (int bytes = 0; bytes <= 1; bytes++) {
+        p.out_inv_scales = bytes ? out_inv : NULL;
+        ref_depthwise_q8(x, &w, &p, 0, w.out_height, 0, C, want_f, want_b);
+        // Whole image; a band of rows from an odd row and a band of channels.
+        const int32_t bands[3][4] = {{0, w.out_height, 0, C},
+                                     {w.out_height > 2 ? 1 : 0, w.out_height, 0, C},
+                                     {0, w.out_height > 1 ? w.out_height - 1 : 1, C > 17 ? 3 : 0, C > 17 ? C - 1 : C}};
+        for (int b = 0; b < 3; b++) {
+            memset(yb, 0xA5, out_count);
+            for (size_t i = 0; i < out_count; i++) memcpy(&yf[i], &sentinel_bits, sizeof(float));
+            cgk_depthwise_q8(x, &w, &p, bands[b][0], bands[b][1], bands[b][2], bands[b][3], bytes ? (void *)yb : (void *)yf);
+            for (int32_t oh = 0; oh < w.out_height; oh++)
+                for (int32_t ow = 0; ow < w.out_width; ow++)
+                    for (int32_t c = 0; c < C; c++) {
+                        const ptrdiff_t at = ((ptrdiff_t)oh * w.out_width + ow) * C + c;
+                        const int inside = oh >= bands[b][0] && oh < bands[b][1] && c >= bands[b][2] && c < bands[b][3];
+                        int ok;
+                        if (bytes) ok = yb[at] == (inside ? want_b[at] : 0xA5);
+                        else ok = inside ? same_bits(yf[at], want_f[at]) : bits(yf[at]) == sentinel_bits;
+                        checked++;
+                        if (!ok && bad++ < 3)
+                            fprintf(stderr, "MISMATCH depthwise %dx%dx%d %dx%d/%dx%d %s out, band %d: y[%d][%d][%d]\n", H, W, C, K,
+                                    KW, S, SW, bytes ? "uint8" : "float", b, oh, ow, c);
+                    }
+        }
+        // Row by row through cgk_depthwise_q8_row, against the whole image's bytes.
+        if (bytes) {
+            memset(yb, 0xA5, out_count);
+            const uint8_t *rows[64];
+            for (int32_t oh = 0; oh < w.out_height; oh++) {
+                const int32_t ih0 = oh * S - w.pad_top, lo = ih0 < 0 ? -ih0 : 0, hi = H - ih0 < K ? H - ih0 : K;
+                for (int32_t kh = lo; kh < hi; kh++) rows[kh] = x + (ptrdiff_t)(ih0 + kh) * W * C;
+                cgk_depthwise_q8_row(rows, lo, hi, &w, &p, 0, C, yb + (ptrdiff_t)oh * w.out_width * C);
+            }
+            checked++;
+            if (memcmp(yb, want_b, out_count) != 0 && bad++ < 3)
+                fprintf(stderr, "MISMATCH depthwise %dx%dx%d %dx%d/%d rows one at a time\n", H, W, C, K, KW, S);
+        }
+    }
+    failed += bad;
+    free(x); free(yb); free(want_b); free(yf); free(want_f); free(weight); free(scale); free(bias); free(out_inv);
+    return bad;
+}
+
+static int check_depthwise(int *cases) {
+    // EfficientNet's kernels (3x3, 5x5, stride 1 and 2) on odd and even sizes, images narrower
+    // than the kernel, channel counts around the 16-channel vectors, and the generic path (a
+    // kernel width of 7, horizontal stride 3, unequal kernel sides).
+    static const int32_t shapes[][7] = {
+        {8, 8, 16, 3, 1, 3, 1}, {9, 11, 32, 3, 1, 3, 1}, {7, 7, 48, 3, 2, 3, 2}, {12, 10, 17, 3, 2, 3, 2},
+        {11, 13, 33, 5, 1, 5, 1}, {6, 9, 64, 5, 2, 5, 2}, {14, 14, 80, 5, 2, 5, 2}, {5, 5, 1, 3, 1, 3, 1},
+        {3, 2, 15, 5, 1, 5, 1},  {1, 1, 19, 3, 1, 3, 1}, {2, 17, 40, 3, 2, 3, 2}, {10, 12, 24, 3, 1, 7, 3},
+        {9, 9, 31, 5, 2, 3, 1},  {16, 18, 144, 3, 1, 3, 1}, {13, 13, 96, 5, 1, 5, 1}};
+    int bad_cases = 0;
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+        for (unsigned round = 0; round < 4; round++) {
+            const int32_t *t = shapes[i];
+            bad_cases += run_depthwise_case(t[0], t[1], t[2], t[3], t[4], t[5], t[6], (unsigned)i * 4 + round) != 0;
+            (*cases)++;
+        }
+    return bad_cases;
+}
+
 // ---- one variant (a child process) ----------------------------------------------------------
 
 static int run_variant(const char *requested, int timing) {
@@ -471,6 +637,7 @@ static int run_variant(const char *requested, int timing) {
                 }
     bad_cases += check_extremes() != 0;
     cases++;
+    bad_cases += check_depthwise(&cases);
     printf("%s: %d cases, %d failed (%lld values compared, %lld mismatched)\n", kernel, cases, bad_cases,
            (long long)checked, (long long)failed);
     if (timing && bad_cases == 0) {

@@ -143,6 +143,24 @@ void cgk_q8_quantize(const float *x, ptrdiff_t n, float inv_scale, const float *
 void cgk_gemm_q8(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale, const float *inv_scales,
                  int32_t zero, const int8_t *packed, int wide, const int32_t *offset, const float *scale, float *c, ptrdiff_t ldc,
                  const float *bias, int activation, int32_t panel_begin, int32_t panel_end);
+// Activations already in uint8 on either side of cgk_gemm_q8, so a chain of int8 layers never
+// widens them to float between layers (docs/quantization.md):
+// - a: not NULL: A is given quantized (m x k bytes, row stride lda; the float a is not read), in
+//   this matrix's quantization, as cgk_q8_quantize would have made it;
+// - c: not NULL: C is written as bytes (row stride ldc; the float c is not written): each finished
+//   value v (after the activation) quantized as cgk_q8_quantize does, v * out_inv_scales[column],
+//   plus out_zero. Needs k <= 2048 (one pass over k) and out_inv_scales; else nothing is written.
+// The bits are those of the float output quantized by cgk_q8_quantize afterwards.
+typedef struct {
+    const uint8_t *a;
+    uint8_t *c;
+    const float *out_inv_scales;
+    int32_t out_zero;
+} cgk_q8_io;
+// cgk_gemm_q8 with io (NULL: cgk_gemm_q8 itself).
+void cgk_gemm_q8_io(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale, const float *inv_scales,
+                    int32_t zero, const int8_t *packed, int wide, const int32_t *offset, const float *scale, float *c, ptrdiff_t ldc,
+                    const float *bias, int activation, int32_t panel_begin, int32_t panel_end, const cgk_q8_io *io);
 // Which int8 kernel cgk_gemm_q8 runs in this process: "avx512-vnni" (cgk_isa() is AVX-512 and the
 // CPU has AVX-512 VNNI), "avx2" (AVX2, or AVX-512 without VNNI) or "generic" (static strings).
 const char *cgk_q8_kernel(void);
@@ -183,6 +201,41 @@ void cgk_depthwise_row(const float *const *rows, int32_t kh_lo, int32_t kh_hi, c
 void cgk_depthwise_row_pair(const float *const *rows, int32_t oh, const cgk_window *w, const float *weight,
                             const float *bias, int activation, int32_t c_begin, int32_t c_end, float *y_top,
                             float *y_bottom);
+
+// ---- int8 depthwise convolution ----
+//
+// The depthwise convolution of uint8 activations, x ~ (q - zero) * in_scale[c], by 16-bit
+// weights, w ~ weight[kh][kw][c] * w_scale[c] (symmetric per channel, in [-32767, 32767]):
+//   acc = sum over the taps inside the image of (q - zero) * weight, in int32 (exact: at most 257
+//         taps, |q - zero| <= 255);
+//   v = (float)acc; v = v * scale[c]; v = v + bias[c] (when bias is not NULL); the activation, as
+//         cgk_activate (scale[c] = in_scale[c] * w_scale[c]; a multiply and an add, never fused);
+//   then stored as a float, or, when out_inv_scales is not NULL, as the byte cgk_q8_quantize makes
+//         of v with out_inv_scales[c] and out_zero (what the next int8 layer reads, cgk_q8_io).
+// Padding contributes nothing (a zero activation), as in cgk_depthwise. 8-bit weights measured too
+// coarse for 9 or 25 taps (docs/quantization.md); 16-bit ones cost nothing the accuracy shows and
+// the same instructions: every variant widens both to int32 lanes and multiplies there.
+typedef struct {
+    const int16_t *weight;        // [kernel_h][kernel_w][channels]
+    const float *scale;           // [channels]
+    const float *bias;            // [channels] or NULL
+    int32_t zero;                 // the input's zero point, 0 .. 255
+    int32_t activation;           // a cgk_activation
+    const float *out_inv_scales;  // [channels]: uint8 output; NULL: float output
+    int32_t out_zero;             // 0 .. 255
+} cgk_dwq8;
+// Output rows [oh_begin, oh_end), channels [c_begin, c_end) of one image; y is float or uint8
+// (out_inv_scales), out_height x out_width x channels of them.
+void cgk_depthwise_q8(const uint8_t *x, const cgk_window *w, const cgk_dwq8 *p, int32_t oh_begin, int32_t oh_end,
+                      int32_t c_begin, int32_t c_end, void *y);
+// One output row from the input rows it reads, as cgk_depthwise_row: rows[kh] for kh in
+// [kh_lo, kh_hi), each width x channels bytes.
+void cgk_depthwise_q8_row(const uint8_t *const *rows, int32_t kh_lo, int32_t kh_hi, const cgk_window *w, const cgk_dwq8 *p,
+                          int32_t c_begin, int32_t c_end, void *y_row);
+// Output rows oh and oh + 1 (oh + 1 < out_height), as cgk_depthwise_row_pair: rows[r] is input
+// row oh * stride_h - pad_top + r for each r in [0, kernel_h + stride_h) inside the image.
+void cgk_depthwise_q8_row_pair(const uint8_t *const *rows, int32_t oh, const cgk_window *w, const cgk_dwq8 *p,
+                               int32_t c_begin, int32_t c_end, void *y_top, void *y_bottom);
 
 // Depthwise backward for one image: dx += conv^T(dy) (dx zeroed by the caller), dweight += x * dy.
 void cgk_depthwise_backward(const float *x, const float *dy, const cgk_window *w, const float *weight,
