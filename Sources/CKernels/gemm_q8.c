@@ -262,15 +262,24 @@ CGK_INLINE void q8_finish(float *c, const int32_t *acc, int32_t width, int first
 // C[rows x width] (partial sums or finished, see q8_finish) for `groups` groups of 4 quantized k
 // values: rows of qa qs bytes apart, the panels from wp, panel_stride bytes apart; width <= 16 *
 // the panels a kernel takes at once. offset, scale and bias start at the block's first column.
+// Bytes out (cgk_q8_io) for a kernel that writes them itself (the VNNI kernel): the block's first
+// byte, the row stride, and the multipliers from the block's first column.
+typedef struct {
+    uint8_t *c;
+    ptrdiff_t ldc;
+    const float *inv;
+    int32_t zero;
+} q8_bytes;
 typedef void (*q8_kernel)(int32_t rows, int32_t groups, const uint8_t *qa, ptrdiff_t qs, const int8_t *wp,
                           ptrdiff_t panel_stride, int32_t width, float *c, ptrdiff_t ldc, int first, int last,
-                          const int32_t *offset, const float *scale, const float *bias, int activation);
+                          const int32_t *offset, const float *scale, const float *bias, int activation, const q8_bytes *bytes);
 typedef void (*q8_quantizer)(const float *x, ptrdiff_t n, float inv_scale, const float *inv_scales, int32_t zero, uint8_t *q);
 
 // Blocks of mr rows: their k values quantized (Q8_KC at a time) into qa (mr x Q8_KC bytes), then
 // multiplied by every panel in [panel_begin, panel_end), `step` panels per kernel call. Inlined
 // with constant mr, step, quantizer and kernel, so the calls are direct.
-CGK_INLINE void q8_gemm_blocked(const int32_t mr, const int32_t step, q8_quantizer quantize, q8_kernel kernel, uint8_t *qa,
+CGK_INLINE void q8_gemm_blocked(const int32_t mr, const int32_t step, const int kernel_bytes, q8_quantizer quantize, q8_kernel kernel,
+                                uint8_t *qa,
                                 int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t lda, float inv_scale,
                                 const float *inv_scales, int32_t zero, const int8_t *packed, const int32_t *offset, const float *scale, float *c,
                                 ptrdiff_t ldc, const float *bias, int activation, int32_t panel_begin, int32_t panel_end,
@@ -305,11 +314,15 @@ CGK_INLINE void q8_gemm_blocked(const int32_t mr, const int32_t step, q8_quantiz
                 const int32_t panels = panel_end - p < step ? panel_end - p : step;
                 const int32_t c0 = p * Q8_NR, width = n - c0 < panels * Q8_NR ? n - c0 : panels * Q8_NR;
                 if (width <= 0) break;
-                float *out = c8 != NULL ? tile : c + (ptrdiff_t)i0 * ldc + c0;
-                const ptrdiff_t ldo = c8 != NULL ? 2 * Q8_NR : ldc;
+                const int tiled = c8 != NULL && !kernel_bytes;
+                float *out = tiled ? tile : c8 != NULL ? NULL : c + (ptrdiff_t)i0 * ldc + c0;
+                const ptrdiff_t ldo = tiled ? 2 * Q8_NR : ldc;
+                const q8_bytes bytes = {c8 != NULL ? c8 + (ptrdiff_t)i0 * ldc + c0 : NULL, ldc, c8 != NULL ? io->out_inv_scales + c0 : NULL,
+                                        io != NULL ? io->out_zero : 0};
                 kernel(rows, kcq / 4, qrows, qs, packed + p * panel_stride + (ptrdiff_t)k0 * Q8_NR, panel_stride, width,
-                       out, ldo, first, last, offset + c0, scale + c0, bias ? bias + c0 : NULL, activation);
-                if (c8 != NULL)
+                       out, ldo, first, last, offset + c0, scale + c0, bias ? bias + c0 : NULL, activation,
+                       c8 != NULL && kernel_bytes ? &bytes : NULL);
+                if (tiled)
                     for (int32_t r = 0; r < rows; r++)
                         quantize(tile + (ptrdiff_t)r * ldo, width, 0.0f, io->out_inv_scales + c0, io->out_zero,
                                  c8 + (ptrdiff_t)(i0 + r) * ldc + c0);
@@ -323,8 +336,10 @@ CGK_INLINE void q8_gemm_blocked(const int32_t mr, const int32_t step, q8_quantiz
 
 static void q8_kernel_generic(int32_t rows, int32_t groups, const uint8_t *qa, ptrdiff_t qs, const int8_t *wp,
                               ptrdiff_t panel_stride, int32_t width, float *c, ptrdiff_t ldc, int first, int last,
-                              const int32_t *offset, const float *scale, const float *bias, int activation) {
+                              const int32_t *offset, const float *scale, const float *bias, int activation,
+                              const q8_bytes *bytes) {
     (void)panel_stride;
+    (void)bytes; // never asked: the loop around it quantizes a tile
     int32_t acc[Q8_MR_GENERIC][Q8_NR] = {{0}};
     for (int32_t g = 0; g < groups; g++) {
         const int8_t *w = wp + (ptrdiff_t)g * Q8_GROUP;
@@ -349,7 +364,7 @@ __attribute__((noinline)) static void q8_gemm_generic(int32_t m, int32_t n, int3
                                                       const float *bias, int activation, int32_t panel_begin,
                                                       int32_t panel_end, const cgk_q8_io *io) {
     _Alignas(64) uint8_t qa[Q8_MR_GENERIC * Q8_KC];
-    q8_gemm_blocked(Q8_MR_GENERIC, 1, q8_quantize_generic, q8_kernel_generic, qa, m, n, k, a, lda, inv_scale, inv_scales, zero, packed,
+    q8_gemm_blocked(Q8_MR_GENERIC, 1, 0, q8_quantize_generic, q8_kernel_generic, qa, m, n, k, a, lda, inv_scale, inv_scales, zero, packed,
                     offset, scale, c, ldc, bias, activation, panel_begin, panel_end, io);
 }
 
@@ -373,7 +388,7 @@ static inline uint32_t q8_load4(const uint8_t *p) {
 #define Q8_KERNEL_PARAMS                                                                                              \
     int32_t rows, int32_t groups, const uint8_t *qa, ptrdiff_t qs, const int8_t *wp, ptrdiff_t panel_stride,          \
         int32_t width, float *c, ptrdiff_t ldc, int first, int last, const int32_t *offset, const float *scale,         \
-        const float *bias, int activation
+        const float *bias, int activation, const q8_bytes *bytes
 // The vector kernels' other epilogue: sums they left in acc (rows of Q8_ACC_STRIDE int32) finished
 // in C, for a last panel narrower than the kernel and for passes over k beyond Q8_KC. Rare, so one
 // out-of-line copy (scalar, the same arithmetic) serves every instantiation of the kernels.
@@ -465,6 +480,7 @@ CGK_TARGET_AVX2 CGK_INLINE void q8_avx2_rxc(const int wide, const int rows, cons
     CGK_TARGET_AVX2 Q8_INSTANCE void name##_##r##x##cols(Q8_KERNEL_PARAMS) {                                       \
         (void)rows;                                                                                                   \
         (void)panel_stride;                                                                                           \
+        (void)bytes;                                                                                                  \
         q8_avx2_rxc(wide, r, cols, groups, qa, qs, wp, width, c, ldc, first, last, offset, scale, bias, activation);   \
     }
 #define Q8_AVX2_FNS(name, wide)                                                                                       \
@@ -476,7 +492,7 @@ Q8_AVX2_FNS(q8_avx2w, 1)
 #undef Q8_AVX2_FN
 
 #define Q8_AVX2_CALL(name, r, cols)                                                                                   \
-    name##_##r##x##cols(rows, groups, qa, qs, wp, panel_stride, width, c, ldc, first, last, offset, scale, bias, activation)
+    name##_##r##x##cols(rows, groups, qa, qs, wp, panel_stride, width, c, ldc, first, last, offset, scale, bias, activation, bytes)
 #define Q8_AVX2_ROWS(name, r)                                                                                         \
     case r:                                                                                                           \
         if (width > 8) Q8_AVX2_CALL(name, r, 16);                                                                     \
@@ -497,10 +513,10 @@ CGK_TARGET_AVX2 static void q8_gemm_avx2(int32_t m, int32_t n, int32_t k, const 
                                          int32_t panel_end, const cgk_q8_io *io) {
     _Alignas(64) uint8_t qa[Q8_MR_AVX2 * Q8_KC];
     if (wide)
-        q8_gemm_blocked(Q8_MR_AVX2, 1, q8_quantize_avx2, q8_kernel_avx2_wide, qa, m, n, k, a, lda, inv_scale, inv_scales, zero,
+        q8_gemm_blocked(Q8_MR_AVX2, 1, 0, q8_quantize_avx2, q8_kernel_avx2_wide, qa, m, n, k, a, lda, inv_scale, inv_scales, zero,
                         packed, offset, scale, c, ldc, bias, activation, panel_begin, panel_end, io);
     else
-        q8_gemm_blocked(Q8_MR_AVX2, 1, q8_quantize_avx2, q8_kernel_avx2, qa, m, n, k, a, lda, inv_scale, inv_scales, zero, packed, offset,
+        q8_gemm_blocked(Q8_MR_AVX2, 1, 0, q8_quantize_avx2, q8_kernel_avx2, qa, m, n, k, a, lda, inv_scale, inv_scales, zero, packed, offset,
                     scale, c, ldc, bias, activation, panel_begin, panel_end, io);
 }
 
@@ -526,7 +542,7 @@ CGK_TARGET_VNNI CGK_INLINE __m512 q8_finish16(__m512i acc, __m512i offset, __m51
 CGK_TARGET_VNNI CGK_INLINE void q8_vnni_rxc(const int rows, const int cols, int32_t groups, const uint8_t *qa, ptrdiff_t qs,
                                             const int8_t *restrict wp, ptrdiff_t panel_stride, int32_t width, float *c,
                                             ptrdiff_t ldc, int first, int last, const int32_t *offset, const float *scale,
-                                            const float *bias, int activation) {
+                                            const float *bias, int activation, const q8_bytes *bytes) {
     __m512i z0[Q8_MR_VNNI], z1[Q8_MR_VNNI];
     __m256i y0[Q8_MR_VNNI], y1[Q8_MR_VNNI];
 #pragma clang loop unroll(full)
@@ -590,6 +606,34 @@ CGK_TARGET_VNNI CGK_INLINE void q8_vnni_rxc(const int rows, const int cols, int3
             t1 = _mm256_loadu_ps(scale + hi);
             if (bias) d1 = _mm256_loadu_ps(bias + hi);
         }
+        if (bytes != NULL) {
+            // Bytes out: each finished vector quantized in registers (cgk_q8_quantize's steps).
+            const __m512 qlo = _mm512_set1_ps((float)-bytes->zero), qhi = _mm512_set1_ps((float)(255 - bytes->zero));
+            const __m512i zp = _mm512_set1_epi32(bytes->zero);
+            const __mmask16 m0 = cols >= 16 ? 0xFFFF : 0x00FF, m1 = cols == 32 ? 0xFFFF : cols == 24 ? 0x00FF : 0;
+            const __m512 i0 = _mm512_maskz_loadu_ps(m0, bytes->inv), i1 = _mm512_maskz_loadu_ps(m1, bytes->inv + hi);
+            // The 8-column forms' sums widened to a zmm (the upper lanes are never stored).
+            const __m512i p0z = _mm512_castsi256_si512(p0), p1z = _mm512_castsi256_si512(p1);
+            const __m512 t0z = _mm512_castps256_ps512(t0), t1z = _mm512_castps256_ps512(t1);
+            const __m512 d0z = _mm512_castps256_ps512(d0), d1z = _mm512_castps256_ps512(d1);
+#pragma clang loop unroll(full)
+            for (int r = 0; r < rows; r++) {
+                uint8_t *br = bytes->c + r * bytes->ldc;
+                const __m512 v0 = cols >= 16 ? q8_finish16(z0[r], o0, s0, b0, relu, relu6)
+                                             : q8_finish16(_mm512_castsi256_si512(y0[r]), p0z, t0z, d0z, relu, relu6);
+                const __m128i q0 = _mm512_cvtusepi32_epi8(q8_quantize16_avx512(v0, i0, qlo, qhi, zp));
+                if (cols >= 16) _mm_storeu_si128((__m128i *)br, q0);
+                else _mm_storel_epi64((__m128i *)br, q0);
+                if (cols > 16) {
+                    const __m512 v1 = cols == 32 ? q8_finish16(z1[r], o1, s1, b1, relu, relu6)
+                                                 : q8_finish16(_mm512_castsi256_si512(y1[r]), p1z, t1z, d1z, relu, relu6);
+                    const __m128i q1 = _mm512_cvtusepi32_epi8(q8_quantize16_avx512(v1, i1, qlo, qhi, zp));
+                    if (cols == 32) _mm_storeu_si128((__m128i *)(br + hi), q1);
+                    else _mm_storel_epi64((__m128i *)(br + hi), q1);
+                }
+            }
+            return;
+        }
 #pragma clang loop unroll(full)
         for (int r = 0; r < rows; r++) {
             float *cr = c + r * ldc;
@@ -609,6 +653,14 @@ CGK_TARGET_VNNI CGK_INLINE void q8_vnni_rxc(const int rows, const int cols, int3
         if (cols == 32) _mm512_store_si512(t + 16, z1[r]);
         else if (cols == 24) _mm256_store_si256((__m256i *)(t + 16), y1[r]);
     }
+    if (bytes != NULL) {
+        // Bytes out, a partial panel (one pass over k: first and last): finished as floats, then
+        // quantized by the portable steps (the same bits).
+        _Alignas(64) float f[Q8_MR_VNNI * Q8_ACC_STRIDE];
+        q8_finish_rows(tmp, rows, width, f, Q8_ACC_STRIDE, first, last, offset, scale, bias, activation);
+        for (int r = 0; r < rows; r++) q8_quantize_c(f + r * Q8_ACC_STRIDE, width, 0.0f, bytes->inv, bytes->zero, bytes->c + r * bytes->ldc);
+        return;
+    }
     q8_finish_rows(tmp, rows, width, c, ldc, first, last, offset, scale, bias, activation);
 }
 
@@ -617,7 +669,7 @@ CGK_TARGET_VNNI CGK_INLINE void q8_vnni_rxc(const int rows, const int cols, int3
     CGK_TARGET_VNNI Q8_INSTANCE void q8_vnni_##r##x##cols(Q8_KERNEL_PARAMS) {                                      \
         (void)rows;                                                                                                   \
         q8_vnni_rxc(r, cols, groups, qa, qs, wp, panel_stride, width, c, ldc, first, last, offset, scale, bias,        \
-                    activation);                                                                                      \
+                    activation, bytes);                                                                               \
     }
 #define Q8_VNNI_FNS(r) Q8_VNNI_FN(r, 32) Q8_VNNI_FN(r, 24) Q8_VNNI_FN(r, 16) Q8_VNNI_FN(r, 8)
 Q8_VNNI_FNS(1) Q8_VNNI_FNS(2) Q8_VNNI_FNS(3) Q8_VNNI_FNS(4) Q8_VNNI_FNS(5) Q8_VNNI_FNS(6)
@@ -627,7 +679,7 @@ Q8_VNNI_FNS(7) Q8_VNNI_FNS(8) Q8_VNNI_FNS(9) Q8_VNNI_FNS(10) Q8_VNNI_FNS(11) Q8_
 
 CGK_TARGET_VNNI static void q8_kernel_vnni(Q8_KERNEL_PARAMS) {
 #define Q8_VNNI_CALL(r, cols)                                                                                         \
-    q8_vnni_##r##x##cols(rows, groups, qa, qs, wp, panel_stride, width, c, ldc, first, last, offset, scale, bias, activation)
+    q8_vnni_##r##x##cols(rows, groups, qa, qs, wp, panel_stride, width, c, ldc, first, last, offset, scale, bias, activation, bytes)
 #define Q8_VNNI_ROWS(r)                                                                                               \
     case r:                                                                                                           \
         if (width > 24) Q8_VNNI_CALL(r, 32);                                                                          \
@@ -648,7 +700,7 @@ CGK_TARGET_VNNI static void q8_gemm_vnni(int32_t m, int32_t n, int32_t k, const 
                                          float *c, ptrdiff_t ldc, const float *bias, int activation, int32_t panel_begin,
                                          int32_t panel_end, const cgk_q8_io *io) {
     _Alignas(64) uint8_t qa[Q8_MR_VNNI * Q8_KC];
-    q8_gemm_blocked(Q8_MR_VNNI, 2, q8_quantize_avx512, q8_kernel_vnni, qa, m, n, k, a, lda, inv_scale, inv_scales, zero, packed, offset,
+    q8_gemm_blocked(Q8_MR_VNNI, 2, 1, q8_quantize_avx512, q8_kernel_vnni, qa, m, n, k, a, lda, inv_scale, inv_scales, zero, packed, offset,
                     scale, c, ldc, bias, activation, panel_begin, panel_end, io);
 }
 #endif

@@ -15,8 +15,9 @@ struct Quantize: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Make an int8 model from a float one: int8 weights per output channel, activation ranges measured on calibration covers.",
         discussion: """
-        Layers made int8: every 1x1 convolution (the bulk of the work) unless --layers says otherwise; \
-        the first convolution, depthwise convolutions and the genre head stay in floating point. \
+        Layers made int8: every 1x1 convolution (the bulk of the work) unless --layers says otherwise, \
+        and the depthwise convolutions (uint8 activations per channel, 16-bit weights) unless \
+        --depthwise off; the first convolution and the genre head stay in floating point. \
         The defaults are the recipe measured best (docs/quantization.md); scripts/quantize-models.sh \
         makes int8 versions of the shipped models with it.
         """)
@@ -58,6 +59,9 @@ struct Quantize: ParsableCommand {
     var balance: Switch = .on
 
     enum Switch: String, ExpressibleByArgument, CaseIterable { case on, off }
+
+    @Option(help: "Make the depthwise convolutions int8 too: uint8 activations, a range per channel, 16-bit weights (docs/quantization.md).")
+    var depthwise: Switch = .on
 
     @Option(name: .customLong("bias-correction"), help: "Subtract from each int8 layer's bias the shift its quantization adds to its output's mean, measured on the calibration covers (docs/quantization.md).")
     var biasCorrection: Switch = .on
@@ -106,9 +110,19 @@ struct Quantize: ParsableCommand {
         }
         let unknown = keepFloat.filter { name in !graph.nodes.contains { $0.name == name } }
         guard unknown.isEmpty else { throw ValidationError("--keep-float: no graph node named \(unknown.joined(separator: ", ")).") }
+        let chosen1x1 = Set(quantizer.eligible.filter { i in
+            guard !keepFloat.contains(graph.nodes[i].name), case .conv2d(let a) = graph.nodes[i].op else { return false }
+            return a.kernel == (1, 1) && a.stride == (1, 1) && a.groups == 1
+        }.map { graph.nodes[$0].name })
         let nodes = quantizer.eligible.filter { i in
             let node = graph.nodes[i]
             guard !keepFloat.contains(node.name) else { return false }
+            if quantizer.isDepthwise(i) {
+                // Only where an int8 1x1 convolution writes its input, as bytes (the engine's
+                // byteChains): after a float layer its input would be quantized in a pass of its
+                // own, which measured slower than the float convolution (docs/quantization.md).
+                return depthwise == .on && node.inputs.count == 1 && chosen1x1.contains(node.inputs[0])
+            }
             switch node.op {
             case .conv2d(let a):
                 if a.kernel == (1, 1) && a.stride == (1, 1) { return true }
@@ -136,6 +150,7 @@ struct Quantize: ParsableCommand {
             "calibration_images": JSON(chosen.count), "int8_layers": JSON(ranges.count), "float_layers": JSON(floatLayers),
             "weights": .string("int8 symmetric per output channel, [-\(Int(weightBits.levels)), \(Int(weightBits.levels))]"), "activations": "uint8 per tensor with a zero point",
             "float_layers_in_int8_storage": .string(floatStorage.rawValue), "bias_correction": .bool(biasCorrection == .on),
+            "depthwise": .string(depthwise == .on ? "uint8 activations per channel, 16-bit weights per channel" : "float"),
         ]
         if sensitivity {
             try measureSensitivity(quantizer, ranges: ranges, channelScales: channelScales, images: chosen, threads: threadCount)

@@ -82,6 +82,13 @@ public final class CompiledGraph: @unchecked Sendable {
         /// a Kernel case: a new case changed the enum's layout, and valgrind then reported every
         /// match on it as depending on uninitialised bytes.
         var pool: WindowGeometry? = nil
+        /// A depthwise convolution run in int8 (its kernel is `.conv` with the float weights, or
+        /// `.expandDepthwise`); a field for the reason `pool` is one.
+        var depthwiseQ8: QuantizedDepthwise? = nil
+        /// The input arrives as bytes in this step's own input quantization (`byteChains`).
+        var inputBytes = false
+        /// The output leaves as bytes in the reading step's input quantization (`byteChains`).
+        var outputBytes: ByteQuantization? = nil
     }
 
     let steps: [Step]
@@ -176,6 +183,32 @@ public final class CompiledGraph: @unchecked Sendable {
         for (i, r) in resolved.enumerated() {
             let kernel: Kernel
             switch r.node.op {
+            case .conv2d(let a) where r.conv!.method == .depthwise && a.inputQuantization != nil:
+                let shape = r.conv!, input = a.inputQuantization!
+                guard let stored = weights.shape(a.weight), stored.reduce(1, *) == shape.weightCount else {
+                    throw CoverGenreError(.modelFormat, "graph node \"\(r.node.name)\": depthwise weights \"\(a.weight)\" have the wrong size")
+                }
+                guard shape.window.taps <= QuantizedDepthwise.maxTaps else {
+                    throw CoverGenreError(.modelUnsupported, "graph node \"\(r.node.name)\": int8 depthwise convolutions take at most \(QuantizedDepthwise.maxTaps) taps; this one has \(shape.window.taps)")
+                }
+                if let name = input.channelScales, weights.halfs(name) != nil || weights.int8(name) != nil {
+                    throw CoverGenreError(.modelFormat, "graph node \"\(r.node.name)\": channel scales \"\(name)\" must be stored as float32")
+                }
+                let channelScales = try input.channelScales.map { try weights.floats($0).array }
+                if let channelScales, channelScales.count != shape.outChannels || !channelScales.allSatisfy({ $0.isFinite && $0 > 0 }) {
+                    throw CoverGenreError(.modelFormat, "graph node \"\(r.node.name)\": channel scales \"\(input.channelScales!)\" are not \(shape.outChannels) finite positive values")
+                }
+                let weight = try pointer(a.weight), bias = try a.bias.map(pointer)
+                guard let quantized = QuantizedDepthwise(shape, weights: weight, bias: bias, activation: a.activation, inputScale: input.scale,
+                                                         zeroPoint: input.zeroPoint, channelScales: channelScales)
+                else {
+                    throw CoverGenreError(.modelFormat, "graph node \"\(r.node.name)\": the weights or scales of an int8 depthwise convolution are not finite, or their scales overflow")
+                }
+                var step = Step(kernel: .conv(shape, .plain(weight), bias: bias, a.activation), inputs: r.inputIndices.map { $0 + 1 },
+                                inputShapes: r.inputShapes, output: i + 1, outputShape: r.outputShape)
+                step.depthwiseQ8 = quantized
+                steps.append(step)
+                continue
             case .conv2d(let a):
                 let shape = r.conv!
                 let layer: Weights
@@ -226,7 +259,9 @@ public final class CompiledGraph: @unchecked Sendable {
         }
         let index = Dictionary(uniqueKeysWithValues: resolved.enumerated().map { ($1.node.name, $0 + 1) })
         let outputs = Set([index[graph.logits]!] + (graph.embedding.map { [index[$0]!] } ?? []))
-        self.steps = fuse ? CompiledGraph.fusingPools(CompiledGraph.fusingExpansions(steps, outputs: outputs), outputs: outputs)
+        self.steps = fuse
+            ? CompiledGraph.byteChains(CompiledGraph.fusingPools(CompiledGraph.fusingExpansions(steps, outputs: outputs), outputs: outputs),
+                                       outputs: outputs)
             : steps
         self.valueSizes = [graph.inputShape.count] + resolved.map(\.outputShape.count)
         self.inputShape = graph.inputShape
@@ -261,16 +296,68 @@ public final class CompiledGraph: @unchecked Sendable {
 
     /// Each 1x1 convolution (packed) followed by the depthwise convolution that alone reads it, as
     /// one step when `ExpandDepthwise` finds it worthwhile.
+    /// An int8 depthwise convolution fuses with an int8 expansion only (its ring holds bytes the
+    /// int8 GEMM writes).
     private static func fusingExpansions(_ steps: [Step], outputs: Set<Int>) -> [Step] {
         fusingPairs(steps, outputs: outputs) { first, next in
             guard case .conv(let expand, .packed(let packed), let expandBias, let expandActivation) = first.kernel,
                   case .conv(let depthwise, .plain(let weight), let bias, let activation) = next.kernel,
                   ExpandDepthwise.isWorthwhile(expand: expand, depthwise: depthwise)
             else { return nil }
-            return Step(kernel: .expandDepthwise(expand: expand, packed, expandBias: expandBias, expandActivation: expandActivation,
-                                                 depthwise: depthwise, weight: weight, bias: bias, activation),
-                        inputs: first.inputs, inputShapes: first.inputShapes, output: next.output, outputShape: next.outputShape)
+            if next.depthwiseQ8 != nil {
+                guard let q = packed as? QuantizedMatrix, q.rows <= QuantizedMatrix.maxRowsForByteOutput else { return nil }
+            }
+            var step = Step(kernel: .expandDepthwise(expand: expand, packed, expandBias: expandBias, expandActivation: expandActivation,
+                                                     depthwise: depthwise, weight: weight, bias: bias, activation),
+                            inputs: first.inputs, inputShapes: first.inputShapes, output: next.output, outputShape: next.outputShape)
+            step.depthwiseQ8 = next.depthwiseQ8
+            return step
         }
+    }
+
+    /// Where an int8 layer's output is read by one int8 layer only, the first writes bytes in the
+    /// second's input quantization and the second reads them: the bytes the second would have made
+    /// of the floats, so the answers do not change, and the tensor between them is a quarter of
+    /// the memory traffic (an expansion's output, a depthwise convolution's). Writers: int8 1x1
+    /// convolutions (depth up to `QuantizedMatrix.maxRowsForByteOutput`) and int8 depthwise
+    /// convolutions, fused or not; readers: int8 1x1 convolutions, int8 expansions fused with
+    /// their depthwise convolution, and int8 depthwise convolutions. An alias step that nothing
+    /// reads after it (the first of a fused pair) is no reader.
+    static func byteChains(_ steps: [Step], outputs: Set<Int>) -> [Step] {
+        var readers = [Int: [Int]]()
+        var read = Set<Int>(outputs)
+        for step in steps { read.formUnion(step.inputs) }
+        for (s, step) in steps.enumerated() {
+            if case .alias = step.kernel, !read.contains(step.output) { continue }
+            for v in Set(step.inputs) { readers[v, default: []].append(s) }
+        }
+        func pointwiseInt8(_ step: Step) -> QuantizedMatrix? {
+            guard case .conv(let shape, .packed(let packed), _, _) = step.kernel, shape.method == .pointwise, step.pool == nil
+            else { return nil }
+            return packed as? QuantizedMatrix
+        }
+        /// How a step would read its input as bytes, if it can.
+        func byteInput(_ step: Step) -> ByteQuantization? {
+            guard step.inputs.count == 1 else { return nil }
+            if let dw = step.depthwiseQ8 {
+                if case .expandDepthwise(_, let packed, _, _, _, _, _, _) = step.kernel { return (packed as? QuantizedMatrix)?.inputBytes }
+                return dw.input
+            }
+            return pointwiseInt8(step)?.inputBytes
+        }
+        func writesBytes(_ step: Step) -> Bool {
+            if step.depthwiseQ8 != nil { return true }
+            return pointwiseInt8(step).map { $0.rows <= QuantizedMatrix.maxRowsForByteOutput } ?? false
+        }
+        var steps = steps
+        for s in steps.indices where writesBytes(steps[s]) && !outputs.contains(steps[s].output) {
+            guard let r = readers[steps[s].output], r.count == 1, let quantization = byteInput(steps[r[0]]),
+                  quantization.channels == steps[s].outputShape.channels
+            else { continue }
+            steps[s].outputBytes = quantization
+            steps[r[0]].inputBytes = true
+        }
+        return steps
     }
 
     /// Each strip convolution (a stem, packed) followed by a max pool `Conv2D.canFusePool`
@@ -287,6 +374,7 @@ public final class CompiledGraph: @unchecked Sendable {
     }
 
     /// A short description of each step, for profiles: its kind and shape.
+    /// (Bytes on either side: `byteChains`.)
     public var stepDescriptions: [String] {
         steps.map { step in
             switch step.kernel {
@@ -297,14 +385,14 @@ public final class CompiledGraph: @unchecked Sendable {
                     Conv2D.usesStrips(shape) {
                     method = "strips"
                 } else { method = "\(shape.method)" }
-                let int8 = if case .packed(let p) = weights, p is QuantizedMatrix { " int8" } else { "" }
+                let int8 = if case .packed(let p) = weights, p is QuantizedMatrix { " int8" } else if step.depthwiseQ8 != nil { " int8" } else { "" }
                 let pooled = step.pool.map { " + maxpool \($0.kernelH)x\($0.kernelW)/\($0.strideH)" } ?? ""
                 return "conv \(w.kernelH)x\(w.kernelW)/\(w.strideH) \(method)\(int8) \(w.inHeight)x\(w.inWidth)x\(w.inChannels)->\(shape.outChannels)"
-                    + pooled
+                    + pooled + step.bytesDescription
             case .expandDepthwise(let expand, let packed, _, _, let depthwise, _, _, _):
                 let w = depthwise.window
-                return "expand\(packed is QuantizedMatrix ? " int8" : "")+depthwise \(w.kernelH)x\(w.kernelW)/\(w.strideH) \(w.inHeight)x\(w.inWidth)x"
-                    + "\(expand.window.inChannels)->\(w.inChannels)"
+                return "expand\(packed is QuantizedMatrix ? " int8" : "")+depthwise\(step.depthwiseQ8 != nil ? " int8" : "") \(w.kernelH)x\(w.kernelW)/\(w.strideH) \(w.inHeight)x\(w.inWidth)x"
+                    + "\(expand.window.inChannels)->\(w.inChannels)" + step.bytesDescription
             case .linear(let i, let o, let weights, _, _):
                 let int8 = if case .packed(let p) = weights, p is QuantizedMatrix { " int8" } else { "" }
                 return "linear\(int8) \(i)->\(o)"
@@ -318,6 +406,9 @@ public final class CompiledGraph: @unchecked Sendable {
         steps.reduce(0) { m, step in
             if case .expandDepthwise(_, _, _, _, let depthwise, _, _, _) = step.kernel {
                 return max(m, ExpandDepthwise.scratchCount(depthwise: depthwise, threads: threads))
+            }
+            if let dw = step.depthwiseQ8 {
+                return step.inputBytes ? m : max(m, (dw.scratchBytes(batch: batch) + 3) / 4)
             }
             if case .conv(let shape, let weights, _, _) = step.kernel {
                 if case .winograd(let w) = weights { return max(m, w.scratchCount(batch: batch, threads: threads)) }
@@ -341,6 +432,25 @@ public final class CompiledGraph: @unchecked Sendable {
             let y = buffers[step.output]
             let x = UnsafePointer(buffers[step.inputs[0]])
             let inShape = step.inputShapes[0]
+            if let dw = step.depthwiseQ8 {
+                if case .expandDepthwise(let expand, let packed, let expandBias, let expandActivation, _, _, _, _) = step.kernel {
+                    ExpandDepthwise.forward(expand: expand, packed: packed as! QuantizedMatrix, expandBias: expandBias,
+                                            expandActivation: expandActivation, depthwise: dw, batch: batch, x: UnsafeRawPointer(x),
+                                            inputIsBytes: step.inputBytes, output: step.outputBytes, y: UnsafeMutableRawPointer(y),
+                                            scratch: UnsafeMutableRawPointer(scratch!), threads: threads)
+                } else {
+                    dw.forward(batch: batch, x: UnsafeRawPointer(x), inputIsBytes: step.inputBytes, output: step.outputBytes,
+                               y: UnsafeMutableRawPointer(y), scratch: scratch.map(UnsafeMutableRawPointer.init), threads: threads)
+                }
+                continue
+            }
+            if step.inputBytes || step.outputBytes != nil, case .conv(let shape, .packed(let packed), let bias, let act) = step.kernel {
+                // An int8 1x1 convolution with bytes on either side (`byteChains`).
+                (packed as! QuantizedMatrix).multiply(UnsafeRawPointer(x), inputIsBytes: step.inputBytes, rows: batch * shape.window.inPixels,
+                                                      lda: shape.window.inChannels, into: UnsafeMutableRawPointer(y), output: step.outputBytes,
+                                                      ldc: shape.outChannels, bias: bias, activation: act, threads: threads)
+                continue
+            }
             switch step.kernel {
             case .conv(let shape, let weights, let bias, let act):
                 switch weights {
@@ -404,6 +514,18 @@ public final class CompiledGraph: @unchecked Sendable {
             case .alias:
                 break
             }
+        }
+    }
+}
+
+extension CompiledGraph.Step {
+    /// " (bytes in/out)" where activations cross this step as bytes, for profiles.
+    var bytesDescription: String {
+        switch (inputBytes, outputBytes != nil) {
+        case (true, true): return " (bytes in, out)"
+        case (true, false): return " (bytes in)"
+        case (false, true): return " (bytes out)"
+        case (false, false): return ""
         }
     }
 }

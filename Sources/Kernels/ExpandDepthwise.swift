@@ -96,3 +96,70 @@ public enum ExpandDepthwise {
         }
     }
 }
+
+extension ExpandDepthwise {
+    /// `forward` for an int8 expansion and an int8 depthwise convolution: the ring holds the
+    /// expanded rows as bytes in the depthwise convolution's input quantization (which the int8
+    /// GEMM writes directly), a quarter of the float ring. `x` is bytes in the expansion's input
+    /// quantization when `inputIsBytes`; `y` receives floats, or bytes in `output`'s quantization.
+    /// Each output is what the two layers compute apart (the sums are exact integers).
+    public static func forward(
+        expand: ConvShape, packed: QuantizedMatrix, expandBias: UnsafePointer<Float>?, expandActivation: Activation,
+        depthwise: QuantizedDepthwise, batch: Int, x: UnsafeRawPointer, inputIsBytes: Bool, output: ByteQuantization?,
+        y: UnsafeMutableRawPointer, scratch: UnsafeMutableRawPointer, threads: Int
+    ) {
+        let shape = depthwise.shape
+        precondition(isWorthwhile(expand: expand, depthwise: shape) && packed.rows == expand.window.inChannels
+                     && packed.columns == expand.outChannels && packed.rows <= QuantizedMatrix.maxRowsForByteOutput)
+        var window = shape.window.c
+        var p = depthwise.parameters(output)
+        let w = shape.window
+        let height = w.inHeight, width = w.inWidth, channels = w.inChannels, inChannels = expand.window.inChannels
+        let kernelH = w.kernelH, strideH = w.strideH, ring = ringRows(shape), rowBytes = width * channels
+        let outRows = w.outHeight, outRowBytes = w.outWidth * channels * (output == nil ? 4 : 1)
+        let inSize = inputIsBytes ? 1 : 4
+        let bands = bands(shape, threads: threads)
+        let ringInput = depthwise.input
+        Parallel.forRanges(batch * bands, threads: threads) { worker, items in
+            let rowsOfRing = scratch.assumingMemoryBound(to: UInt8.self) + worker * ring * rowBytes
+            withUnsafeTemporaryAllocation(of: UnsafePointer<UInt8>?.self, capacity: ring) { rows in
+                for item in items {
+                    let n = item / bands, band = item % bands
+                    let lo = band * outRows / bands, hi = (band + 1) * outRows / bands
+                    let image = x + n * w.inPixels * inChannels * inSize
+                    let out = y + n * outRows * outRowBytes
+                    var next = Int.min
+                    func expand(_ from: Int, _ to: Int) {
+                        next = max(next, from)
+                        while next < to {
+                            packed.multiply(image + next * width * inChannels * inSize, inputIsBytes: inputIsBytes, rows: width,
+                                            lda: inChannels, into: UnsafeMutableRawPointer(rowsOfRing + (next % ring) * rowBytes),
+                                            output: ringInput, ldc: channels, bias: expandBias, activation: expandActivation,
+                                            threads: 1)
+                            next += 1
+                        }
+                    }
+                    var oh = lo
+                    while oh < hi {
+                        let ih0 = oh * strideH - w.padTop
+                        if oh + 1 < hi {
+                            let rLo = max(0, -ih0), rHi = max(rLo, min(ring, height - ih0))
+                            expand(ih0 + rLo, ih0 + rHi)
+                            for r in rLo..<rHi { rows[r] = UnsafePointer(rowsOfRing + ((ih0 + r) % ring) * rowBytes) }
+                            cgk_depthwise_q8_row_pair(rows.baseAddress!, Int32(oh), &window, &p, 0, Int32(channels),
+                                                      out + oh * outRowBytes, out + (oh + 1) * outRowBytes)
+                            oh += 2
+                        } else {
+                            let tLo = max(0, -ih0), tHi = max(tLo, min(kernelH, height - ih0))
+                            expand(ih0 + tLo, ih0 + tHi)
+                            for kh in tLo..<tHi { rows[kh] = UnsafePointer(rowsOfRing + ((ih0 + kh) % ring) * rowBytes) }
+                            cgk_depthwise_q8_row(rows.baseAddress!, Int32(tLo), Int32(tHi), &window, &p, 0, Int32(channels),
+                                                 out + oh * outRowBytes)
+                            oh += 1
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

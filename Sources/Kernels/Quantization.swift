@@ -34,6 +34,23 @@ public enum Quantization {
         return (scales, quantized)
     }
 
+    /// Largest weight magnitude of a depthwise convolution's 16-bit weights (cgk_depthwise_q8).
+    public static let depthwiseWeightLevels: Float = 32767
+
+    /// `symmetric` with 16-bit values (levels up to 32767), for depthwise convolutions: with 9 or
+    /// 25 taps per channel, 8-bit weights measurably changed the answers (docs/quantization.md).
+    public static func symmetric16(_ values: UnsafeBufferPointer<Float>, channels: Int,
+                                   levels: Float = depthwiseWeightLevels) -> (scales: [Float], values: [Int16])? {
+        guard channels > 0, values.count % channels == 0, values.allSatisfy(\.isFinite) else { return nil }
+        var largest = [Float](repeating: 0, count: channels)
+        for (i, v) in values.enumerated() { largest[i % channels] = max(largest[i % channels], abs(v)) }
+        let scales = largest.map { $0 > 0 ? $0 / levels : 1 }
+        let quantized = values.enumerated().map { i, v -> Int16 in
+            Int16(max(-levels, min(levels, (v / scales[i % channels]).rounded(.toNearestOrEven))))
+        }
+        return (scales, quantized)
+    }
+
     /// The activation quantization of a measured range: `[low, high]` widened to contain 0 (so
     /// zero, which padding and ReLU produce, is exact), 255 steps over it.
     public static func activation(low: Float, high: Float) -> (scale: Float, zeroPoint: Int) {

@@ -35,6 +35,12 @@ public final class QuantizedMatrix: PackedWeights, @unchecked Sendable {
     /// Per k, 1 / (input scale x channel scale), for balanced channels; else nil.
     private let inverseScales: [Float]?
     private let owner: AnyObject
+    /// How this matrix quantizes each input row's k values, as bytes a layer before it can write
+    /// instead of floats (`multiply(bytes:)`): the same multipliers, so the same bytes.
+    public let inputBytes: ByteQuantization
+
+    /// The deepest matrix whose output can be written as bytes (one pass of the kernel over k).
+    public static let maxRowsForByteOutput = 2048
 
     /// The kernel this process runs: "avx512-vnni", "avx2" or "generic" (follows `InstructionSet`).
     public static var kernel: String { String(cString: cgk_q8_kernel()) }
@@ -51,14 +57,14 @@ public final class QuantizedMatrix: PackedWeights, @unchecked Sendable {
                  inputScale: Float, zeroPoint: Int, channelScales: [Float]? = nil, arena: WeightArena? = nil) {
         guard rows > 0, rows <= QuantizedMatrix.maxRows, columns > 0, inputScale.isFinite, inputScale > 0, (1 / inputScale).isFinite,
               (0...255).contains(zeroPoint) else { return nil }
+        var perRow: [Float]? = nil
         if let channelScales {
             guard !channelScales.isEmpty, rows % channelScales.count == 0 else { return nil }
             let inverses = (0..<rows).map { 1 / (inputScale * channelScales[$0 % channelScales.count]) }
             guard inverses.allSatisfy({ $0.isFinite && $0 > 0 }) else { return nil }
-            inverseScales = inverses
-        } else {
-            inverseScales = nil
+            perRow = inverses
         }
+        inverseScales = perRow
         var offsets = [Int32](repeating: 0, count: columns), scales = [Float](repeating: 0, count: columns)
         for c in 0..<columns {
             var sum = 0
@@ -81,6 +87,10 @@ public final class QuantizedMatrix: PackedWeights, @unchecked Sendable {
             packed = UnsafeMutableRawPointer(buffer.pointer).bindMemory(to: Int8.self, capacity: bytes)
             owner = buffer
         }
+        guard let inputBytes = ByteQuantization(inverseScales: perRow ?? [Float](repeating: 1 / inputScale, count: rows),
+                                                zeroPoint: zeroPoint)
+        else { return nil }
+        self.inputBytes = inputBytes
         isWide = cgk_q8_pack(weights, columns, Int32(rows), Int32(columns), packed) != 0
         self.rows = rows
         self.columns = columns
@@ -95,24 +105,38 @@ public final class QuantizedMatrix: PackedWeights, @unchecked Sendable {
     /// Split as `PackedMatrix.multiply`: rows when there are many, else 16-column panels.
     public func multiply(_ a: UnsafePointer<Float>, rows m: Int, lda: Int, into c: UnsafeMutablePointer<Float>, ldc: Int,
                          bias: UnsafePointer<Float>?, activation: Activation, threads: Int) {
+        multiply(UnsafeRawPointer(a), inputIsBytes: false, rows: m, lda: lda, into: UnsafeMutableRawPointer(c), output: nil,
+                 ldc: ldc, bias: bias, activation: activation, threads: threads)
+    }
+
+    /// `multiply` with either side as bytes (cgk_gemm_q8_io): `a` holds bytes in `inputBytes`'
+    /// quantization when `inputIsBytes`, else floats; `c` receives bytes in `output`'s
+    /// quantization (one per column; needs `rows <= maxRowsForByteOutput`), else floats. lda and
+    /// ldc count elements either way.
+    public func multiply(_ a: UnsafeRawPointer, inputIsBytes: Bool, rows m: Int, lda: Int, into c: UnsafeMutableRawPointer,
+                         output: ByteQuantization?, ldc: Int, bias: UnsafePointer<Float>?, activation: Activation, threads: Int) {
+        precondition(output.map { $0.channels == columns && rows <= QuantizedMatrix.maxRowsForByteOutput } ?? true)
+        let aSize = inputIsBytes ? 1 : 4, cSize = output == nil ? 4 : 1
         withInverseScales { perChannel in
             offsets.withUnsafeBufferPointer { offsets in
                 scales.withUnsafeBufferPointer { scales in
                     let o = offsets.baseAddress!, s = scales.baseAddress!
                     let k = Int32(rows), n = Int32(columns), z = Int32(input.zeroPoint), inv = inverseScale, w: Int32 = isWide ? 1 : 0
+                    func call(_ rows: Int, _ first: Int, _ panelBegin: Int, _ panelEnd: Int) {
+                        let ap = a + first * lda * aSize, cp = c + first * ldc * cSize
+                        var io = cgk_q8_io(a: inputIsBytes ? ap.assumingMemoryBound(to: UInt8.self) : nil,
+                                           c: output == nil ? nil : cp.assumingMemoryBound(to: UInt8.self),
+                                           out_inv_scales: output.map { UnsafePointer($0.inverseScales) }, out_zero: output?.zeroPoint ?? 0)
+                        cgk_gemm_q8_io(Int32(rows), n, k, inputIsBytes ? nil : ap.assumingMemoryBound(to: Float.self), lda, inv, perChannel,
+                                       z, packed, w, o, s, output == nil ? cp.assumingMemoryBound(to: Float.self) : nil, ldc, bias,
+                                       activation.code, Int32(panelBegin), Int32(panelEnd), &io)
+                    }
                     if threads <= 1 {
-                        cgk_gemm_q8(Int32(m), n, k, a, lda, inv, perChannel, z, packed, w, o, s, c, ldc, bias, activation.code, 0,
-                                    Int32(panels))
+                        call(m, 0, 0, panels)
                     } else if m >= threads * PackedMatrix.rowSplitMinimum {
-                        Parallel.forRanges(m, threads: threads) { _, range in
-                            cgk_gemm_q8(Int32(range.count), n, k, a + range.lowerBound * lda, lda, inv, perChannel, z, packed, w, o, s,
-                                        c + range.lowerBound * ldc, ldc, bias, activation.code, 0, Int32(self.panels))
-                        }
+                        Parallel.forRanges(m, threads: threads) { _, range in call(range.count, range.lowerBound, 0, self.panels) }
                     } else {
-                        Parallel.forRanges(panels, threads: threads) { _, range in
-                            cgk_gemm_q8(Int32(m), n, k, a, lda, inv, perChannel, z, packed, w, o, s, c, ldc, bias, activation.code,
-                                        Int32(range.lowerBound), Int32(range.upperBound))
-                        }
+                        Parallel.forRanges(panels, threads: threads) { _, range in call(m, 0, range.lowerBound, range.upperBound) }
                     }
                 }
             }

@@ -108,18 +108,25 @@ public struct Quantizer {
 
     public var graph: GraphSpec { model.description.graph }
 
-    /// The nodes the engine can run in int8: convolutions with one group (1x1 and im2col) and
-    /// linear layers, whose weights no other node shares.
+    /// The nodes the engine can run in int8: convolutions with one group (1x1 and im2col),
+    /// depthwise convolutions and linear layers, whose weights no other node shares.
     public var eligible: [Int] {
         var uses: [String: Int] = [:]
         for node in graph.nodes { for name in node.op.tensorNames { uses[name, default: 0] += 1 } }
         return graph.nodes.indices.filter { i in
             switch graph.nodes[i].op {
-            case .conv2d(let a): return a.groups == 1 && uses[a.weight] == 1
+            case .conv2d(let a): return (a.groups == 1 || isDepthwise(i)) && uses[a.weight] == 1
             case .linear(let a): return uses[a.weight] == 1
             default: return false
             }
         }
+    }
+
+    /// Whether node `i` is a depthwise convolution (one filter per channel; weights [kh, kw, 1, C]).
+    public func isDepthwise(_ i: Int) -> Bool {
+        guard case .conv2d(let a) = graph.nodes[i].op, a.groups > 1, let shape = model.file.info(a.weight)?.shape, shape.count == 4
+        else { return false }
+        return shape[2] == 1 && shape[3] == a.groups
     }
 
     /// Runs every cover (once, unmirrored) through the float graph and hands `visit` the input of
@@ -176,11 +183,12 @@ public struct Quantizer {
     }
 
     /// The float weights of tensor `name` as an int8 layer stores them before quantizing: with
-    /// balanced channels, row r (which reads input channel r % m.count) multiplied by m[r % m.count].
-    func balancedWeights(_ name: String, m: [Float]?) throws -> [Float] {
+    /// balanced channels, row r (which reads input channel r % m.count) multiplied by m[r % m.count];
+    /// a depthwise convolution's (`depthwise`) element i reads channel i % m.count.
+    func balancedWeights(_ name: String, m: [Float]?, depthwise: Bool = false) throws -> [Float] {
         var values = try model.file.floats(name).array
         if let m, let columns = model.file.info(name)?.shape.last, columns > 0 {
-            for i in values.indices { values[i] *= m[(i / columns) % m.count] }
+            for i in values.indices { values[i] *= m[depthwise ? i % m.count : (i / columns) % m.count] }
         }
         return values
     }
@@ -212,7 +220,14 @@ public struct Quantizer {
         for node in nodes {
             guard let lo = lows[node], let hi = highs[node] else { continue }
             var m = [Float](repeating: 1, count: lo.count)
-            if balance {
+            if isDepthwise(node) {
+                // A depthwise convolution reads each channel alone: each gets its whole range of
+                // bytes (m[c] = the channel's largest magnitude over the layer's), with or without
+                // `balance`, at no cost (QuantizedDepthwise).
+                let r = zip(lo, hi).map { max(abs($0), abs($1)) }, largest = r.max() ?? 0
+                if largest > 0 { m = r.map { max(1e-4, $0 / largest) } }
+                divisors[node] = m
+            } else if balance {
                 let w = try weightMaxima(node)
                 for c in m.indices {
                     let x = max(abs(lo[c]), abs(hi[c]))
@@ -221,7 +236,8 @@ public struct Quantizer {
                 divisors[node] = m
             }
             let low = zip(lo, m).map { $0 / $1 }.min() ?? 0, high = zip(hi, m).map { $0 / $1 }.max() ?? 0
-            measured[node] = Measured(histogram: ActivationHistogram(low: low, high: high), channelScales: balance ? m : nil)
+            measured[node] = Measured(histogram: ActivationHistogram(low: low, high: high),
+                                      channelScales: balance || isDepthwise(node) ? m : nil)
         }
         _ = observe(images, nodes: wanted, threads: threads) { node, input in
             guard measured[node] != nil else { return }
@@ -277,16 +293,24 @@ public struct Quantizer {
             guard let sum = sums[i], sum.count > 0, let name = graph.nodes[i].op.weight, let info = model.file.info(name) else { continue }
             let channels = sum.x.count, outputs = info.shape.last!
             let weights = try model.file.floats(name).array
-            // What the writer will store: the balanced weights, quantized the same way.
-            let stored = try balancedWeights(name, m: channelScales[i])
-            guard let (scales, q) = stored.withUnsafeBufferPointer({ Quantization.symmetric($0, channels: outputs, levels: weightLevels) }) else {
-                continue
+            // What the writer will store: the balanced weights, quantized as the engine will (16
+            // bits at load for a depthwise convolution, whose channel c reads input channel c).
+            let depthwise = isDepthwise(i)
+            let stored = try balancedWeights(name, m: channelScales[i], depthwise: depthwise)
+            let quantized: (scales: [Float], values: [Float])?
+            if depthwise {
+                quantized = stored.withUnsafeBufferPointer { Quantization.symmetric16($0, channels: outputs) }
+                    .map { ($0.scales, $0.values.map { Float($0) }) }
+            } else {
+                quantized = stored.withUnsafeBufferPointer { Quantization.symmetric($0, channels: outputs, levels: weightLevels) }
+                    .map { ($0.scales, $0.values.map { Float($0) }) }
             }
+            guard let (scales, q) = quantized else { continue }
             let meanX = sum.x.map { $0 / Double(sum.count) }, meanXq = sum.xq.map { $0 / Double(sum.count) }
             var shift = [Double](repeating: 0, count: outputs)
             for index in weights.indices {
-                let o = index % outputs, c = (index / outputs) % channels
-                shift[o] += Double(Float(q[index]) * scales[o]) * meanXq[c] - Double(weights[index]) * meanX[c]
+                let o = index % outputs, c = depthwise ? o : (index / outputs) % channels
+                shift[o] += Double(q[index] * scales[o]) * meanXq[c] - Double(weights[index]) * meanX[c]
             }
             shifts[i] = shift.map { Float($0) }
         }
@@ -305,6 +329,8 @@ public struct Quantizer {
                           biasShifts: [Int: [Float]] = [:], provenance: JSON) throws -> ModelWriter {
         var description = model.description
         var int8Tensors = Set<String>()
+        /// Depthwise weights: kept float32 (balanced), quantized to 16 bits at load.
+        var depthwiseTensors = Set<String>()
         /// Balanced layers: weight name -> (m, name of the tensor holding m).
         var balanced: [String: (m: [Float], name: String)] = [:]
         for (i, range) in ranges {
@@ -319,7 +345,7 @@ public struct Quantizer {
                 balanced[weight] = (m, weight + ".channel_scales")
             }
             description.graph.nodes[i].op = op.withInputQuantization(quantization)!
-            int8Tensors.insert(weight)
+            if isDepthwise(i) { depthwiseTensors.insert(weight) } else { int8Tensors.insert(weight) }
         }
         if case .object(var p) = description.provenance {
             p["quantization"] = provenance
@@ -342,7 +368,12 @@ public struct Quantizer {
         }
         var writer = ModelWriter(metadata: description.json)
         for info in model.file.tensors {
-            if int8Tensors.contains(info.name) {
+            if depthwiseTensors.contains(info.name) {
+                if let (m, name) = balanced[info.name] { try writer.add(name, shape: [m.count], values: m) }
+                // In the tensor's own storage (float32 or float16): quantized to 16 bits at load.
+                try writer.add(info.name, shape: info.shape, values: try balancedWeights(info.name, m: balanced[info.name]?.m, depthwise: true),
+                               storage: info.dtype == .int8 ? .float32 : info.dtype)
+            } else if int8Tensors.contains(info.name) {
                 if let (m, name) = balanced[info.name] { try writer.add(name, shape: [m.count], values: m) }
                 try writer.add(info.name, shape: info.shape, values: try balancedWeights(info.name, m: balanced[info.name]?.m),
                                storage: .int8, int8Levels: weightLevels)
