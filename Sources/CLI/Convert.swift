@@ -28,10 +28,13 @@ struct Convert: ParsableCommand {
         // longer cancel).
         let graph = try ModelDescription(json: source.metadata).graph
         let channelScales = Set(graph.nodes.compactMap { $0.op.inputQuantization?.channelScales })
+        // An int8 depthwise convolution's weights (float, quantized to 16 bits at load) stay as the
+        // quantizer wrote them too: float16 would round them before that quantization does.
+        let int8Weights = Set(graph.nodes.compactMap { $0.op.inputQuantization != nil ? $0.op.weight : nil })
         for info in source.tensors {
             // int8 tensors stay as they are: an int8 layer's weights must be int8, and widening a
             // float layer's int8 storage would only make the file larger.
-            if info.dtype == .int8 || channelScales.contains(info.name) {
+            if info.dtype == .int8 || channelScales.contains(info.name) || int8Weights.contains(info.name) {
                 try writer.add(copying: info, of: source)
             } else {
                 try writer.add(info.name, shape: info.shape, values: try source.floats(info.name).array, storage: dtype)

@@ -183,13 +183,31 @@ final class QuantizedGraphTests: XCTestCase {
         var error = refusal(Self.graph(), try Self.file(graph: Self.graph(), int8: []))
         XCTAssertEqual(error?.code, .modelFormat)
         XCTAssertTrue(error?.message.contains("int8") ?? false, error?.message ?? "accepted")
-        // an int8 depthwise convolution: not something the engine runs in int8
+        // an int8 depthwise convolution whose channel scales are not one per channel, and one
+        // with more taps than its int32 sums hold exactly
         var graph = Self.graph()
         guard case .conv2d(var dw) = graph.nodes[3].op else { return XCTFail() }
-        dw.inputQuantization = InputQuantization(scale: 0.1, zeroPoint: 0)
+        dw.inputQuantization = InputQuantization(scale: 0.1, zeroPoint: 0, channelScales: "down.w.m")
         graph.nodes[3].op = .conv2d(dw)
-        error = refusal(graph, try Self.file(graph: graph, int8: Self.int8Tensors.union(["dw.w"])))
+        var scaled = ModelWriter(metadata: ["format": "test"])
+        let plain = try Self.file(graph: graph)
+        for info in plain.tensors { try scaled.add(copying: info, of: plain) }
+        try scaled.add("down.w.m", shape: [15], values: [Float](repeating: 1, count: 15))
+        let scaledBytes = scaled.serialize()
+        error = refusal(graph, try scaledBytes.withUnsafeBytes { try ModelFile(copying: $0) })
+        XCTAssertEqual(error?.code, .modelFormat)
+        XCTAssertTrue(error?.message.contains("down.w.m") ?? false, error?.message ?? "accepted")
+        let wide = GraphSpec(inputShape: ActivationShape(height: 20, width: 20, channels: 4), nodes: [
+            Node("dw", .conv2d(Conv2DAttributes(kernel: (17, 17), padding: .same, groups: 4, outChannels: 4, weight: "w", bias: nil,
+                                                inputQuantization: InputQuantization(scale: 0.1, zeroPoint: 0))), inputs: ["image"]),
+            Node("pool", .globalAveragePool, inputs: ["dw"]),
+        ], logits: "pool")
+        var wideWriter = ModelWriter(metadata: ["format": "test"])
+        try wideWriter.add("w", shape: [17, 17, 1, 4], values: [Float](repeating: 0.5, count: 17 * 17 * 4))
+        let wideBytes = wideWriter.serialize()
+        error = refusal(wide, try wideBytes.withUnsafeBytes { try ModelFile(copying: $0) })
         XCTAssertEqual(error?.code, .modelUnsupported)
+        XCTAssertTrue(error?.message.contains("257") ?? false, error?.message ?? "accepted")
         // a weight beyond the [-127, 127] the kernels take (a hand-made file)
         var writer = ModelWriter(metadata: ["format": "test"])
         let source = try Self.file(graph: Self.graph())
@@ -200,5 +218,111 @@ final class QuantizedGraphTests: XCTestCase {
         error = refusal(Self.graph(), try bytes.withUnsafeBytes { try ModelFile(copying: $0) })
         XCTAssertEqual(error?.code, .modelFormat)
         XCTAssertTrue(error?.message.contains("[-127, 127]") ?? false, error?.message ?? "accepted")
+    }
+
+    /// Int8 depthwise convolutions between int8 1x1 convolutions: a 3x3 one with channel scales,
+    /// a 5x5 stride 2 one with a zero point (the kernels' other path), a 1x1 convolution reading
+    /// the first and written for the next. Compiled normally, each int8 layer writes the bytes its
+    /// one int8 reader reads (`byteChains`); compiled without fusion, every layer writes floats
+    /// and its reader quantizes them: the same bytes, so the same logits bit for bit. Both against
+    /// the reference simulating the quantization (16-bit weights round a little more).
+    func testInt8DepthwiseChainsMatchTheReferenceAndThemselvesWithoutBytes() throws {
+        let relu = InputQuantization(scale: 6 / 255, zeroPoint: 0)
+        var d1q = relu
+        d1q.channelScales = "d1.m"
+        let graph = GraphSpec(inputShape: ActivationShape(height: 13, width: 11, channels: 8), nodes: [
+            Node("e1", .conv2d(Conv2DAttributes(kernel: (1, 1), padding: .valid, outChannels: 32, activation: .relu6, weight: "e1.w",
+                                                bias: "e1.b", inputQuantization: InputQuantization(scale: 0.03, zeroPoint: 128))), inputs: ["image"]),
+            Node("d1", .conv2d(Conv2DAttributes(kernel: (3, 3), padding: .same, groups: 32, outChannels: 32, activation: .relu6,
+                                                weight: "d1.w", bias: "d1.b", inputQuantization: d1q)), inputs: ["e1"]),
+            Node("p1", .conv2d(Conv2DAttributes(kernel: (1, 1), padding: .valid, outChannels: 24, weight: "p1.w", bias: "p1.b",
+                                                inputQuantization: relu)), inputs: ["d1"]),
+            Node("e2", .conv2d(Conv2DAttributes(kernel: (1, 1), padding: .valid, outChannels: 40, activation: .relu6, weight: "e2.w",
+                                                bias: nil, inputQuantization: InputQuantization(scale: 0.05, zeroPoint: 100))), inputs: ["p1"]),
+            Node("d2", .conv2d(Conv2DAttributes(kernel: (5, 5), stride: (2, 2), padding: .same, groups: 40, outChannels: 40,
+                                                activation: .relu, weight: "d2.w", bias: "d2.b",
+                                                inputQuantization: InputQuantization(scale: 0.03, zeroPoint: 3))), inputs: ["e2"]),
+            Node("pool", .globalAveragePool, inputs: ["d2"]),
+            Node("fc", .linear(LinearAttributes(outFeatures: 5, weight: "fc.w", bias: "fc.b")), inputs: ["pool"]),
+        ], logits: "fc")
+        let shapes: [(String, [Int])] = [
+            ("e1.w", [1, 1, 8, 32]), ("e1.b", [32]), ("d1.w", [3, 3, 1, 32]), ("d1.b", [32]), ("d1.m", [32]), ("p1.w", [1, 1, 32, 24]),
+            ("p1.b", [24]), ("e2.w", [1, 1, 24, 40]), ("d2.w", [5, 5, 1, 40]), ("d2.b", [40]), ("fc.w", [40, 5]), ("fc.b", [5]),
+        ]
+        var random = TestRandom(seed: 31)
+        var writer = ModelWriter(metadata: ["format": "test"])
+        for (name, shape) in shapes {
+            let count = shape.reduce(1, *)
+            let values = name.hasSuffix(".m") ? (0..<count).map { _ in Float(random.generator.unit() * 0.9 + 0.1) }
+                : random.floats(count, scale: 0.5)
+            try writer.add(name, shape: shape, values: values, storage: ["e1.w", "p1.w", "e2.w"].contains(name) ? .int8 : .float32)
+        }
+        let bytes = writer.serialize()
+        let file = try bytes.withUnsafeBytes { try ModelFile(copying: $0) }
+        try checkChains(graph, file, expectBytes: ["(bytes out)", "(bytes in, out)", "(bytes in, out)", "(bytes in, out)", "(bytes in)"])
+    }
+
+    /// An int8 expansion and int8 depthwise convolution large enough to run fused (a ring of
+    /// bytes, `ExpandDepthwise`), against themselves unfused and the reference.
+    func testFusedInt8ExpansionAndDepthwise() throws {
+        let relu = InputQuantization(scale: 6 / 255, zeroPoint: 0)
+        let graph = GraphSpec(inputShape: ActivationShape(height: 50, width: 52, channels: 8), nodes: [
+            Node("e", .conv2d(Conv2DAttributes(kernel: (1, 1), padding: .valid, outChannels: 216, activation: .relu6, weight: "e.w",
+                                               bias: "e.b", inputQuantization: InputQuantization(scale: 0.03, zeroPoint: 128))), inputs: ["image"]),
+            Node("d", .conv2d(Conv2DAttributes(kernel: (3, 3), stride: (2, 2), padding: .same, groups: 216, outChannels: 216,
+                                               activation: .relu6, weight: "d.w", bias: "d.b", inputQuantization: relu)), inputs: ["e"]),
+            Node("p", .conv2d(Conv2DAttributes(kernel: (1, 1), padding: .valid, outChannels: 16, weight: "p.w", bias: nil,
+                                               inputQuantization: relu)), inputs: ["d"]),
+            Node("pool", .globalAveragePool, inputs: ["p"]),
+            Node("fc", .linear(LinearAttributes(outFeatures: 3, weight: "fc.w", bias: nil)), inputs: ["pool"]),
+        ], logits: "fc")
+        let shapes: [(String, [Int])] = [("e.w", [1, 1, 8, 216]), ("e.b", [216]), ("d.w", [3, 3, 1, 216]), ("d.b", [216]),
+                                         ("p.w", [1, 1, 216, 16]), ("fc.w", [16, 3])]
+        var random = TestRandom(seed: 37)
+        var writer = ModelWriter(metadata: ["format": "test"])
+        for (name, shape) in shapes {
+            try writer.add(name, shape: shape, values: random.floats(shape.reduce(1, *), scale: 0.4),
+                           storage: ["e.w", "p.w"].contains(name) ? .int8 : .float32)
+        }
+        let bytes = writer.serialize()
+        let file = try bytes.withUnsafeBytes { try ModelFile(copying: $0) }
+        try checkChains(graph, file, expectBytes: ["expand int8+depthwise int8", "(bytes in)"])
+    }
+
+    /// `graph` compiled as usual and without fusion (no bytes between layers): the same logits bit
+    /// for bit, close to the reference; `expectBytes` must appear in the usual compilation's steps.
+    private func checkChains(_ graph: GraphSpec, _ file: ModelFile, expectBytes: [String]) throws {
+        let compiled = try CompiledGraph(graph: graph, weights: file)
+        let plain = try CompiledGraph(graph: graph, weights: file, fuse: false)
+        let steps = compiled.stepDescriptions.joined(separator: "; ")
+        print("int8 depthwise chain steps: \(steps)")
+        var rest = Substring(steps)
+        for expected in expectBytes {
+            guard let found = rest.range(of: expected) else { return XCTFail("\(expected) not in order in \(steps)") }
+            rest = rest[found.upperBound...]
+        }
+        XCTAssertFalse(plain.stepDescriptions.joined().contains("bytes"))
+        let tensors = try TensorStore(file: file)
+        var random = TestRandom(seed: 3)
+        let batch = 2, size = graph.inputShape.count
+        let input = random.floats(batch * size, scale: 2)
+        var answers: [[Float]] = []
+        for (graphIndex, g) in [compiled, plain].enumerated() {
+            for threads in [1, 2] {
+                let context = try ExecutionContext(graph: g, batch: batch, threads: threads)
+                context.input.update(from: input, count: input.count)
+                Scheduler(threads: threads).run { context.run() }
+                let logits = (0..<batch).flatMap { Array(context.logits($0)) }
+                answers.append(logits)
+                if graphIndex == 0 && threads == 1 {
+                    for n in 0..<batch {
+                        let expected = try ReferenceGraph.run(graph, tensors: tensors, input: Array(input[(n * size)..<((n + 1) * size)]))
+                        let got = Array(context.logits(n))
+                        XCTAssertLessThan(maxRelativeError(got, expected[graph.logits]!), 2e-3, "image \(n): \(got) vs \(expected[graph.logits]!)")
+                    }
+                }
+            }
+        }
+        for a in answers.dropFirst() { XCTAssertEqual(a, answers[0], "bytes between layers changed the answer") }
     }
 }

@@ -99,7 +99,8 @@ def test_python_reader_reads_int8_models_as_the_library_does(cli, create_model, 
     from covergenre import cgm
     original = create_model("efficientnet-lite0", "--random-statistics", "--input-size", "96")
     out = tmp_path / "int8.cgm"
-    run(cli, "quantize", original, "--calibration", calibration, "--balance", "off", "--out", out)
+    # Depthwise convolutions float: their int8 form always has channel scales (a tensor more).
+    run(cli, "quantize", original, "--calibration", calibration, "--balance", "off", "--depthwise", "off", "--out", out)
     _, floats = cgm.read(str(original))
     metadata, tensors = cgm.read(str(out))
     assert list(tensors) == list(floats) and all(tensors[n].shape == floats[n].shape for n in floats)
@@ -176,3 +177,34 @@ def test_bias_correction_moves_each_int8_bias_by_the_shift_its_quantization_adds
     # or the balance factors moves it far more.
     flip = np.abs(w_hat).max(axis=0) * scale / len(x)
     assert (np.abs(got - shift) <= 1e-3 * np.abs(shift) + 2 * flip + 1e-7).all(), (got[:4], shift[:4])
+
+
+def test_depthwise_convolutions_are_int8_where_an_int8_1x1_convolution_writes_their_input(cli, create_model, calibration, tmp_path):
+    np = pytest.importorskip("numpy")
+    from covergenre import cgm
+    original = create_model("efficientnet-lite0", "--random-statistics", "--input-size", "96")
+    on, off = tmp_path / "on.cgm", tmp_path / "off.cgm"
+    run(cli, "quantize", original, "--calibration", calibration, "--keep-float", "blocks.3.expand", "--out", on)
+    run(cli, "quantize", original, "--calibration", calibration, "--depthwise", "off", "--out", off)
+    _, floats = cgm.read(str(original))
+    metadata, tensors = cgm.read(str(on))
+    nodes = {node["name"]: node for node in metadata["graph"]["nodes"]}
+    depthwise = [n for n in nodes if n.endswith(".depthwise")]
+    assert len(depthwise) == 16
+    int8 = {n for n in depthwise if "input_quantization" in nodes[n]}
+    # Block 0's reads the stem (float), block 3's its expansion kept float: those stay float.
+    assert int8 == set(depthwise) - {"blocks.0.depthwise", "blocks.3.depthwise"}
+    assert metadata["provenance"]["quantization"]["depthwise"].startswith("uint8")
+    for name in int8:
+        node, q = nodes[name], nodes[name]["input_quantization"]
+        assert "input_quantization" in nodes[node["inputs"][0]]
+        # One range per channel: m[c] is the channel's largest magnitude over the layer's.
+        m = tensors[q["channel_scales"]]
+        assert m.dtype == np.float32 and m.shape == (floats[node["weight"]].shape[-1],)
+        assert (m > 0).all() and m.max() == 1 and q["zero_point"] == 0
+        # The weights stay float (16 bits at load), multiplied by m per channel.
+        w = tensors[node["weight"]]
+        assert w.dtype == floats[node["weight"]].dtype
+        np.testing.assert_allclose(w, floats[node["weight"]].astype(np.float32) * m, rtol=1e-6, atol=1e-7)
+    off_nodes = cgm.read(str(off))[0]["graph"]["nodes"]
+    assert not any("input_quantization" in n for n in off_nodes if n["name"].endswith(".depthwise"))
