@@ -20,6 +20,37 @@ $cli quantize fuzz/corpus-model/cnn.cgm --calibration "$tmp/images" --layers all
     --out fuzz/corpus-model/cnn-int8.cgm >/dev/null
 $cli quantize fuzz/corpus-model/cnn.cgm --calibration "$tmp/images" --layers all --balance on --images 3 \
     --out fuzz/corpus-model/cnn-int8-balanced.cgm >/dev/null
+# An int8 depthwise convolution between int8 1x1 convolutions (bytes between layers, 16-bit
+# weights, channel scales): a float model of that shape written with the Python module (the
+# baseline CNN's metadata, another graph), then quantized.
+PYTHONPATH=bindings/python "$python" - "$tmp/tiny-dw.cgm" <<'PY'
+import sys
+import numpy as np
+from covergenre import cgm
+metadata, _ = cgm.read("fuzz/corpus-model/cnn.cgm")
+metadata["labels"] = ["a", "b"]
+s = metadata["graph"]["input_shape"]
+c = s[2] if isinstance(s, list) else 3
+def conv(name, inputs, k, out, groups=1, stride=1, act="relu6", bias=True):
+    node = {"name": name, "op": "conv2d", "inputs": [inputs], "kernel": [k, k], "stride": [stride, stride], "padding": [k // 2] * 4,
+            "groups": groups, "out_channels": out, "activation": act, "weight": name + ".w"}
+    if bias:
+        node["bias"] = name + ".b"
+    return node
+metadata["graph"]["nodes"] = [conv("expand", "image", 1, 8), conv("dw", "expand", 3, 8, groups=8, stride=2),
+                              conv("project", "dw", 1, 4, act="none"),
+                              {"name": "pool", "op": "global_avgpool", "inputs": ["project"]},
+                              {"name": "fc", "op": "linear", "inputs": ["pool"], "out_features": 2, "activation": "none",
+                               "weight": "fc.w", "bias": "fc.b"}]
+metadata["graph"]["logits"] = "fc"
+metadata["graph"].pop("embedding", None)
+rng = np.random.default_rng(1)
+t = {"expand.w": rng.standard_normal((1, 1, c, 8)), "expand.b": rng.standard_normal(8), "dw.w": rng.standard_normal((3, 3, 1, 8)),
+     "dw.b": rng.standard_normal(8), "project.w": rng.standard_normal((1, 1, 8, 4)), "project.b": rng.standard_normal(4),
+     "fc.w": rng.standard_normal((4, 2)), "fc.b": rng.standard_normal(2)}
+open(sys.argv[1], "wb").write(cgm.serialize(metadata, {k: v.astype(np.float32) for k, v in t.items()}))
+PY
+$cli quantize "$tmp/tiny-dw.cgm" --calibration "$tmp/images" --images 3 --out fuzz/corpus-model/depthwise-int8.cgm >/dev/null
 # Checkpoints, safetensors, CSV and JSON: written with the Python test helpers.
 PYTHONPATH=bindings/python/tests "$python" - <<'PY'
 import json, pathlib
