@@ -30,11 +30,15 @@ if [ ! -f "$work/lite0.cgm" ]; then
     labels=$(seq -s, -f 'class%g' 0 999)
     $cli create --arch efficientnet-lite0 --labels "$labels" --out "$work/lite0.cgm" >/dev/null
 fi
-[ -f "$work/lite0-int8.cgm" ] || $cli quantize "$work/lite0.cgm" --calibration "$data" --out "$work/lite0-int8.cgm" >/dev/null
+# (File names name the recipe: the defaults changed when the depthwise convolutions became int8.)
+[ -f "$work/lite0-int8-dw.cgm" ] || $cli quantize "$work/lite0.cgm" --calibration "$data" --out "$work/lite0-int8-dw.cgm" >/dev/null
+# The same with the depthwise convolutions float (--depthwise off): what the int8 depthwise step adds.
+[ -f "$work/lite0-int8-dwfloat.cgm" ] || $cli quantize "$work/lite0.cgm" --calibration "$data" --depthwise off \
+    --out "$work/lite0-int8-dwfloat.cgm" >/dev/null
 # Lite0 with its 1000-class linear layer int8 as well: ONNX Runtime's quantize_static makes its Gemm
 # int8, so this row compares the same layers as far as ours go (the genre heads stay float: measured).
-[ -f "$work/lite0-int8-linear.cgm" ] || $cli quantize "$work/lite0.cgm" --calibration "$data" --layers all \
-    --out "$work/lite0-int8-linear.cgm" >/dev/null
+[ -f "$work/lite0-int8-dw-linear.cgm" ] || $cli quantize "$work/lite0.cgm" --calibration "$data" --layers all \
+    --out "$work/lite0-int8-dw-linear.cgm" >/dev/null
 # The default model's int8 version: the shipped file (models/, made by scripts/quantize-models.sh).
 # ONNX Runtime: the venv as bench/run.sh makes it (without torch), then the float32 and int8 .onnx
 # files (cached in $work; the int8 ones calibrated on the covers `covergenre quantize` picked above).
@@ -73,7 +77,7 @@ esac
     echo "int8 kernel: $int8_kernel (the AVX-512 variant runs VNNI where the CPU has it, else the AVX2 kernel; QuantizedGEMMTests prints it too)."
     echo "ONNX Runtime $(field onnxruntime <<<"$ort_prepared") (onnx $(field onnx <<<"$ort_prepared"), numpy $(field numpy <<<"$ort_prepared")), CPUExecutionProvider, ORT_ENABLE_ALL, intra_op_num_threads = threads."
     echo "ORT int8: quant_pre_process, then quantize_static (QDQ, weights QInt8 per channel, activations QUInt8 per tensor, MinMax) on the same 300 covers as ours;"
-    echo "it makes every convolution int8 (stem and depthwise too) and keeps activations int8 between layers, where ours makes the 1x1 convolutions int8 (Lite0's linear layer too in its second row; the default model as shipped keeps three of them float, docs/quantization.md)."
+    echo "it makes every convolution int8 (stem and depthwise too) and keeps activations int8 between layers, where ours makes the 1x1 convolutions and the depthwise convolutions after them int8, with bytes between them (Lite0: the defaults; its second row keeps the depthwise convolutions float, its third makes the linear layer int8 too; the default model as shipped keeps its depthwise convolutions and three 1x1 convolutions float, docs/quantization.md)."
     if grep -q '^ort-quantize' <<<"$ort_prepared"; then
         echo "When made (quantized tensors; top-1 agreement of ORT int8 with ORT fp32 on those 300 calibration covers, a sanity check):"
         echo
@@ -86,7 +90,8 @@ esac
     echo "| model | batch | threads | fp32 ms | int8 ms | int8 / fp32 | ORT fp32 ms | ORT int8 ms | ours int8 / ORT fp32 | ours int8 / ORT int8 | ORT int8 / ORT fp32 |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|"
 } > "$out"
-for pair in "lite0:$work/lite0.cgm:$work/lite0-int8.cgm" "lite0 (linear int8 too):$work/lite0.cgm:$work/lite0-int8-linear.cgm" \
+for pair in "lite0:$work/lite0.cgm:$work/lite0-int8-dw.cgm" "lite0 (depthwise float):$work/lite0.cgm:$work/lite0-int8-dwfloat.cgm" \
+    "lite0 (linear int8 too):$work/lite0.cgm:$work/lite0-int8-dw-linear.cgm" \
     "default:models/covergenre-default.cgm:models/covergenre-default-int8.cgm"; do
     IFS=: read -r name fp32 int8 <<<"$pair"
     ort_name=${name%% *}
