@@ -428,7 +428,7 @@ CGK_TARGET_AVX2 CGK_INLINE void q8_avx2_rxc(const int wide, const int rows, cons
                                             ptrdiff_t qs,
                                             const int8_t *restrict wp, int32_t width, float *c, ptrdiff_t ldc, int first,
                                             int last, const int32_t *offset, const float *scale, const float *bias,
-                                            int activation) {
+                                            int activation, const q8_bytes *bytes) {
     __m256i acc0[Q8_MR_AVX2], acc1[Q8_MR_AVX2];
 #pragma clang loop unroll(full)
     for (int r = 0; r < rows; r++) acc0[r] = acc1[r] = _mm256_setzero_si256();
@@ -459,6 +459,23 @@ CGK_TARGET_AVX2 CGK_INLINE void q8_avx2_rxc(const int wide, const int rows, cons
         const __m256 s0 = _mm256_loadu_ps(scale), s1 = cols == 16 ? _mm256_loadu_ps(scale + 8) : s0;
         const __m256 b0 = bias ? _mm256_loadu_ps(bias) : _mm256_set1_ps(-0.0f);
         const __m256 b1 = bias && cols == 16 ? _mm256_loadu_ps(bias + 8) : _mm256_set1_ps(-0.0f);
+        if (bytes != NULL) {
+            // Bytes out, quantized in registers (cgk_q8_quantize's steps).
+            const __m256 qlo = _mm256_set1_ps((float)-bytes->zero), qhi = _mm256_set1_ps((float)(255 - bytes->zero));
+            const __m256i zp = _mm256_set1_epi32(bytes->zero);
+            const __m256 i0 = _mm256_loadu_ps(bytes->inv), i1 = cols == 16 ? _mm256_loadu_ps(bytes->inv + 8) : i0;
+#pragma clang loop unroll(full)
+            for (int r = 0; r < rows; r++) {
+                uint8_t *br = bytes->c + r * bytes->ldc;
+                const __m128i q0 = q8_bytes8_avx2(q8_quantize8_avx2(q8_finish8(acc0[r], o0, s0, b0, activation), i0, qlo, qhi, zp));
+                _mm_storel_epi64((__m128i *)br, q0);
+                if (cols == 16) {
+                    const __m128i q1 = q8_bytes8_avx2(q8_quantize8_avx2(q8_finish8(acc1[r], o1, s1, b1, activation), i1, qlo, qhi, zp));
+                    _mm_storel_epi64((__m128i *)(br + 8), q1);
+                }
+            }
+            return;
+        }
 #pragma clang loop unroll(full)
         for (int r = 0; r < rows; r++) {
             float *cr = c + r * ldc;
@@ -473,6 +490,13 @@ CGK_TARGET_AVX2 CGK_INLINE void q8_avx2_rxc(const int wide, const int rows, cons
         _mm256_store_si256((__m256i *)(tmp + r * Q8_ACC_STRIDE), acc0[r]);
         if (cols == 16) _mm256_store_si256((__m256i *)(tmp + r * Q8_ACC_STRIDE + 8), acc1[r]);
     }
+    if (bytes != NULL) {
+        // Bytes out, a partial panel (one pass over k): finished as floats, then quantized.
+        _Alignas(32) float f[Q8_MR_AVX2 * Q8_ACC_STRIDE];
+        q8_finish_rows(tmp, rows, width, f, Q8_ACC_STRIDE, first, last, offset, scale, bias, activation);
+        for (int r = 0; r < rows; r++) q8_quantize_c(f + r * Q8_ACC_STRIDE, width, 0.0f, bytes->inv, bytes->zero, bytes->c + r * bytes->ldc);
+        return;
+    }
     q8_finish_rows(tmp, rows, width, c, ldc, first, last, offset, scale, bias, activation);
 }
 
@@ -480,8 +504,8 @@ CGK_TARGET_AVX2 CGK_INLINE void q8_avx2_rxc(const int wide, const int rows, cons
     CGK_TARGET_AVX2 Q8_INSTANCE void name##_##r##x##cols(Q8_KERNEL_PARAMS) {                                       \
         (void)rows;                                                                                                   \
         (void)panel_stride;                                                                                           \
-        (void)bytes;                                                                                                  \
-        q8_avx2_rxc(wide, r, cols, groups, qa, qs, wp, width, c, ldc, first, last, offset, scale, bias, activation);   \
+        q8_avx2_rxc(wide, r, cols, groups, qa, qs, wp, width, c, ldc, first, last, offset, scale, bias, activation,    \
+                    bytes);                                                                                           \
     }
 #define Q8_AVX2_FNS(name, wide)                                                                                       \
     Q8_AVX2_FN(name, wide, 1, 16) Q8_AVX2_FN(name, wide, 1, 8) Q8_AVX2_FN(name, wide, 2, 16) Q8_AVX2_FN(name, wide, 2, 8) \
@@ -513,10 +537,10 @@ CGK_TARGET_AVX2 static void q8_gemm_avx2(int32_t m, int32_t n, int32_t k, const 
                                          int32_t panel_end, const cgk_q8_io *io) {
     _Alignas(64) uint8_t qa[Q8_MR_AVX2 * Q8_KC];
     if (wide)
-        q8_gemm_blocked(Q8_MR_AVX2, 1, 0, q8_quantize_avx2, q8_kernel_avx2_wide, qa, m, n, k, a, lda, inv_scale, inv_scales, zero,
+        q8_gemm_blocked(Q8_MR_AVX2, 1, 1, q8_quantize_avx2, q8_kernel_avx2_wide, qa, m, n, k, a, lda, inv_scale, inv_scales, zero,
                         packed, offset, scale, c, ldc, bias, activation, panel_begin, panel_end, io);
     else
-        q8_gemm_blocked(Q8_MR_AVX2, 1, 0, q8_quantize_avx2, q8_kernel_avx2, qa, m, n, k, a, lda, inv_scale, inv_scales, zero, packed, offset,
+        q8_gemm_blocked(Q8_MR_AVX2, 1, 1, q8_quantize_avx2, q8_kernel_avx2, qa, m, n, k, a, lda, inv_scale, inv_scales, zero, packed, offset,
                     scale, c, ldc, bias, activation, panel_begin, panel_end, io);
 }
 
