@@ -242,12 +242,13 @@ final class QuantizedGraphTests: XCTestCase {
             Node("d2", .conv2d(Conv2DAttributes(kernel: (5, 5), stride: (2, 2), padding: .same, groups: 40, outChannels: 40,
                                                 activation: .relu, weight: "d2.w", bias: "d2.b",
                                                 inputQuantization: InputQuantization(scale: 0.03, zeroPoint: 3))), inputs: ["e2"]),
+            // The pool is the output: a float linear layer after it may run through OpenBLAS, whose
+            // sums depend on how its buffers are aligned, which the two compilations choose apart.
             Node("pool", .globalAveragePool, inputs: ["d2"]),
-            Node("fc", .linear(LinearAttributes(outFeatures: 5, weight: "fc.w", bias: "fc.b")), inputs: ["pool"]),
-        ], logits: "fc")
+        ], logits: "pool")
         let shapes: [(String, [Int])] = [
             ("e1.w", [1, 1, 8, 32]), ("e1.b", [32]), ("d1.w", [3, 3, 1, 32]), ("d1.b", [32]), ("d1.m", [32]), ("p1.w", [1, 1, 32, 24]),
-            ("p1.b", [24]), ("e2.w", [1, 1, 24, 40]), ("d2.w", [5, 5, 1, 40]), ("d2.b", [40]), ("fc.w", [40, 5]), ("fc.b", [5]),
+            ("p1.b", [24]), ("e2.w", [1, 1, 24, 40]), ("d2.w", [5, 5, 1, 40]), ("d2.b", [40]),
         ]
         var random = TestRandom(seed: 31)
         var writer = ModelWriter(metadata: ["format": "test"])
@@ -274,10 +275,9 @@ final class QuantizedGraphTests: XCTestCase {
             Node("p", .conv2d(Conv2DAttributes(kernel: (1, 1), padding: .valid, outChannels: 16, weight: "p.w", bias: nil,
                                                inputQuantization: relu)), inputs: ["d"]),
             Node("pool", .globalAveragePool, inputs: ["p"]),
-            Node("fc", .linear(LinearAttributes(outFeatures: 3, weight: "fc.w", bias: nil)), inputs: ["pool"]),
-        ], logits: "fc")
+        ], logits: "pool")
         let shapes: [(String, [Int])] = [("e.w", [1, 1, 8, 216]), ("e.b", [216]), ("d.w", [3, 3, 1, 216]), ("d.b", [216]),
-                                         ("p.w", [1, 1, 216, 16]), ("fc.w", [16, 3])]
+                                         ("p.w", [1, 1, 216, 16])]
         var random = TestRandom(seed: 37)
         var writer = ModelWriter(metadata: ["format": "test"])
         for (name, shape) in shapes {
