@@ -164,12 +164,10 @@ CGK_INLINE void cgk_dw_pixel(const float *const *rows, int32_t kh_lo, int32_t kh
 CGK_INLINE void cgk_dw_row_k(const int32_t KW, const int32_t SW, const float *const *rows, int32_t kh_lo, int32_t kh_hi,
                              const cgk_window *w, const float *weight, const float *bias, int activation, int32_t c_begin,
                              int32_t c_end, float *y_row) {
-    const int32_t W = w->width, C = w->channels;
+    const int32_t C = w->channels;
     const int32_t OW = w->out_width, PL = w->pad_left;
-    // Output columns whose whole window lies inside the image.
-    int32_t ow_lo = (PL + SW - 1) / SW, ow_hi = W >= KW ? (W - KW + PL) / SW + 1 : 0;
-    if (ow_hi > OW) ow_hi = OW;
-    if (ow_lo > ow_hi) ow_lo = ow_hi;
+    int32_t ow_lo, ow_hi;
+    cgk_interior_columns(w, KW, SW, &ow_lo, &ow_hi);
     const int32_t blocks = c_begin + (c_end - c_begin) / CGK_DW * CGK_DW;
     const ptrdiff_t step = (ptrdiff_t)SW * C; // from one output pixel's window to the next's
     for (int32_t ow = 0; ow < ow_lo; ow++) cgk_dw_pixel(rows, kh_lo, kh_hi, w, weight, bias, activation, ow, c_begin, c_end, y_row);
@@ -283,21 +281,18 @@ CGK_INLINE void cgk_dw_pair_group(const int P, const int32_t KW, const int32_t S
 CGK_INLINE void cgk_dw_pair_k(const int P, const int32_t KW, const int32_t SW, const float *const *rows, int32_t t_lo, int32_t t_hi,
                               int32_t b_lo, int32_t b_hi, const cgk_window *w, const float *weight, const float *bias,
                               int activation, int32_t c_begin, int32_t c_end, float *y_top, float *y_bottom) {
-    const int32_t W = w->width, SH = w->stride_h, OW = w->out_width, PL = w->pad_left;
-    int32_t ow_lo = (PL + SW - 1) / SW, ow_hi = W >= KW ? (W - KW + PL) / SW + 1 : 0;
-    if (ow_hi > OW) ow_hi = OW;
-    if (ow_lo > ow_hi) ow_lo = ow_hi;
+    const int32_t SH = w->stride_h, OW = w->out_width;
+    int32_t ow_lo, ow_hi;
+    cgk_interior_columns(w, KW, SW, &ow_lo, &ow_hi);
     const int32_t blocks = c_begin + (c_end - c_begin) / CGK_DW * CGK_DW;
     // The edge columns (and below, the channels after the last group of 16), row by row: few
     // pixels, so one copy of their code serves both rows.
     const int32_t lo[2] = {t_lo, b_lo}, hi[2] = {t_hi, b_hi};
     float *const ys[2] = {y_top, y_bottom};
     for (int row = 0; row < 2; row++)
-        for (int32_t ow = 0; ow < OW; ow++) {
-            if (ow == ow_lo) ow = ow_hi; // the interior columns are below
-            if (ow == OW) break;
-            cgk_dw_pixel(rows + row * SH, lo[row], hi[row], w, weight, bias, activation, ow, c_begin, c_end, ys[row]);
-        }
+        for (int32_t i = 0; i < OW - (ow_hi - ow_lo); i++) // the interior columns are below
+            cgk_dw_pixel(rows + row * SH, lo[row], hi[row], w, weight, bias, activation, cgk_edge_column(i, ow_lo, ow_hi), c_begin,
+                         c_end, ys[row]);
     for (int32_t c0 = c_begin; c0 < blocks; c0 += CGK_DW) {
         const cgk_v16 init = bias != NULL ? cgk_load16(bias + c0) : (cgk_v16)0.0f;
         int32_t ow = ow_lo;

@@ -182,21 +182,16 @@ CGK_INLINE void dq_pair_k(const int Z0, const int P, const int32_t KW, const int
     // A local copy: the outputs go through void pointers the compiler cannot tell from *params,
     // so it reloaded every field after every store.
     const cgk_dwq8 local = *params, *p = &local;
-    const int32_t W = w->width, SH = w->stride_h, OW = w->out_width, PL = w->pad_left;
-    // Output columns whose whole window lies inside the image.
-    int32_t ow_lo = (PL + SW - 1) / SW, ow_hi = W >= KW ? (W - KW + PL) / SW + 1 : 0;
-    if (ow_hi > OW) ow_hi = OW;
-    if (ow_lo > ow_hi) ow_lo = ow_hi;
+    const int32_t SH = w->stride_h, OW = w->out_width;
+    int32_t ow_lo, ow_hi;
+    cgk_interior_columns(w, KW, SW, &ow_lo, &ow_hi);
     const int32_t blocks = c_begin + (c_end - c_begin) / DQ * DQ;
     const int32_t lo[2] = {t_lo, b_lo}, hi[2] = {t_hi, b_hi};
     void *const ys[2] = {y_top, y_bottom};
     const int row_count = y_bottom ? 2 : 1;
     for (int row = 0; row < row_count; row++)
-        for (int32_t ow = 0; ow < OW; ow++) {
-            if (ow == ow_lo) ow = ow_hi; // the interior columns are below
-            if (ow == OW) break;
-            dq_pixel(rows + row * SH, lo[row], hi[row], w, p, ow, c_begin, c_end, ys[row]);
-        }
+        for (int32_t i = 0; i < OW - (ow_hi - ow_lo); i++) // the interior columns are below
+            dq_pixel(rows + row * SH, lo[row], hi[row], w, p, cgk_edge_column(i, ow_lo, ow_hi), c_begin, c_end, ys[row]);
     for (int32_t c0 = c_begin; c0 < blocks; c0 += DQ) {
         int32_t ow = ow_lo;
         for (; ow + P <= ow_hi; ow += P) dq_group(Z0, P, KW, SW, rows, SH, t_lo, t_hi, b_lo, b_hi, w, p, ow, c0, y_top, y_bottom);

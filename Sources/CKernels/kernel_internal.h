@@ -49,6 +49,20 @@
 static inline int32_t cgk_max(int32_t a, int32_t b) { return a > b ? a : b; }
 static inline int32_t cgk_min(int32_t a, int32_t b) { return a < b ? a : b; }
 
+// The output columns [*lo, *hi) of a row whose whole window (kernel width KW, stride SW) lies
+// inside the image: the depthwise kernels' fast loops; the columns outside go pixel by pixel.
+static inline void cgk_interior_columns(const cgk_window *w, int32_t KW, int32_t SW, int32_t *lo, int32_t *hi) {
+    const int32_t W = w->width, OW = w->out_width, PL = w->pad_left;
+    int32_t l = (PL + SW - 1) / SW, h = W >= KW ? (W - KW + PL) / SW + 1 : 0;
+    if (h > OW) h = OW;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
+// The i-th of the out_width - (hi - lo) columns outside [lo, hi): 0 .. lo - 1, then hi onwards.
+static inline int32_t cgk_edge_column(int32_t i, int32_t lo, int32_t hi) { return i < lo ? i : i - lo + hi; }
+
 #if defined(__SSE2__)
 #include <immintrin.h>
 #endif

@@ -175,30 +175,35 @@ public enum Conv2D {
         bias: UnsafePointer<Float>?, activation: Activation, y: UnsafeMutablePointer<Float>, threads: Int
     ) {
         var window = shape.window.c
+        depthwiseWork(shape, batch: batch, threads: threads) { n, rows, channels in
+            cgk_depthwise(x + n * shape.inElementsPerImage, &window, weight, bias, activation.code, Int32(rows.lowerBound),
+                          Int32(rows.upperBound), Int32(channels.lowerBound), Int32(channels.upperBound), y + n * shape.outElementsPerImage)
+        }
+    }
+
+    /// How a depthwise convolution's work is split, float and int8 alike: `body(image, output rows,
+    /// channels)`, concurrently. Small images split channels in the 16-wide groups the preceding
+    /// 1x1 convolution split its output columns by (PackedMatrix.multiply), so each thread reads what
+    /// it just wrote; large images split output rows, as that convolution split its rows. Work items
+    /// are then (image, output row band); bands keep every thread busy at batch 1, and each holds
+    /// whole pairs of rows, which the kernels compute together.
+    public static func depthwiseWork(_ shape: ConvShape, batch: Int, threads: Int,
+                                     _ body: (_ image: Int, _ rows: Range<Int>, _ channels: Range<Int>) -> Void) {
         let rows = shape.window.outHeight, channels = shape.outChannels
-        // Small images split channels in the 16-wide groups the preceding 1x1 convolution split
-        // its output columns by (PackedMatrix.multiply), so each thread reads what it just wrote;
-        // large images split output rows, as that convolution split its rows.
         if threads > 1 && batch * shape.window.outPixels < threads * PackedMatrix.rowSplitMinimum {
             let groups = (channels + 15) / 16
             for n in 0..<batch {
                 Parallel.forRanges(groups, threads: threads) { _, range in
-                    cgk_depthwise(x + n * shape.inElementsPerImage, &window, weight, bias, activation.code, 0, Int32(rows),
-                                  Int32(range.lowerBound * 16), Int32(min(range.upperBound * 16, channels)),
-                                  y + n * shape.outElementsPerImage)
+                    body(n, 0..<rows, (range.lowerBound * 16)..<min(range.upperBound * 16, channels))
                 }
             }
             return
         }
-        // Work items are (image, output row band); bands keep every thread busy at batch 1. A band
-        // holds whole pairs of rows, which the kernel computes together (cgk_depthwise).
         let pairs = (rows + 1) / 2
         let bands = threads > 1 ? min(pairs, threads * 4) : 1
         Parallel.forEach(batch * bands, threads: threads) { item in
             let n = item / bands, band = item % bands
-            let lo = min(rows, 2 * (band * pairs / bands)), hi = min(rows, 2 * ((band + 1) * pairs / bands))
-            cgk_depthwise(x + n * shape.inElementsPerImage, &window, weight, bias, activation.code,
-                          Int32(lo), Int32(hi), 0, Int32(channels), y + n * shape.outElementsPerImage)
+            body(n, min(rows, 2 * (band * pairs / bands))..<min(rows, 2 * ((band + 1) * pairs / bands)), 0..<channels)
         }
     }
 

@@ -47,47 +47,65 @@ public enum ExpandDepthwise {
         precondition(isWorthwhile(expand: expand, depthwise: depthwise) && packed.rows == expand.window.inChannels
                      && packed.columns == expand.outChannels)
         var window = depthwise.window.c
+        let w = depthwise.window, channels = w.inChannels, inChannels = expand.window.inChannels
+        let outRowFloats = w.outWidth * channels
+        walk(depthwise, batch: batch, threads: threads, ring: scratch, expandRow: { n, r, into in
+            packed.multiply(x + (n * w.inPixels + r * w.inWidth) * inChannels, rows: w.inWidth, lda: inChannels, into: into,
+                            ldc: channels, bias: expandBias, activation: expandActivation, threads: 1)
+        }, pair: { n, oh, rows in
+            let out = y + n * w.outPixels * channels + oh * outRowFloats
+            cgk_depthwise_row_pair(rows, Int32(oh), &window, weight, bias, activation.code, 0, Int32(channels), out, out + outRowFloats)
+        }, single: { n, oh, khLo, khHi, rows in
+            cgk_depthwise_row(rows, Int32(khLo), Int32(khHi), &window, weight, bias, activation.code, 0, Int32(channels),
+                              y + n * w.outPixels * channels + oh * outRowFloats)
+        })
+    }
+
+    /// The loop both forms share. Work items are (image, band of output rows), one band per
+    /// thread; each thread keeps its ring of `ringRows` expanded rows (`ring` + worker * ring rows),
+    /// makes each expanded row (`expandRow(image, row, into)`) just before the first output row
+    /// that reads it, and hands the kernel the rows it reads: `pair(image, oh, rows)` for output rows
+    /// oh and oh + 1 (rows[r] = input row oh * strideH - padTop + r, those inside the image; the
+    /// kernel clips each row's taps), `single(image, oh, khLo, khHi, rows)` for a last row alone.
+    static func walk<Element>(
+        _ depthwise: ConvShape, batch: Int, threads: Int, ring: UnsafeMutablePointer<Element>,
+        expandRow: (_ image: Int, _ row: Int, _ into: UnsafeMutablePointer<Element>) -> Void,
+        pair: (_ image: Int, _ oh: Int, _ rows: UnsafePointer<UnsafePointer<Element>?>) -> Void,
+        single: (_ image: Int, _ oh: Int, _ khLo: Int, _ khHi: Int, _ rows: UnsafePointer<UnsafePointer<Element>?>) -> Void
+    ) {
         let w = depthwise.window
-        let height = w.inHeight, width = w.inWidth, channels = w.inChannels, inChannels = expand.window.inChannels
-        let kernelH = w.kernelH, strideH = w.strideH, ring = ringRows(depthwise), rowFloats = width * channels
-        let outRows = w.outHeight, outRowFloats = w.outWidth * channels
+        let height = w.inHeight, kernelH = w.kernelH, strideH = w.strideH, ringCount = ringRows(depthwise)
+        let rowCount = w.inWidth * w.inChannels, outRows = w.outHeight
         let bands = bands(depthwise, threads: threads)
         Parallel.forRanges(batch * bands, threads: threads) { worker, items in
-            let rowsOfRing = scratch + worker * ring * rowFloats
-            withUnsafeTemporaryAllocation(of: UnsafePointer<Float>?.self, capacity: ring) { rows in
+            let rowsOfRing = ring + worker * ringCount * rowCount
+            withUnsafeTemporaryAllocation(of: UnsafePointer<Element>?.self, capacity: ringCount) { rows in
                 for item in items {
                     let n = item / bands, band = item % bands
                     let lo = band * outRows / bands, hi = (band + 1) * outRows / bands
-                    let image = x + n * w.inPixels * inChannels
-                    let out = y + n * w.outPixels * channels
                     var next = Int.min // the next expanded row to make; rows below it are in the ring
-                    // Makes input rows [from, to) that are not made yet; rows below `from` are never read again.
-                    func expand(_ from: Int, _ to: Int) {
-                        next = max(next, from)
-                        while next < to {
-                            packed.multiply(image + next * width * inChannels, rows: width, lda: inChannels,
-                                            into: rowsOfRing + (next % ring) * rowFloats, ldc: channels, bias: expandBias,
-                                            activation: expandActivation, threads: 1)
+                    // Makes input rows [from, to) that are not made yet, and points rows[] at the
+                    // window's rows from ih0; rows below `from` are never read again.
+                    func expand(_ ih0: Int, _ from: Int, _ to: Int) {
+                        next = max(next, ih0 + from)
+                        while next < ih0 + to {
+                            expandRow(n, next, rowsOfRing + (next % ringCount) * rowCount)
                             next += 1
                         }
+                        for r in from..<to { rows[r] = UnsafePointer(rowsOfRing + ((ih0 + r) % ringCount) * rowCount) }
                     }
                     var oh = lo
                     while oh < hi {
                         let ih0 = oh * strideH - w.padTop
                         if oh + 1 < hi {
-                            // The rows of both windows inside the image (the kernel clips each row's taps).
-                            let rLo = max(0, -ih0), rHi = max(rLo, min(ring, height - ih0))
-                            expand(ih0 + rLo, ih0 + rHi)
-                            for r in rLo..<rHi { rows[r] = UnsafePointer(rowsOfRing + ((ih0 + r) % ring) * rowFloats) }
-                            cgk_depthwise_row_pair(rows.baseAddress!, Int32(oh), &window, weight, bias, activation.code, 0,
-                                                   Int32(channels), out + oh * outRowFloats, out + (oh + 1) * outRowFloats)
+                            let rLo = max(0, -ih0), rHi = max(rLo, min(ringCount, height - ih0))
+                            expand(ih0, rLo, rHi)
+                            pair(n, oh, UnsafePointer(rows.baseAddress!))
                             oh += 2
                         } else {
                             let tLo = max(0, -ih0), tHi = max(tLo, min(kernelH, height - ih0))
-                            expand(ih0 + tLo, ih0 + tHi)
-                            for kh in tLo..<tHi { rows[kh] = UnsafePointer(rowsOfRing + ((ih0 + kh) % ring) * rowFloats) }
-                            cgk_depthwise_row(rows.baseAddress!, Int32(tLo), Int32(tHi), &window, weight, bias, activation.code, 0,
-                                              Int32(channels), out + oh * outRowFloats)
+                            expand(ih0, tLo, tHi)
+                            single(n, oh, tLo, tHi, UnsafePointer(rows.baseAddress!))
                             oh += 1
                         }
                     }
@@ -113,53 +131,18 @@ extension ExpandDepthwise {
                      && packed.columns == expand.outChannels && packed.rows <= QuantizedMatrix.maxRowsForByteOutput)
         var window = shape.window.c
         var p = depthwise.parameters(output)
-        let w = shape.window
-        let height = w.inHeight, width = w.inWidth, channels = w.inChannels, inChannels = expand.window.inChannels
-        let kernelH = w.kernelH, strideH = w.strideH, ring = ringRows(shape), rowBytes = width * channels
-        let outRows = w.outHeight, outRowBytes = w.outWidth * channels * (output == nil ? 4 : 1)
-        let inSize = inputIsBytes ? 1 : 4
-        let bands = bands(shape, threads: threads)
+        let w = shape.window, channels = w.inChannels, inChannels = expand.window.inChannels
+        let outRowBytes = w.outWidth * channels * (output == nil ? 4 : 1), inSize = inputIsBytes ? 1 : 4
         let ringInput = depthwise.input
-        Parallel.forRanges(batch * bands, threads: threads) { worker, items in
-            let rowsOfRing = scratch.assumingMemoryBound(to: UInt8.self) + worker * ring * rowBytes
-            withUnsafeTemporaryAllocation(of: UnsafePointer<UInt8>?.self, capacity: ring) { rows in
-                for item in items {
-                    let n = item / bands, band = item % bands
-                    let lo = band * outRows / bands, hi = (band + 1) * outRows / bands
-                    let image = x + n * w.inPixels * inChannels * inSize
-                    let out = y + n * outRows * outRowBytes
-                    var next = Int.min
-                    func expand(_ from: Int, _ to: Int) {
-                        next = max(next, from)
-                        while next < to {
-                            packed.multiply(image + next * width * inChannels * inSize, inputIsBytes: inputIsBytes, rows: width,
-                                            lda: inChannels, into: UnsafeMutableRawPointer(rowsOfRing + (next % ring) * rowBytes),
-                                            output: ringInput, ldc: channels, bias: expandBias, activation: expandActivation,
-                                            threads: 1)
-                            next += 1
-                        }
-                    }
-                    var oh = lo
-                    while oh < hi {
-                        let ih0 = oh * strideH - w.padTop
-                        if oh + 1 < hi {
-                            let rLo = max(0, -ih0), rHi = max(rLo, min(ring, height - ih0))
-                            expand(ih0 + rLo, ih0 + rHi)
-                            for r in rLo..<rHi { rows[r] = UnsafePointer(rowsOfRing + ((ih0 + r) % ring) * rowBytes) }
-                            cgk_depthwise_q8_row_pair(rows.baseAddress!, Int32(oh), &window, &p, 0, Int32(channels),
-                                                      out + oh * outRowBytes, out + (oh + 1) * outRowBytes)
-                            oh += 2
-                        } else {
-                            let tLo = max(0, -ih0), tHi = max(tLo, min(kernelH, height - ih0))
-                            expand(ih0 + tLo, ih0 + tHi)
-                            for kh in tLo..<tHi { rows[kh] = UnsafePointer(rowsOfRing + ((ih0 + kh) % ring) * rowBytes) }
-                            cgk_depthwise_q8_row(rows.baseAddress!, Int32(tLo), Int32(tHi), &window, &p, 0, Int32(channels),
-                                                 out + oh * outRowBytes)
-                            oh += 1
-                        }
-                    }
-                }
-            }
-        }
+        walk(shape, batch: batch, threads: threads, ring: scratch.assumingMemoryBound(to: UInt8.self), expandRow: { n, r, into in
+            packed.multiply(x + (n * w.inPixels + r * w.inWidth) * inChannels * inSize, inputIsBytes: inputIsBytes, rows: w.inWidth,
+                            lda: inChannels, into: UnsafeMutableRawPointer(into), output: ringInput, ldc: channels, bias: expandBias,
+                            activation: expandActivation, threads: 1)
+        }, pair: { n, oh, rows in
+            let out = y + n * w.outHeight * outRowBytes + oh * outRowBytes
+            cgk_depthwise_q8_row_pair(rows, Int32(oh), &window, &p, 0, Int32(channels), out, out + outRowBytes)
+        }, single: { n, oh, khLo, khHi, rows in
+            cgk_depthwise_q8_row(rows, Int32(khLo), Int32(khHi), &window, &p, 0, Int32(channels), y + n * w.outHeight * outRowBytes + oh * outRowBytes)
+        })
     }
 }

@@ -24,29 +24,28 @@ public enum Quantization {
     /// `levels`: the largest magnitude (`weightLevels` or `narrowWeightLevels`).
     public static func symmetric(_ values: UnsafeBufferPointer<Float>, channels: Int,
                                  levels: Float = weightLevels) -> (scales: [Float], values: [Int8])? {
-        guard channels > 0, values.count % channels == 0, values.allSatisfy(\.isFinite) else { return nil }
-        var largest = [Float](repeating: 0, count: channels)
-        for (i, v) in values.enumerated() { largest[i % channels] = max(largest[i % channels], abs(v)) }
-        let scales = largest.map { $0 > 0 ? $0 / levels : 1 }
-        let quantized = values.enumerated().map { i, v -> Int8 in
-            Int8(max(-levels, min(levels, (v / scales[i % channels]).rounded(.toNearestOrEven))))
-        }
-        return (scales, quantized)
+        symmetric(values, channels: channels, levels: levels, as: Int8.self)
     }
 
     /// Largest weight magnitude of a depthwise convolution's 16-bit weights (cgk_depthwise_q8).
     public static let depthwiseWeightLevels: Float = 32767
 
-    /// `symmetric` with 16-bit values (levels up to 32767), for depthwise convolutions: with 9 or
-    /// 25 taps per channel, 8-bit weights measurably changed the answers (docs/quantization.md).
-    public static func symmetric16(_ values: UnsafeBufferPointer<Float>, channels: Int,
-                                   levels: Float = depthwiseWeightLevels) -> (scales: [Float], values: [Int16])? {
+    /// `symmetric` with 16-bit values, for depthwise convolutions: with 9 or 25 taps per channel,
+    /// 8-bit weights measurably changed the answers (docs/quantization.md).
+    public static func symmetric16(_ values: UnsafeBufferPointer<Float>, channels: Int) -> (scales: [Float], values: [Int16])? {
+        symmetric(values, channels: channels, levels: depthwiseWeightLevels, as: Int16.self)
+    }
+
+    /// Either: values rounded to nearest even after dividing by their channel's scale, clamped to
+    /// [-levels, levels] (which `T` must hold).
+    static func symmetric<T: FixedWidthInteger & SignedInteger>(_ values: UnsafeBufferPointer<Float>, channels: Int, levels: Float,
+                                                                as: T.Type) -> (scales: [Float], values: [T])? {
         guard channels > 0, values.count % channels == 0, values.allSatisfy(\.isFinite) else { return nil }
         var largest = [Float](repeating: 0, count: channels)
         for (i, v) in values.enumerated() { largest[i % channels] = max(largest[i % channels], abs(v)) }
         let scales = largest.map { $0 > 0 ? $0 / levels : 1 }
-        let quantized = values.enumerated().map { i, v -> Int16 in
-            Int16(max(-levels, min(levels, (v / scales[i % channels]).rounded(.toNearestOrEven))))
+        let quantized = values.enumerated().map { i, v -> T in
+            T(max(-levels, min(levels, (v / scales[i % channels]).rounded(.toNearestOrEven))))
         }
         return (scales, quantized)
     }

@@ -99,7 +99,7 @@ public final class QuantizedDepthwise: @unchecked Sendable {
 
     /// y = act(depthwise(x) + bias) for `batch` images. `x` holds bytes in `input`'s quantization
     /// when `inputIsBytes`, else floats (quantized into `scratch` first); `y` receives floats, or
-    /// bytes in `output`'s quantization. Work is split as the float kernel's (`Conv2D.depthwise`).
+    /// bytes in `output`'s quantization. Work is split as the float kernel's (`Conv2D.depthwiseWork`).
     public func forward(batch: Int, x: UnsafeRawPointer, inputIsBytes: Bool, output: ByteQuantization?,
                         y: UnsafeMutableRawPointer, scratch: UnsafeMutableRawPointer?, threads: Int) {
         let bytes: UnsafePointer<UInt8>
@@ -113,24 +113,10 @@ public final class QuantizedDepthwise: @unchecked Sendable {
         precondition(output.map { $0.channels == shape.outChannels } ?? true)
         var window = shape.window.c
         var p = parameters(output)
-        let rows = shape.window.outHeight, channels = shape.outChannels
         let inStride = shape.inElementsPerImage, outStride = shape.outElementsPerImage * (output == nil ? 4 : 1)
-        if threads > 1 && batch * shape.window.outPixels < threads * PackedMatrix.rowSplitMinimum {
-            let groups = (channels + 15) / 16
-            for n in 0..<batch {
-                Parallel.forRanges(groups, threads: threads) { _, range in
-                    cgk_depthwise_q8(bytes + n * inStride, &window, &p, 0, Int32(rows), Int32(range.lowerBound * 16),
-                                     Int32(min(range.upperBound * 16, channels)), y + n * outStride)
-                }
-            }
-            return
-        }
-        let pairs = (rows + 1) / 2
-        let bands = threads > 1 ? min(pairs, threads * 4) : 1
-        Parallel.forEach(batch * bands, threads: threads) { item in
-            let n = item / bands, band = item % bands
-            let lo = min(rows, 2 * (band * pairs / bands)), hi = min(rows, 2 * ((band + 1) * pairs / bands))
-            cgk_depthwise_q8(bytes + n * inStride, &window, &p, Int32(lo), Int32(hi), 0, Int32(channels), y + n * outStride)
+        Conv2D.depthwiseWork(shape, batch: batch, threads: threads) { n, rows, channels in
+            cgk_depthwise_q8(bytes + n * inStride, &window, &p, Int32(rows.lowerBound), Int32(rows.upperBound),
+                             Int32(channels.lowerBound), Int32(channels.upperBound), y + n * outStride)
         }
     }
 }
