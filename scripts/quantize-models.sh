@@ -6,7 +6,7 @@
 # point (chosen on val: 98.4 -> 98.9% top-1 agreement, docs/quantization.md); then the
 # temperature refitted on the validation covers, as the float models' was. The depthwise
 # convolutions stay float (--depthwise off, since the default became on): the shipped files were
-# measured on the test covers that way, and int8 ones cost 0.4 points of val agreement for 5-8%
+# measured on the test covers that way, and int8 ones cost a point of val agreement for 5-8%
 # of time (docs/quantization.md); changing them would mean reading the test covers again.
 #   scripts/quantize-models.sh [OUT_DIR]     (default models/)
 set -euo pipefail

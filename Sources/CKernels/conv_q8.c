@@ -15,6 +15,8 @@
 // AVX2's 16, 1 for the baseline), kernel width and stride as constants for 3x3 and 5x5, stride 1
 // and 2; the edge columns and the last channels (fewer than 16) pixel by pixel with their taps
 // clipped. A single row is a pair whose bottom row reads nothing and is not stored.
+// The epilogue's multiply and add must stay apart (every variant and the reference round twice):
+// the pragma, which clang's default -ffp-contract=on honours, as conv.c's float kernel relies on.
 #pragma STDC FP_CONTRACT OFF
 
 #include "kernel_internal.h"
@@ -180,8 +182,12 @@ CGK_INLINE void dq_pair_k(const int Z0, const int P, const int32_t KW, const int
                           int32_t t_hi, int32_t b_lo, int32_t b_hi, const cgk_window *w, const cgk_dwq8 *params, int32_t c_begin,
                           int32_t c_end, void *y_top, void *y_bottom) {
     // A local copy: the outputs go through void pointers the compiler cannot tell from *params,
-    // so it reloaded every field after every store.
-    const cgk_dwq8 local = *params, *p = &local;
+    // so it reloaded every field after every store. Zero points clamped to 0 .. 255, as
+    // cgk_q8_quantize clamps its own.
+    cgk_dwq8 local = *params;
+    local.zero = cgk_max(0, cgk_min(255, local.zero));
+    local.out_zero = cgk_max(0, cgk_min(255, local.out_zero));
+    const cgk_dwq8 *p = &local;
     const int32_t SH = w->stride_h, OW = w->out_width;
     int32_t ow_lo, ow_hi;
     cgk_interior_columns(w, KW, SW, &ow_lo, &ow_hi);

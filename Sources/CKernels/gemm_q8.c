@@ -736,6 +736,12 @@ void cgk_gemm_q8_io(int32_t m, int32_t n, int32_t k, const float *a, ptrdiff_t l
     if (k < 0) k = 0;
     if (io != NULL && io->c != NULL && (k > Q8_KC || io->out_inv_scales == NULL)) return; // documented: not done
     zero = q8_clamp_zero(zero);
+    cgk_q8_io clamped;
+    if (io != NULL) { // the output's zero point clamped as cgk_q8_quantize clamps its own
+        clamped = *io;
+        clamped.out_zero = q8_clamp_zero(clamped.out_zero);
+        io = &clamped;
+    }
     switch (q8_variant()) {
 #if CGK_X86
     case Q8_VNNI:

@@ -110,9 +110,14 @@ struct Quantize: ParsableCommand {
         }
         let unknown = keepFloat.filter { name in !graph.nodes.contains { $0.name == name } }
         guard unknown.isEmpty else { throw ValidationError("--keep-float: no graph node named \(unknown.joined(separator: ", ")).") }
+        // 1x1 convolutions made int8 that can write bytes for one reader (CompiledGraph.byteChains:
+        // read by one node, depth within one pass of the kernel).
         let chosen1x1 = Set(quantizer.eligible.filter { i in
-            guard !keepFloat.contains(graph.nodes[i].name), case .conv2d(let a) = graph.nodes[i].op else { return false }
-            return a.kernel == (1, 1) && a.stride == (1, 1) && a.groups == 1
+            let name = graph.nodes[i].name
+            guard !keepFloat.contains(name), case .conv2d(let a) = graph.nodes[i].op else { return false }
+            return a.kernel == (1, 1) && a.stride == (1, 1) && a.groups == 1 && graph.nodes.filter({ $0.inputs.contains(name) }).count == 1
+                && graph.logits != name && graph.embedding != name
+                && (quantizer.model.file.info(a.weight)?.shape[2] ?? Int.max) <= QuantizedMatrix.maxRowsForByteOutput
         }.map { graph.nodes[$0].name })
         let nodes = quantizer.eligible.filter { i in
             let node = graph.nodes[i]

@@ -37,8 +37,10 @@ public final class ByteQuantization: @unchecked Sendable {
 /// expansion and a projection the activations stay bytes: a quarter of the memory traffic, which
 /// is what a depthwise convolution waits on in a network.
 ///
-/// The file's weights were multiplied by the channel scales m (as every balanced int8 layer's
-/// are); channel c's input is x / (scale * m[c]).
+/// Channel c's input is read as x / (scale * m[c]) (the channel scales m give each channel its own
+/// range); unlike a balanced 1x1 convolution's, the weights in the file are the float model's
+/// own, not multiplied by m (per-channel weight quantization gains nothing from it, and a float16
+/// file would round the products): m is multiplied back into the output scale.
 public final class QuantizedDepthwise: @unchecked Sendable {
     public let shape: ConvShape
     private let weights: UnsafeMutablePointer<Int16>
@@ -65,10 +67,10 @@ public final class QuantizedDepthwise: @unchecked Sendable {
         else { return nil }
         var scales = [Float](repeating: 0, count: channels), inverses = scales
         for c in 0..<channels {
-            // Channel c's bytes count steps of inputScale * m[c]; its weights, already multiplied
-            // by m[c] in the file, steps of weightScales[c] / m[c]: m cancels in the product.
+            // Channel c's bytes count steps of s = inputScale * m[c], its weights steps of
+            // weightScales[c].
             let s = inputScale * (channelScales?[c] ?? 1)
-            scales[c] = inputScale * weightScales[c]
+            scales[c] = s * weightScales[c]
             inverses[c] = 1 / s
             guard s.isFinite, s > 0, inverses[c].isFinite, scales[c].isFinite, scales[c] > 0 else { return nil }
         }
@@ -106,7 +108,7 @@ public final class QuantizedDepthwise: @unchecked Sendable {
         if inputIsBytes {
             bytes = x.assumingMemoryBound(to: UInt8.self)
         } else {
-            let q = scratch!.bindMemory(to: UInt8.self, capacity: scratchBytes(batch: batch))
+            let q = scratch!.assumingMemoryBound(to: UInt8.self) // float scratch, used here as bytes
             input.quantize(x.assumingMemoryBound(to: Float.self), pixels: batch * shape.window.inPixels, into: q, threads: threads)
             bytes = UnsafePointer(q)
         }

@@ -183,12 +183,11 @@ public struct Quantizer {
     }
 
     /// The float weights of tensor `name` as an int8 layer stores them before quantizing: with
-    /// balanced channels, row r (which reads input channel r % m.count) multiplied by m[r % m.count];
-    /// a depthwise convolution's (`depthwise`) element i reads channel i % m.count.
-    func balancedWeights(_ name: String, m: [Float]?, depthwise: Bool = false) throws -> [Float] {
+    /// balanced channels, row r (which reads input channel r % m.count) multiplied by m[r % m.count].
+    func balancedWeights(_ name: String, m: [Float]?) throws -> [Float] {
         var values = try model.file.floats(name).array
         if let m, let columns = model.file.info(name)?.shape.last, columns > 0 {
-            for i in values.indices { values[i] *= m[depthwise ? i % m.count : (i / columns) % m.count] }
+            for i in values.indices { values[i] *= m[(i / columns) % m.count] }
         }
         return values
     }
@@ -293,10 +292,11 @@ public struct Quantizer {
             guard let sum = sums[i], sum.count > 0, let name = graph.nodes[i].op.weight, let info = model.file.info(name) else { continue }
             let channels = sum.x.count, outputs = info.shape.last!
             let weights = try model.file.floats(name).array
-            // What the writer will store: the balanced weights, quantized as the engine will (16
-            // bits at load for a depthwise convolution, whose channel c reads input channel c).
+            // What the writer will store, quantized as the engine will: the balanced weights in
+            // 8 bits; a depthwise convolution's own weights in 16 bits at load (its channel c reads
+            // input channel c, and m[c] multiplies its output, not its weights).
             let depthwise = isDepthwise(i)
-            let stored = try balancedWeights(name, m: channelScales[i], depthwise: depthwise)
+            let stored = depthwise ? weights : try balancedWeights(name, m: channelScales[i])
             let quantized: (scales: [Float], values: [Float])?
             if depthwise {
                 quantized = stored.withUnsafeBufferPointer { Quantization.symmetric16($0, channels: outputs) }
@@ -306,7 +306,10 @@ public struct Quantizer {
                     .map { ($0.scales, $0.values.map { Float($0) }) }
             }
             guard let (scales, q) = quantized else { continue }
-            let meanX = sum.x.map { $0 / Double(sum.count) }, meanXq = sum.xq.map { $0 / Double(sum.count) }
+            let meanX = sum.x.map { $0 / Double(sum.count) }
+            // The kernel's input in x's units: a depthwise convolution multiplies m back.
+            let m = depthwise ? channelScales[i]?.map(Double.init) : nil
+            let meanXq = sum.xq.enumerated().map { c, v in v / Double(sum.count) * (m?[c] ?? 1) }
             var shift = [Double](repeating: 0, count: outputs)
             for index in weights.indices {
                 let o = index % outputs, c = depthwise ? o : (index / outputs) % channels
@@ -329,7 +332,7 @@ public struct Quantizer {
                           biasShifts: [Int: [Float]] = [:], provenance: JSON) throws -> ModelWriter {
         var description = model.description
         var int8Tensors = Set<String>()
-        /// Depthwise weights: kept float32 (balanced), quantized to 16 bits at load.
+        /// Depthwise weights: kept as the float model stores them (quantized to 16 bits at load).
         var depthwiseTensors = Set<String>()
         /// Balanced layers: weight name -> (m, name of the tensor holding m).
         var balanced: [String: (m: [Float], name: String)] = [:]
@@ -370,9 +373,7 @@ public struct Quantizer {
         for info in model.file.tensors {
             if depthwiseTensors.contains(info.name) {
                 if let (m, name) = balanced[info.name] { try writer.add(name, shape: [m.count], values: m) }
-                // In the tensor's own storage (float32 or float16): quantized to 16 bits at load.
-                try writer.add(info.name, shape: info.shape, values: try balancedWeights(info.name, m: balanced[info.name]?.m, depthwise: true),
-                               storage: info.dtype == .int8 ? .float32 : info.dtype)
+                try writer.add(copying: info, of: model.file)
             } else if int8Tensors.contains(info.name) {
                 if let (m, name) = balanced[info.name] { try writer.add(name, shape: [m.count], values: m) }
                 try writer.add(info.name, shape: info.shape, values: try balancedWeights(info.name, m: balanced[info.name]?.m),

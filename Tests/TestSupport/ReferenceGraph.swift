@@ -27,9 +27,12 @@ public enum ReferenceGraph {
         var values: [String: [Float]] = [graph.input: input]
         for r in resolved {
             // An int8 layer sees its input as the quantized values it reads (`InputQuantization`);
-            // its weights are the dequantized int8 values `TensorStore(file:)` reads.
-            let x = fakeQuantized(values[r.node.inputs[0]]!, r.node.op.inputQuantization,
-                                  channelScales: r.node.op.inputQuantization?.channelScales.map { tensors[$0]!.values })
+            // its weights are the dequantized int8 values `TensorStore(file:)` reads. A depthwise
+            // convolution's weights are its float ones, not multiplied by m: m multiplies its input
+            // back (QuantizedDepthwise).
+            let m = r.node.op.inputQuantization?.channelScales.map { tensors[$0]!.values }
+            var x = fakeQuantized(values[r.node.inputs[0]]!, r.node.op.inputQuantization, channelScales: m)
+            if let m, r.conv?.method == .depthwise { x = x.enumerated().map { $1 * m[$0 % m.count] } }
             let s = r.inputShapes[0]
             var y: [Float]
             switch r.node.op {

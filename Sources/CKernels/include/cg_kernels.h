@@ -219,10 +219,10 @@ typedef struct {
     const int16_t *weight;        // [kernel_h][kernel_w][channels]
     const float *scale;           // [channels]
     const float *bias;            // [channels] or NULL
-    int32_t zero;                 // the input's zero point, 0 .. 255
+    int32_t zero;                 // the input's zero point, 0 .. 255 (clamped to it)
     int32_t activation;           // a cgk_activation
     const float *out_inv_scales;  // [channels]: uint8 output; NULL: float output
-    int32_t out_zero;             // 0 .. 255
+    int32_t out_zero;             // 0 .. 255 (clamped to it)
 } cgk_dwq8;
 // Output rows [oh_begin, oh_end), channels [c_begin, c_end) of one image; y is float or uint8
 // (out_inv_scales), out_height x out_width x channels of them.
