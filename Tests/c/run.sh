@@ -173,6 +173,10 @@ part_valgrind() {
         valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=9 \
             "$work/vg/stress" cycles "$work/small.cgm" "$work/covers/$cover" "$n"
     done
+    # An int8 model with a depthwise convolution between 1x1 ones, bytes between them (the fuzz
+    # seed fuzz/make-seeds.sh makes; 32x32 input).
+    valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=9 \
+        "$work/vg/stress" cycles fuzz/seeds/model/6c12213093a002716d5fa01476d683675febc858 "$work/covers/neon-grid.jpg" 20
 }
 
 part_tsan() {
