@@ -141,6 +141,22 @@ public final class CompiledGraph: @unchecked Sendable {
             if let halfs = weights.halfs(name), let packed = fromHalfs(halfs) { return .packed(packed) }
             return try layerWeights(name) { fromFloats($0).map { .packed($0) } }
         }
+        /// An int8 layer's channel scales m (`InputQuantization.channelScales`), if it has them:
+        /// float32 only (the int8 weights were multiplied by exactly these values; a float16 copy,
+        /// as an old `convert --storage f16` wrote, would no longer cancel them), finite, positive,
+        /// and `count` of them when given.
+        func channelScales(_ node: Node, _ input: InputQuantization, count: Int? = nil) throws -> [Float]? {
+            guard let name = input.channelScales else { return nil }
+            if weights.halfs(name) != nil || weights.int8(name) != nil {
+                throw CoverGenreError(.modelFormat, "graph node \"\(node.name)\": channel scales \"\(name)\" must be stored as float32")
+            }
+            let m = try weights.floats(name).array
+            guard m.allSatisfy({ $0.isFinite && $0 > 0 }), count.map({ m.count == $0 }) ?? true else {
+                throw CoverGenreError(.modelFormat, "graph node \"\(node.name)\": channel scales \"\(name)\" are not all finite and positive"
+                                      + (count.map { ", \($0) of them" } ?? ""))
+            }
+            return m
+        }
         /// An int8 layer's weights (k x n) with the quantization of its input; nil for a float
         /// layer (whose weights may still be stored in int8, only to make the file smaller: they
         /// are widened to float32 like f16 ones). A node that asks for int8 inputs without int8
@@ -161,15 +177,7 @@ public final class CompiledGraph: @unchecked Sendable {
             if (0..<count).contains(where: { stored.values[$0] == -128 }) {
                 throw CoverGenreError(.modelFormat, "graph node \"\(node.name)\": int8 weights \"\(weight)\" hold -128 (outside [-127, 127])")
             }
-            // Float32 only: the int8 weights were multiplied by exactly these values (a float16
-            // copy, as an old `convert --storage f16` wrote, would no longer cancel them).
-            if let name = input.channelScales, weights.halfs(name) != nil || weights.int8(name) != nil {
-                throw CoverGenreError(.modelFormat, "graph node \"\(node.name)\": channel scales \"\(name)\" must be stored as float32")
-            }
-            let channelScales = try input.channelScales.map { try weights.floats($0).array }
-            if let channelScales, !channelScales.allSatisfy({ $0.isFinite && $0 > 0 }) {
-                throw CoverGenreError(.modelFormat, "graph node \"\(node.name)\": channel scales \"\(input.channelScales!)\" are not all finite and positive")
-            }
+            let channelScales = try channelScales(node, input)
             guard let matrix = QuantizedMatrix(stored.values, rows: rows, columns: columns, weightScales: stored.scales,
                                                inputScale: input.scale, zeroPoint: input.zeroPoint, channelScales: channelScales,
                                                arena: arena)
@@ -185,19 +193,10 @@ public final class CompiledGraph: @unchecked Sendable {
             switch r.node.op {
             case .conv2d(let a) where r.conv!.method == .depthwise && a.inputQuantization != nil:
                 let shape = r.conv!, input = a.inputQuantization!
-                guard let stored = weights.shape(a.weight), stored.reduce(1, *) == shape.weightCount else {
-                    throw CoverGenreError(.modelFormat, "graph node \"\(r.node.name)\": depthwise weights \"\(a.weight)\" have the wrong size")
-                }
                 guard shape.window.taps <= QuantizedDepthwise.maxTaps else {
                     throw CoverGenreError(.modelUnsupported, "graph node \"\(r.node.name)\": int8 depthwise convolutions take at most \(QuantizedDepthwise.maxTaps) taps; this one has \(shape.window.taps)")
                 }
-                if let name = input.channelScales, weights.halfs(name) != nil || weights.int8(name) != nil {
-                    throw CoverGenreError(.modelFormat, "graph node \"\(r.node.name)\": channel scales \"\(name)\" must be stored as float32")
-                }
-                let channelScales = try input.channelScales.map { try weights.floats($0).array }
-                if let channelScales, channelScales.count != shape.outChannels || !channelScales.allSatisfy({ $0.isFinite && $0 > 0 }) {
-                    throw CoverGenreError(.modelFormat, "graph node \"\(r.node.name)\": channel scales \"\(input.channelScales!)\" are not \(shape.outChannels) finite positive values")
-                }
+                let channelScales = try channelScales(r.node, input, count: shape.outChannels)
                 let weight = try pointer(a.weight), bias = try a.bias.map(pointer)
                 guard let quantized = QuantizedDepthwise(shape, weights: weight, bias: bias, activation: a.activation, inputScale: input.scale,
                                                          zeroPoint: input.zeroPoint, channelScales: channelScales)
